@@ -1,3 +1,11 @@
-//! Domain types shared by every ringvault crate: identifiers and snapshot tags, the manifests
-//! written to the store, the object-store trait with its backends, the one module that builds
-//! every remote key, and content hashing.
+//! Domain types shared by every ringvault crate: identifiers and snapshot tags ([`ids`]), the
+//! manifests written to the store ([`manifest`]), the one module that builds every remote key
+//! ([`layout`]), content hashing ([`hash`]) and the object-store trait with its backends
+//! ([`store`]).
+pub mod hash;
+pub mod ids;
+pub mod layout;
+pub mod manifest;
+pub mod store;
+
+pub use ids::{IdError, Identifier, RelativeName, RunId, SnapshotTag};

@@ -1,0 +1,136 @@
+//! What a backup stores besides blobs: the per-node file lists, the topology and the run's
+//! commit manifest. These JSON documents make the bucket alone enough to list and restore.
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::ContentHash;
+use crate::ids::{Identifier, RelativeName, RunId, SnapshotTag};
+
+/// Format version written into every manifest.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A Cassandra host id (UUID), validated so it can be part of a key or a path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostId(String);
+
+impl HostId {
+    /// Parses a host id.
+    pub fn parse(s: &str) -> Result<Self, crate::IdError> {
+        uuid::Uuid::try_parse(s)
+            .map(|u| Self(u.hyphenated().to_string()))
+            .map_err(|_| crate::IdError::BadIdentifier {
+                what: "host id",
+                value: s.to_string(),
+            })
+    }
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl TryFrom<String> for HostId {
+    type Error = crate::IdError;
+    fn try_from(s: String) -> Result<Self, crate::IdError> {
+        Self::parse(&s)
+    }
+}
+impl From<HostId> for String {
+    fn from(h: HostId) -> String {
+        h.0
+    }
+}
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One file of a node's snapshot, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub keyspace: Identifier,
+    pub table: Identifier,
+    /// 32 lowercase hex characters, as in the table's directory name.
+    pub table_id: String,
+    /// Relative to the table's snapshot directory.
+    pub name: RelativeName,
+    pub size: u64,
+    pub hash: ContentHash,
+    /// Index into the node's data directories.
+    pub data_dir_index: u32,
+}
+
+/// A node as the backup saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescription {
+    pub host_id: HostId,
+    pub address: String,
+    pub datacenter: String,
+    pub rack: String,
+    pub tokens: Vec<String>,
+    pub data_dirs: Vec<String>,
+    pub cassandra_version: String,
+}
+
+/// `runs/<run>/nodes/<host-id>.json`: every file one node contributed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeManifest {
+    pub format_version: u32,
+    pub run_id: RunId,
+    pub node: NodeDescription,
+    pub snapshot_taken_unix_ms: i64,
+    pub files: Vec<FileEntry>,
+}
+
+/// `runs/<run>/topology.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    pub cluster_name: String,
+    pub partitioner: String,
+    pub nodes: Vec<NodeDescription>,
+}
+
+/// Per-node totals in the run manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeTotals {
+    pub host_id: HostId,
+    pub address: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// `runs/<run>/manifest.json`: written last; a run without it is not a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub format_version: u32,
+    pub run_id: RunId,
+    pub tag: SnapshotTag,
+    pub cluster_name: String,
+    pub keyspaces: Vec<String>,
+    pub tables: Vec<String>,
+    pub started_unix_ms: i64,
+    pub committed_unix_ms: i64,
+    pub hash_algorithm: String,
+    pub nodes: Vec<NodeTotals>,
+    pub total_files: u64,
+    pub total_bytes: u64,
+    pub distinct_blobs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_naming_an_escaping_file_is_refused_on_read() {
+        let json = serde_json::json!({
+            "keyspace": "ks", "table": "t", "table_id": "0".repeat(32),
+            "name": "../../etc/passwd", "size": 1,
+            "hash": "a".repeat(64), "data_dir_index": 0
+        });
+        let err = serde_json::from_value::<FileEntry>(json).expect_err("must be refused");
+        assert!(err.to_string().contains("escape"), "{err}");
+    }
+}

@@ -1,0 +1,231 @@
+//! `file://` backend: a directory tree. Writes go to a temporary file that is synced and renamed
+//! into place, so a reader never sees a half-written object; multipart parts are written at
+//! their offsets in one file, so completing an upload copies nothing.
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::{ByteStream, MultipartUpload, ObjectMeta, Store, StoreError, StoreResult};
+use crate::layout::ObjectKey;
+
+const PART_SIZE: usize = 8 << 20;
+const TMP_DIR: &str = ".ringvault-tmp";
+
+/// A store in a local directory.
+#[derive(Debug)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+fn io(op: &'static str, key: impl ToString) -> impl FnOnce(std::io::Error) -> StoreError {
+    let key = key.to_string();
+    move |source| {
+        if source.kind() == std::io::ErrorKind::NotFound && op != "put" {
+            StoreError::NotFound { key }
+        } else {
+            StoreError::Io { op, key, source }
+        }
+    }
+}
+
+impl FileStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn new(root: PathBuf) -> StoreResult<Self> {
+        std::fs::create_dir_all(root.join(TMP_DIR)).map_err(io("open", root.display()))?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, key: &ObjectKey) -> PathBuf {
+        // ObjectKey values are built by `layout` or validated by `from_listing`: no `..`.
+        self.root.join(key.as_str())
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.root
+            .join(TMP_DIR)
+            .join(uuid::Uuid::new_v4().to_string())
+    }
+}
+
+async fn publish(tmp: &Path, dest: &Path, key: &ObjectKey) -> StoreResult<()> {
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(io("put", key))?;
+    }
+    tokio::fs::rename(tmp, dest).await.map_err(io("put", key))
+}
+
+#[async_trait]
+impl Store for FileStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn part_size(&self) -> usize {
+        PART_SIZE
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Bytes) -> StoreResult<()> {
+        let tmp = self.tmp_path();
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(io("put", key))?;
+        f.write_all(&data).await.map_err(io("put", key))?;
+        f.sync_all().await.map_err(io("put", key))?;
+        drop(f);
+        publish(&tmp, &self.path(key), key).await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> StoreResult<ByteStream> {
+        let f = tokio::fs::File::open(self.path(key))
+            .await
+            .map_err(io("get", key))?;
+        let k = key.to_string();
+        let s = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).map(move |r| {
+            r.map_err(|source| StoreError::Io {
+                op: "get",
+                key: k.clone(),
+                source,
+            })
+        });
+        Ok(Box::pin(s))
+    }
+
+    async fn head(&self, key: &ObjectKey) -> StoreResult<Option<ObjectMeta>> {
+        match tokio::fs::metadata(self.path(key)).await {
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
+                key: key.clone(),
+                size: m.len(),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("head", key)(e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || list_blocking(&root, &prefix))
+            .await
+            .map_err(|e| StoreError::Backend {
+                op: "list",
+                key: String::new(),
+                message: e.to_string(),
+            })?
+    }
+
+    async fn delete_many(&self, keys: &[ObjectKey]) -> StoreResult<()> {
+        for key in keys {
+            match tokio::fs::remove_file(self.path(key)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("delete", key)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_multipart(&self, key: &ObjectKey) -> StoreResult<Box<dyn MultipartUpload>> {
+        let tmp = self.tmp_path();
+        let file = std::fs::File::create(&tmp).map_err(io("put", key))?;
+        Ok(Box::new(FileMultipart {
+            file: Arc::new(file),
+            tmp,
+            dest: self.path(key),
+            key: key.clone(),
+        }))
+    }
+
+    async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> StoreResult<()> {
+        publish(&self.path(from), &self.path(to), to).await
+    }
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+    // Walk from the deepest directory the prefix names.
+    let dir_part = match prefix.rfind('/') {
+        Some(i) => &prefix[..i],
+        None => "",
+    };
+    let start = root.join(dir_part);
+    let mut out = Vec::new();
+    let mut stack = vec![start];
+    while let Some(dir) = stack.pop() {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("list", dir.display())(e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(io("list", dir.display()))?;
+            let path = entry.path();
+            let ft = entry.file_type().map_err(io("list", path.display()))?;
+            let rel = match path.strip_prefix(root) {
+                Ok(r) => r.to_string_lossy().into_owned(),
+                Err(_) => continue,
+            };
+            if rel.starts_with(TMP_DIR) {
+                continue;
+            }
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() && rel.starts_with(prefix) {
+                let size = entry.metadata().map_err(io("list", &rel))?.len();
+                if let Some(key) = ObjectKey::from_listing(&rel) {
+                    out.push(ObjectMeta { key, size });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+struct FileMultipart {
+    file: Arc<std::fs::File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    key: ObjectKey,
+}
+
+#[async_trait]
+impl MultipartUpload for FileMultipart {
+    async fn put_part(&self, number: u32, data: Bytes) -> StoreResult<()> {
+        let file = Arc::clone(&self.file);
+        let key = self.key.clone();
+        let offset = u64::from(number.saturating_sub(1)) * PART_SIZE as u64;
+        tokio::task::spawn_blocking(move || file.write_all_at(&data, offset))
+            .await
+            .map_err(|e| StoreError::Backend {
+                op: "put",
+                key: key.to_string(),
+                message: e.to_string(),
+            })?
+            .map_err(io("put", &self.key))
+    }
+
+    async fn complete(&self) -> StoreResult<()> {
+        let file = Arc::clone(&self.file);
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| StoreError::Backend {
+                op: "put",
+                key: self.key.to_string(),
+                message: e.to_string(),
+            })?
+            .map_err(io("put", &self.key))?;
+        publish(&self.tmp, &self.dest, &self.key).await
+    }
+
+    async fn abort(&self) -> StoreResult<()> {
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+        Ok(())
+    }
+}

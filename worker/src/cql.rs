@@ -1,0 +1,178 @@
+//! CQL against the local node: who the node is (`system.local`), which tables exist
+//! (`system_schema.tables`) and the full schema (`DESCRIBE SCHEMA WITH INTERNALS`).
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use futures::TryStreamExt;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+
+/// Keyspaces never backed up: node-local state (`system`), the schema itself (recreated from
+/// `DESCRIBE SCHEMA`), and virtual keyspaces that have no SSTables.
+pub const EXCLUDED_KEYSPACES: &[&str] = &[
+    "system",
+    "system_schema",
+    "system_views",
+    "system_virtual_schema",
+];
+
+/// The local node as `system.local` describes it.
+#[derive(Debug, Clone)]
+pub struct LocalInfo {
+    pub cluster_name: String,
+    pub host_id: String,
+    pub address: String,
+    pub datacenter: String,
+    pub rack: String,
+    pub tokens: Vec<String>,
+    pub release_version: String,
+    pub partitioner: String,
+}
+
+/// A table with its id (32 hex characters, no dashes).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TableInfo {
+    pub keyspace: String,
+    pub table: String,
+    pub id: String,
+}
+
+/// A CQL session to the local node.
+pub struct Cql {
+    session: Session,
+}
+
+impl Cql {
+    /// Connects to `addr` (host:port), talking only to that node.
+    pub async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let session = SessionBuilder::new()
+            .known_node(addr)
+            .build()
+            .await
+            .with_context(|| format!("connecting to Cassandra over CQL at {addr}"))?;
+        Ok(Self { session })
+    }
+
+    /// Reads `system.local`.
+    pub async fn local_info(&self) -> anyhow::Result<LocalInfo> {
+        let res = self
+            .session
+            .query_unpaged(
+                "SELECT cluster_name, host_id, broadcast_address, data_center, rack, tokens, release_version, partitioner FROM system.local",
+                (),
+            )
+            .await
+            .context("reading system.local")?
+            .into_rows_result()
+            .context("reading system.local")?;
+        type Row = (
+            Option<String>,
+            Option<uuid::Uuid>,
+            Option<std::net::IpAddr>,
+            Option<String>,
+            Option<String>,
+            Option<Vec<String>>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Row = res.first_row().context("system.local has no row")?;
+        let mut tokens = row.5.unwrap_or_default();
+        tokens.sort();
+        Ok(LocalInfo {
+            cluster_name: row.0.unwrap_or_default(),
+            host_id: row
+                .1
+                .map(|u| u.to_string())
+                .context("system.local has no host_id")?,
+            address: row.2.map(|a| a.to_string()).unwrap_or_default(),
+            datacenter: row.3.unwrap_or_default(),
+            rack: row.4.unwrap_or_default(),
+            tokens,
+            release_version: row.6.unwrap_or_default(),
+            partitioner: row.7.unwrap_or_default(),
+        })
+    }
+
+    /// Every table of every keyspace (the excluded ones included; callers filter).
+    pub async fn tables(&self) -> anyhow::Result<Vec<TableInfo>> {
+        let mut pager = self
+            .session
+            .query_iter(
+                "SELECT keyspace_name, table_name, id FROM system_schema.tables",
+                (),
+            )
+            .await
+            .context("reading system_schema.tables")?
+            .rows_stream::<(String, String, uuid::Uuid)>()
+            .context("reading system_schema.tables")?;
+        let mut out = Vec::new();
+        while let Some((keyspace, table, id)) = pager
+            .try_next()
+            .await
+            .context("reading system_schema.tables")?
+        {
+            out.push(TableInfo {
+                keyspace,
+                table,
+                id: id.simple().to_string(),
+            });
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Keyspace names.
+    pub async fn keyspaces(&self) -> anyhow::Result<BTreeSet<String>> {
+        let mut pager = self
+            .session
+            .query_iter("SELECT keyspace_name FROM system_schema.keyspaces", ())
+            .await
+            .context("reading system_schema.keyspaces")?
+            .rows_stream::<(String,)>()
+            .context("reading system_schema.keyspaces")?;
+        let mut out = BTreeSet::new();
+        while let Some((k,)) = pager
+            .try_next()
+            .await
+            .context("reading system_schema.keyspaces")?
+        {
+            out.insert(k);
+        }
+        Ok(out)
+    }
+
+    /// `DESCRIBE SCHEMA WITH INTERNALS`, as one CQL script. Retried once: a schema change during
+    /// paging makes the server refuse the next page.
+    pub async fn describe_schema(&self) -> anyhow::Result<String> {
+        match self.describe_once().await {
+            Ok(s) => Ok(s),
+            Err(first) => {
+                tracing::warn!(error = %first, "DESCRIBE SCHEMA failed, retrying once");
+                self.describe_once().await
+            }
+        }
+    }
+
+    async fn describe_once(&self) -> anyhow::Result<String> {
+        let mut pager = self
+            .session
+            .query_iter("DESCRIBE SCHEMA WITH INTERNALS", ())
+            .await
+            .context("DESCRIBE SCHEMA WITH INTERNALS")?
+            .rows_stream::<(String, String, String, String)>()
+            .context("DESCRIBE SCHEMA WITH INTERNALS")?;
+        let mut out = String::new();
+        while let Some((_ks, _ty, _name, stmt)) = pager
+            .try_next()
+            .await
+            .context("DESCRIBE SCHEMA WITH INTERNALS")?
+        {
+            out.push_str(&stmt);
+            if !stmt.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        Ok(out)
+    }
+}

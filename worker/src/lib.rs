@@ -1,0 +1,130 @@
+//! The ringvault worker: a gRPC server beside one Cassandra node. It registers with the
+//! coordinator and heartbeats; on command it takes and clears snapshots (through [`nodetool`]),
+//! reads the schema (through [`cql`]), and walks, hashes and uploads snapshot files
+//! ([`snapshot_files`], [`upload`]) with hashes of unchanged files reused from [`hash_cache`].
+pub mod cql;
+pub mod hash_cache;
+pub mod nodetool;
+pub mod registration;
+pub mod service;
+pub mod snapshot_files;
+pub mod upload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Command-line options of `ringvault-worker`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ringvault-worker",
+    version,
+    about = "ringvault worker: snapshots, hashes and uploads one Cassandra node's SSTables"
+)]
+pub struct WorkerOptions {
+    /// Address the gRPC server listens on.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:7601",
+        env = "RINGVAULT_WORKER_LISTEN"
+    )]
+    pub listen: SocketAddr,
+    /// URL the coordinator uses to reach this worker (default: http://<listen>).
+    #[arg(long, env = "RINGVAULT_WORKER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The coordinator's gRPC URL.
+    #[arg(
+        long,
+        env = "RINGVAULT_COORDINATOR",
+        default_value = "http://127.0.0.1:7600"
+    )]
+    pub coordinator: String,
+    /// CQL address of the local Cassandra node.
+    #[arg(long, default_value = "127.0.0.1:9042", env = "RINGVAULT_CQL")]
+    pub cql: String,
+    /// nodetool command for the local node (a program path; arguments are appended).
+    #[arg(long, default_value = "nodetool", env = "RINGVAULT_NODETOOL")]
+    pub nodetool: PathBuf,
+    /// Cassandra data directories (repeat for JBOD), as in data_file_directories.
+    #[arg(long = "data-dir", required = true)]
+    pub data_dirs: Vec<PathBuf>,
+    /// Where the worker keeps its hash cache.
+    #[arg(
+        long,
+        default_value = "/var/lib/ringvault-worker",
+        env = "RINGVAULT_WORKER_STATE"
+    )]
+    pub state_dir: PathBuf,
+    /// Parts (of at most the store's part size) read or in flight at once: bounds memory and
+    /// upload parallelism.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u32,
+    /// Check that the store URL is usable (reachable, bucket exists, credentials accepted),
+    /// print the result and exit.
+    #[arg(long, value_name = "STORE_URL")]
+    pub check_storage: Option<String>,
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default info).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs the worker until killed.
+pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
+    if let Some(url) = &opts.check_storage {
+        let store = ringvault_common::store::open(url).await?;
+        store
+            .check()
+            .await
+            .with_context(|| format!("store {} failed its check", store.describe()))?;
+        println!("store {} is usable", store.describe());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("creating state directory {}", opts.state_dir.display()))?;
+    let cache = hash_cache::HashCache::open(&opts.state_dir.join("hash-cache.sqlite"))?;
+    let node = Arc::new(service::LocalNode::new(&opts, cache).await?);
+    let advertise = opts
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", opts.listen));
+    tokio::spawn(registration::register_forever(
+        opts.coordinator.clone(),
+        Arc::clone(&node),
+        advertise,
+    ));
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ringvault_proto::v1::worker_server::WorkerServer<service::WorkerService>>()
+        .await;
+    tracing::info!(listen = %opts.listen, "worker serving");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(ringvault_proto::v1::worker_server::WorkerServer::new(
+            service::WorkerService::new(node),
+        ))
+        .serve_with_shutdown(opts.listen, shutdown_signal())
+        .await
+        .context("gRPC server")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

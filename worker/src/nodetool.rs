@@ -1,0 +1,124 @@
+//! The one module that runs `nodetool` against the local node.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ringvault_common::{Identifier, SnapshotTag};
+
+/// A failed nodetool call, with what it printed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodetoolError {
+    #[error("could not run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("nodetool {args} failed (exit {code:?}): {output}")]
+    Failed {
+        args: String,
+        code: Option<i32>,
+        output: String,
+    },
+}
+
+/// Runs nodetool subcommands.
+#[derive(Debug, Clone)]
+pub struct Nodetool {
+    program: PathBuf,
+}
+
+/// What to snapshot.
+#[derive(Debug, Clone)]
+pub enum SnapshotScope {
+    /// These keyspaces, whole.
+    Keyspaces(Vec<Identifier>),
+    /// These tables of one keyspace.
+    Tables(Identifier, Vec<Identifier>),
+}
+
+impl Nodetool {
+    /// Uses `program` as nodetool.
+    pub fn new(program: PathBuf) -> Self {
+        Self { program }
+    }
+
+    async fn run(&self, args: &[String]) -> Result<String, NodetoolError> {
+        let out = tokio::process::Command::new(&self.program)
+            .args(args)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| NodetoolError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let text = format!("{}{}", stdout.trim(), stderr.trim());
+            // Keep the first lines: nodetool appends long Java stack traces.
+            let output: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("at "))
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" | ");
+            return Err(NodetoolError::Failed {
+                args: args.join(" "),
+                code: out.status.code(),
+                output,
+            });
+        }
+        Ok(stdout)
+    }
+
+    /// `nodetool snapshot -t TAG [--ttl Ns] (ks... | -kt ks.t,...)`.
+    pub async fn snapshot(
+        &self,
+        tag: &SnapshotTag,
+        scope: &SnapshotScope,
+        ttl: Option<Duration>,
+    ) -> Result<(), NodetoolError> {
+        let mut args = vec!["snapshot".to_string(), "-t".to_string(), tag.to_string()];
+        if let Some(ttl) = ttl {
+            args.push("--ttl".into());
+            args.push(format!("{}s", ttl.as_secs().max(1)));
+        }
+        match scope {
+            SnapshotScope::Keyspaces(ks) => args.extend(ks.iter().map(|k| k.to_string())),
+            SnapshotScope::Tables(ks, tables) => {
+                args.push("-kt".into());
+                args.push(
+                    tables
+                        .iter()
+                        .map(|t| format!("{ks}.{t}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+        }
+        self.run(&args).await.map(|_| ())
+    }
+
+    /// `nodetool clearsnapshot -t TAG`.
+    pub async fn clear_snapshot(&self, tag: &SnapshotTag) -> Result<(), NodetoolError> {
+        self.run(&["clearsnapshot".into(), "-t".into(), tag.to_string()])
+            .await
+            .map(|_| ())
+    }
+
+    /// Tags listed by `nodetool listsnapshots`.
+    pub async fn list_snapshot_tags(&self) -> Result<Vec<String>, NodetoolError> {
+        let out = self.run(&["listsnapshots".into()]).await?;
+        let mut tags: Vec<String> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("Snapshot name"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|t| !t.starts_with("Total"))
+            .map(str::to_string)
+            .collect();
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+}

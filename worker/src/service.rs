@@ -1,0 +1,426 @@
+//! The worker's gRPC service: validates requests, converts proto ↔ domain types, and hands off
+//! to [`LocalNode`], which owns the node's nodetool, CQL session, data directories and cache.
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ringvault_common::{Identifier, RunId, SnapshotTag};
+use ringvault_proto::v1 as pb;
+use tokio::sync::{OnceCell, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::WorkerOptions;
+use crate::cql::{Cql, EXCLUDED_KEYSPACES};
+use crate::hash_cache::HashCache;
+use crate::nodetool::{Nodetool, SnapshotScope};
+use crate::upload::{UploadEvent, Uploader};
+
+/// Everything the worker knows and can do about its node.
+pub struct LocalNode {
+    nodetool: Nodetool,
+    cql_addr: String,
+    cql: OnceCell<Cql>,
+    pub data_dirs: Vec<PathBuf>,
+    cache: HashCache,
+    concurrency: usize,
+}
+
+/// A validated keyspace/table selection.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub keyspaces: BTreeSet<String>,
+    /// Set when tables of one keyspace were selected.
+    pub tables: Option<BTreeSet<String>>,
+}
+
+impl Resolved {
+    /// Whether `ks.table` is selected.
+    pub fn keeps(&self, ks: &str, table: &str) -> bool {
+        self.keyspaces.contains(ks) && self.tables.as_ref().is_none_or(|t| t.contains(table))
+    }
+}
+
+impl LocalNode {
+    /// Sets up the node handle; the CQL session connects on first use.
+    pub async fn new(opts: &WorkerOptions, cache: HashCache) -> anyhow::Result<Self> {
+        for d in &opts.data_dirs {
+            if !d.is_dir() {
+                anyhow::bail!("data directory {} does not exist", d.display());
+            }
+        }
+        Ok(Self {
+            nodetool: Nodetool::new(opts.nodetool.clone()),
+            cql_addr: opts.cql.clone(),
+            cql: OnceCell::new(),
+            data_dirs: opts.data_dirs.clone(),
+            cache,
+            concurrency: opts.concurrency.max(1) as usize,
+        })
+    }
+
+    /// The CQL session, connected on first use.
+    pub async fn cql(&self) -> anyhow::Result<&Cql> {
+        self.cql
+            .get_or_try_init(|| Cql::connect(&self.cql_addr))
+            .await
+    }
+
+    /// The node's identity, topology and free space.
+    pub async fn info(&self) -> anyhow::Result<pb::NodeInfo> {
+        let local = self.cql().await?.local_info().await?;
+        let free_bytes = self
+            .data_dirs
+            .iter()
+            .map(|d| free_bytes(d))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(pb::NodeInfo {
+            cluster_name: local.cluster_name,
+            host_id: local.host_id,
+            address: local.address,
+            datacenter: local.datacenter,
+            rack: local.rack,
+            tokens: local.tokens,
+            data_dirs: self
+                .data_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
+            cassandra_version: local.release_version,
+            worker_address: String::new(),
+            free_bytes,
+        })
+    }
+
+    /// Checks a selection against the live schema.
+    pub async fn resolve(&self, sel: &pb::Selection) -> Result<Resolved, Status> {
+        let cql = self.cql().await.map_err(internal)?;
+        let tables = cql.tables().await.map_err(internal)?;
+        for k in &sel.keyspaces {
+            Identifier::parse("keyspace", k)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        for t in &sel.tables {
+            Identifier::parse("table", t).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let existing: BTreeSet<String> = tables.iter().map(|t| t.keyspace.clone()).collect();
+        let keyspaces: BTreeSet<String> = if sel.keyspaces.is_empty() {
+            if !sel.tables.is_empty() {
+                return Err(Status::invalid_argument("tables need exactly one keyspace"));
+            }
+            existing
+                .iter()
+                .filter(|k| !EXCLUDED_KEYSPACES.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            for k in &sel.keyspaces {
+                if !existing.contains(k) {
+                    return Err(Status::not_found(format!("keyspace {k} does not exist")));
+                }
+            }
+            sel.keyspaces.iter().cloned().collect()
+        };
+        let tables_sel = if sel.tables.is_empty() {
+            None
+        } else {
+            if keyspaces.len() != 1 {
+                return Err(Status::invalid_argument("tables need exactly one keyspace"));
+            }
+            let ks = keyspaces.iter().next().cloned().unwrap_or_default();
+            for t in &sel.tables {
+                if !tables.iter().any(|x| x.keyspace == ks && &x.table == t) {
+                    return Err(Status::not_found(format!("table {ks}.{t} does not exist")));
+                }
+            }
+            Some(sel.tables.iter().cloned().collect())
+        };
+        Ok(Resolved {
+            keyspaces,
+            tables: tables_sel,
+        })
+    }
+}
+
+fn free_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let st =
+        nix::sys::statvfs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+fn internal(e: anyhow::Error) -> Status {
+    Status::internal(format!("{e:#}"))
+}
+
+fn parse_tag(tag: &str) -> Result<SnapshotTag, Status> {
+    SnapshotTag::parse(tag).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The tonic `Worker` service.
+pub struct WorkerService {
+    node: Arc<LocalNode>,
+}
+
+impl WorkerService {
+    /// Serves `node`.
+    pub fn new(node: Arc<LocalNode>) -> Self {
+        Self { node }
+    }
+}
+
+type EventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::UploadEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::worker_server::Worker for WorkerService {
+    async fn get_node_info(
+        &self,
+        _: Request<pb::GetNodeInfoRequest>,
+    ) -> Result<Response<pb::NodeInfo>, Status> {
+        self.node.info().await.map(Response::new).map_err(internal)
+    }
+
+    async fn list_tables(
+        &self,
+        _: Request<pb::ListTablesRequest>,
+    ) -> Result<Response<pb::ListTablesResponse>, Status> {
+        let cql = self.node.cql().await.map_err(internal)?;
+        let tables = cql.tables().await.map_err(internal)?;
+        Ok(Response::new(pb::ListTablesResponse {
+            tables: tables
+                .into_iter()
+                .map(|t| pb::TableRef {
+                    keyspace: t.keyspace,
+                    table: t.table,
+                    table_id: t.id,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn check_storage(
+        &self,
+        req: Request<pb::CheckStorageRequest>,
+    ) -> Result<Response<pb::CheckStorageResponse>, Status> {
+        let url = req.into_inner().store_url;
+        let store = ringvault_common::store::open(&url)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        store.check().await.map_err(|e| {
+            Status::failed_precondition(format!("store {} is not usable: {e}", store.describe()))
+        })?;
+        Ok(Response::new(pb::CheckStorageResponse {}))
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let req = req.into_inner();
+        let tag = parse_tag(&req.tag)?;
+        let resolved = self
+            .node
+            .resolve(&req.selection.unwrap_or_default())
+            .await?;
+        for d in &self.node.data_dirs {
+            let free = free_bytes(d).map_err(internal)?;
+            if free < req.min_free_bytes {
+                return Err(Status::failed_precondition(format!(
+                    "data directory {} has {free} bytes free, below the floor of {} bytes",
+                    d.display(),
+                    req.min_free_bytes
+                )));
+            }
+        }
+        let scope = match &resolved.tables {
+            Some(tables) => SnapshotScope::Tables(
+                Identifier::parse(
+                    "keyspace",
+                    resolved
+                        .keyspaces
+                        .iter()
+                        .next()
+                        .map(String::as_str)
+                        .unwrap_or_default(),
+                )
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                tables
+                    .iter()
+                    .map(|t| Identifier::parse("table", t))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ),
+            None => SnapshotScope::Keyspaces(
+                resolved
+                    .keyspaces
+                    .iter()
+                    .map(|k| Identifier::parse("keyspace", k))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ),
+        };
+        if let SnapshotScope::Keyspaces(k) = &scope
+            && k.is_empty()
+        {
+            return Err(Status::failed_precondition("no keyspace to back up"));
+        }
+        let existing = self
+            .node
+            .nodetool
+            .list_snapshot_tags()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if existing.iter().any(|t| t == tag.as_str()) {
+            return Err(Status::already_exists(format!(
+                "snapshot {tag} already exists"
+            )));
+        }
+        let ttl = (req.ttl_seconds > 0).then(|| Duration::from_secs(req.ttl_seconds));
+        self.node
+            .nodetool
+            .snapshot(&tag, &scope, ttl)
+            .await
+            .map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("already exists") {
+                    Status::already_exists(msg)
+                } else {
+                    Status::internal(msg)
+                }
+            })?;
+        tracing::info!(%tag, "snapshot taken");
+        Ok(Response::new(pb::SnapshotResponse {
+            taken_at_unix_ms: now_ms(),
+        }))
+    }
+
+    async fn clear_snapshot(
+        &self,
+        req: Request<pb::ClearSnapshotRequest>,
+    ) -> Result<Response<pb::ClearSnapshotResponse>, Status> {
+        let tag = parse_tag(&req.into_inner().tag)?;
+        let existed = self
+            .node
+            .nodetool
+            .list_snapshot_tags()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .iter()
+            .any(|t| t == tag.as_str());
+        self.node
+            .nodetool
+            .clear_snapshot(&tag)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(%tag, existed, "snapshot cleared");
+        Ok(Response::new(pb::ClearSnapshotResponse { existed }))
+    }
+
+    async fn describe_schema(
+        &self,
+        _: Request<pb::DescribeSchemaRequest>,
+    ) -> Result<Response<pb::DescribeSchemaResponse>, Status> {
+        let cql = self.node.cql().await.map_err(internal)?;
+        let schema_cql = cql.describe_schema().await.map_err(internal)?;
+        Ok(Response::new(pb::DescribeSchemaResponse { schema_cql }))
+    }
+
+    type UploadStream = EventStream;
+
+    async fn upload(
+        &self,
+        req: Request<pb::UploadRequest>,
+    ) -> Result<Response<Self::UploadStream>, Status> {
+        let req = req.into_inner();
+        let tag = parse_tag(&req.tag)?;
+        let run_id =
+            RunId::parse(&req.run_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let resolved = self
+            .node
+            .resolve(&req.selection.unwrap_or_default())
+            .await?;
+        let store = ringvault_common::store::open(&req.store_url)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let data_dirs = self.node.data_dirs.clone();
+        let files = tokio::task::spawn_blocking(move || {
+            crate::snapshot_files::list(&data_dirs, &tag, &|k, t| resolved.keeps(k, t))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(internal)?;
+        let concurrency = if req.concurrency > 0 {
+            req.concurrency as usize
+        } else {
+            self.node.concurrency
+        };
+        let uploader = Arc::new(Uploader {
+            run_id,
+            store,
+            cache: self.node.cache.clone(),
+            concurrency,
+        });
+        let (ev_tx, mut ev_rx) = mpsc::channel::<UploadEvent>(256);
+        let (out_tx, out_rx) = mpsc::channel::<Result<pb::UploadEvent, Status>>(256);
+        let job = tokio::spawn(uploader.run(files, ev_tx));
+        tokio::spawn(async move {
+            while let Some(ev) = ev_rx.recv().await {
+                if out_tx.send(Ok(to_proto(ev))).await.is_err() {
+                    job.abort();
+                    return;
+                }
+            }
+            let end = match job.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => Status::internal(format!("{e:#}")),
+                Err(e) => Status::internal(format!("upload task: {e}")),
+            };
+            tracing::error!(error = %end.message(), "upload failed");
+            let _ = out_tx.send(Err(end)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+fn to_proto(ev: UploadEvent) -> pb::UploadEvent {
+    use pb::upload_event::Event;
+    let event = match ev {
+        UploadEvent::Plan { files, bytes } => Event::Plan(pb::UploadPlan {
+            total_files: files,
+            total_bytes: bytes,
+        }),
+        UploadEvent::Progress { bytes } => {
+            Event::Progress(pb::UploadProgress { bytes_read: bytes })
+        }
+        UploadEvent::FileDone {
+            entry,
+            mtime_ns,
+            uploaded,
+            hash_cached,
+        } => Event::File(pb::FileDone {
+            file: Some(pb::FileEntry {
+                keyspace: entry.keyspace.to_string(),
+                table: entry.table.to_string(),
+                table_id: entry.table_id,
+                name: entry.name.to_string(),
+                size: entry.size,
+                hash: entry.hash.to_string(),
+                mtime_unix_ms: (mtime_ns / 1_000_000) as i64,
+                data_dir_index: entry.data_dir_index,
+            }),
+            uploaded,
+            hash_cached,
+        }),
+    };
+    pb::UploadEvent { event: Some(event) }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
