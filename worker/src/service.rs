@@ -92,6 +92,7 @@ impl LocalNode {
             cassandra_version: local.release_version,
             worker_address: String::new(),
             free_bytes,
+            partitioner: local.partitioner,
         })
     }
 
@@ -295,6 +296,16 @@ impl pb::worker_server::Worker for WorkerService {
         Ok(Response::new(pb::SnapshotResponse {
             taken_at_unix_ms: now_ms(),
         }))
+    }
+
+    async fn find_snapshot(&self, req: Request<pb::FindSnapshotRequest>) -> Result<Response<pb::FindSnapshotResponse>, Status> {
+        let tag = parse_tag(&req.into_inner().tag)?;
+        let data_dirs = self.node.data_dirs.clone();
+        let dirs = tokio::task::spawn_blocking(move || crate::snapshot_files::snapshot_dirs(&data_dirs, &tag))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(internal)?;
+        Ok(Response::new(pb::FindSnapshotResponse { dirs: dirs.iter().map(|d| d.display().to_string()).collect() }))
     }
 
     async fn clear_snapshot(

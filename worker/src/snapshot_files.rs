@@ -73,12 +73,28 @@ pub fn list(
     Ok(out)
 }
 
+/// Every `<data_dir>/<ks>/<table-id>/snapshots/<tag>` directory that exists.
+pub fn snapshot_dirs(data_dirs: &[PathBuf], tag: &SnapshotTag) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for data_dir in data_dirs {
+        for ks in read_dir(data_dir)? {
+            for t in read_dir(&ks.path())? {
+                let snap = t.path().join("snapshots").join(tag.as_str());
+                if snap.is_dir() {
+                    out.push(snap);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn read_dir(dir: &Path) -> anyhow::Result<Vec<std::fs::DirEntry>> {
     match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("listing {}", dir.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(Vec::new()),
         Err(e) => Err(e).with_context(|| format!("listing {}", dir.display())),
     }
 }

@@ -97,11 +97,14 @@ impl Uploader {
         if let Some(hash) = self.cache.get(&identity)?
             && self.blob_present(&hash, f.size).await?
         {
+            send(&events, UploadEvent::Progress { bytes: f.size }).await?;
             return done(&events, &f, hash, false, true).await;
         }
         let part = self.store.part_size();
         let (hash, uploaded) = if f.size as usize <= part {
-            self.upload_small(&f, &budget).await?
+            let r = self.upload_small(&f, &budget).await?;
+            send(&events, UploadEvent::Progress { bytes: f.size }).await?;
+            r
         } else {
             self.upload_large(&f, &budget, &events).await?
         };

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-pub use self::url::StoreUrl;
+pub use self::url::{StoreUrl, redact as redact_url};
 use crate::layout::ObjectKey;
 
 /// Failures of a store operation. Messages carry the provider's text, never credentials.

@@ -1,0 +1,59 @@
+//! `ringvault backup`: starts a cluster-wide backup and, with `--wait`, follows it to the end.
+use std::process::ExitCode;
+
+use clap::Args;
+use ringvault_proto::v1 as pb;
+use ringvault_proto::v1::coordinator_client::CoordinatorClient;
+use tonic::transport::Channel;
+
+use super::status;
+use crate::output::{self, Format};
+
+/// Options of `ringvault backup`.
+#[derive(Debug, Args)]
+pub struct BackupOptions {
+    /// Keyspace to back up (repeatable); default: every keyspace that matters for restore.
+    #[arg(short = 'k', long = "keyspace")]
+    pub keyspaces: Vec<String>,
+    /// Table of the keyspace to back up (repeatable; needs exactly one -k).
+    #[arg(short = 't', long = "table")]
+    pub tables: Vec<String>,
+    /// Snapshot tag (default: rv-<UTC time>-<run>).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Cluster name, when workers of several clusters are registered.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Follow the run with live progress until it ends.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Runs `ringvault backup`.
+pub async fn run(mut client: CoordinatorClient<Channel>, o: BackupOptions, format: Format) -> anyhow::Result<ExitCode> {
+    if !o.tables.is_empty() && o.keyspaces.len() != 1 {
+        anyhow::bail!("-t/--table needs exactly one -k/--keyspace");
+    }
+    let resp = client
+        .start_backup(pb::StartBackupRequest {
+            keyspaces: o.keyspaces,
+            tables: o.tables,
+            tag: o.tag.unwrap_or_default(),
+            cluster_name: o.cluster.unwrap_or_default(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if !o.wait {
+        let run = client.get_run(pb::GetRunRequest { run_id: resp.run_id.clone() }).await.map_err(status)?.into_inner();
+        match format {
+            Format::Json => output::print_json(&output::run_json(&run)),
+            Format::Human => println!("started backup run {} (tag {}, state {})", run.id, run.tag, run.state),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if format == Format::Human {
+        println!("backup run {} started (tag {})", resp.run_id, resp.tag);
+    }
+    super::runs::watch(&mut client, &resp.run_id, format, false).await
+}

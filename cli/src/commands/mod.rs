@@ -1,0 +1,64 @@
+//! Command-line parsing and dispatch, one file per command.
+mod backup;
+mod runs;
+mod workers;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ringvault_proto::v1::coordinator_client::CoordinatorClient;
+use tonic::transport::Channel;
+
+use crate::output::Format;
+
+/// Top-level options.
+#[derive(Debug, Parser)]
+#[command(name = "ringvault", version, about = "Cluster-wide backup for Apache Cassandra")]
+pub struct Cli {
+    /// The coordinator's gRPC URL.
+    #[arg(long, global = true, env = "RINGVAULT_COORDINATOR", default_value = "http://127.0.0.1:7600")]
+    pub coordinator: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up the cluster (all keyspaces, one keyspace, or tables of one keyspace).
+    Backup(backup::BackupOptions),
+    /// List, show, watch or cancel runs.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// List the workers registered with the coordinator.
+    #[command(subcommand)]
+    Workers(workers::WorkersCommand),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = connect(&cli.coordinator).await?;
+    match cli.command {
+        Command::Backup(o) => backup::run(client, o, cli.output).await,
+        Command::Runs(c) => runs::run(client, c, cli.output).await,
+        Command::Workers(c) => workers::run(client, c, cli.output).await,
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("invalid coordinator URL {url:?}"))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = ep.connect().await.with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    Ok(CoordinatorClient::new(channel))
+}
+
+/// Turns a gRPC status into an error carrying the server's message.
+pub fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}

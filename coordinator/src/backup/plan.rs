@@ -1,0 +1,146 @@
+//! Stage `plan`: pick the cluster's workers, refuse with a reason if any is down or unreachable,
+//! check the selection against the live schema and the store against every node, before
+//! anything is recorded or snapshotted.
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringvault_common::SnapshotTag;
+use ringvault_proto::v1 as pb;
+use ringvault_proto::v1::worker_client::WorkerClient;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use super::{BackupRequest, connect_worker};
+use crate::Coordinator;
+
+/// A node taking part in a run.
+#[derive(Clone)]
+pub struct PlannedNode {
+    pub info: pb::NodeInfo,
+    pub client: WorkerClient<Channel>,
+}
+
+impl PlannedNode {
+    /// "address (host id)" for messages.
+    pub fn label(&self) -> String {
+        format!("node {} ({})", self.info.address, self.info.host_id)
+    }
+}
+
+/// The outcome of planning.
+pub struct Plan {
+    pub cluster_name: String,
+    pub partitioner: String,
+    pub nodes: Vec<PlannedNode>,
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Plans a run; every refusal is a `Status` with the reason.
+pub async fn plan(coord: &Arc<Coordinator>, req: &BackupRequest, tag: &SnapshotTag) -> Result<Plan, Status> {
+    let workers = coord.db.call(|db| db.workers()).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+    let clusters: std::collections::BTreeSet<&str> = workers.iter().map(|w| w.cluster_name.as_str()).collect();
+    let cluster = match &req.cluster_name {
+        Some(c) if clusters.contains(c.as_str()) => c.clone(),
+        Some(c) => return Err(Status::not_found(format!("no worker has registered for cluster {c:?}"))),
+        None if clusters.len() == 1 => clusters.iter().next().map(|c| c.to_string()).unwrap_or_default(),
+        None if clusters.is_empty() => return Err(Status::failed_precondition("no worker has registered with this coordinator")),
+        None => return Err(Status::invalid_argument(format!("several clusters are registered ({clusters:?}); name one with --cluster"))),
+    };
+    let members: Vec<_> = workers.into_iter().filter(|w| w.cluster_name == cluster).collect();
+    let down: Vec<String> = members
+        .iter()
+        .filter(|w| !coord.alive(w.last_seen_ms))
+        .map(|w| format!("node {} ({}, worker {})", w.address, w.host_id, w.worker_address))
+        .collect();
+    if !down.is_empty() {
+        return Err(Status::unavailable(format!("the run did not start: worker down: {}", down.join(", "))));
+    }
+    // Reach every worker now: a node that does not answer stops the run before it starts.
+    let calls = members.iter().map(|w| async move {
+        let label = format!("node {} ({}, worker {})", w.address, w.host_id, w.worker_address);
+        let mut client = connect_worker(&w.worker_address)
+            .await
+            .map_err(|e| Status::unavailable(format!("the run did not start: {label} is unreachable: {e:#}")))?;
+        let mut info = tokio::time::timeout(CALL_TIMEOUT, client.get_node_info(pb::GetNodeInfoRequest {}))
+            .await
+            .map_err(|_| Status::unavailable(format!("the run did not start: {label} did not answer within {CALL_TIMEOUT:?}")))?
+            .map_err(|e| Status::unavailable(format!("the run did not start: {label}: {}", e.message())))?
+            .into_inner();
+        info.worker_address = w.worker_address.clone();
+        Ok::<_, Status>(PlannedNode { info, client })
+    });
+    let nodes = futures::future::try_join_all(calls).await?;
+    let first = nodes.first().cloned().ok_or_else(|| Status::failed_precondition("no node to back up"))?;
+
+    // The selection must exist.
+    let tables = first
+        .client
+        .clone()
+        .list_tables(pb::ListTablesRequest {})
+        .await
+        .map_err(|e| Status::unavailable(format!("{}: listing tables: {}", first.label(), e.message())))?
+        .into_inner()
+        .tables;
+    for ks in &req.keyspaces {
+        if !tables.iter().any(|t| t.keyspace == ks.as_str()) {
+            return Err(Status::not_found(format!("keyspace {ks} does not exist; nothing was snapshotted")));
+        }
+    }
+    if !req.tables.is_empty() {
+        let ks = req.keyspaces.first().map(|k| k.as_str()).unwrap_or_default();
+        for t in &req.tables {
+            if !tables.iter().any(|x| x.keyspace == ks && x.table == t.as_str()) {
+                return Err(Status::not_found(format!("table {ks}.{t} does not exist; nothing was snapshotted")));
+            }
+        }
+    }
+    // The store must work from here and from every node.
+    coord
+        .store
+        .check()
+        .await
+        .map_err(|e| Status::failed_precondition(format!("store {} is not usable: {e}", coord.store.describe())))?;
+    let checks = nodes.iter().map(|n| async move {
+        n.client
+            .clone()
+            .check_storage(pb::CheckStorageRequest { store_url: coord.opts.store.clone() })
+            .await
+            .map_err(|e| Status::failed_precondition(format!("{}: {}", n.label(), e.message())))
+    });
+    futures::future::try_join_all(checks).await?;
+    // Free space floor.
+    for n in &nodes {
+        if let Some((dir, free)) = n.info.data_dirs.iter().zip(&n.info.free_bytes).find(|(_, f)| **f < coord.opts.min_free_bytes) {
+            return Err(Status::failed_precondition(format!(
+                "{}: data directory {dir} has {free} bytes free, below the floor of {} bytes",
+                n.label(),
+                coord.opts.min_free_bytes
+            )));
+        }
+    }
+    // The tag must be new on every node.
+    let finds = nodes.iter().map(|n| async move {
+        let dirs = n
+            .client
+            .clone()
+            .find_snapshot(pb::FindSnapshotRequest { tag: tag.to_string() })
+            .await
+            .map_err(|e| Status::unavailable(format!("{}: {}", n.label(), e.message())))?
+            .into_inner()
+            .dirs;
+        Ok::<_, Status>((n.label(), dirs))
+    });
+    let clashes: Vec<String> = futures::future::try_join_all(finds)
+        .await?
+        .into_iter()
+        .filter(|(_, dirs)| !dirs.is_empty())
+        .map(|(label, dirs)| format!("{label} ({} directories, e.g. {})", dirs.len(), dirs[0]))
+        .collect();
+    if !clashes.is_empty() {
+        return Err(Status::already_exists(format!("snapshot tag {tag} already exists on {}", clashes.join(", "))));
+    }
+    tracing::debug!(%tag, nodes = nodes.len(), "planned");
+    let partitioner = first.info.partitioner.clone();
+    Ok(Plan { cluster_name: cluster, partitioner, nodes })
+}

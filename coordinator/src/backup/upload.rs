@@ -1,0 +1,156 @@
+//! Stage `upload`: every node streams its snapshot to the store in parallel. The coordinator
+//! follows each node's event stream, validates every file entry, publishes progress, and
+//! persists progress and file rows in batches (every second), never per event.
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use ringvault_common::hash::ContentHash;
+use ringvault_common::manifest::FileEntry;
+use ringvault_common::{Identifier, RelativeName};
+use ringvault_proto::v1 as pb;
+
+use super::{PlannedNode, RunContext};
+use crate::db::RunFileRow;
+
+/// The files one node reported.
+pub struct NodeFiles {
+    pub host_id: String,
+    pub files: Vec<FileEntry>,
+}
+
+/// Runs every node's upload; fails naming the first node that failed.
+pub async fn upload(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<Vec<NodeFiles>> {
+    let pending: Arc<Mutex<Vec<RunFileRow>>> = Arc::new(Mutex::new(Vec::new()));
+    let flusher = {
+        let pending = Arc::clone(&pending);
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = flush(ctx, &pending).await {
+                    tracing::warn!(error = %format!("{e:#}"), "persisting progress");
+                }
+            }
+        }
+    };
+    let work = futures::future::try_join_all(nodes.iter().map(|n| upload_node(ctx, n, &pending)));
+    let result = tokio::select! {
+        r = work => r,
+        _ = flusher => unreachable_flusher(),
+        _ = ctx.handle.cancel.cancelled() => Err(anyhow::anyhow!("cancelled by the operator")),
+    };
+    flush(ctx, &pending).await?;
+    result
+}
+
+fn unreachable_flusher() -> anyhow::Result<Vec<NodeFiles>> {
+    Err(anyhow::anyhow!("progress flusher stopped"))
+}
+
+async fn flush(ctx: &RunContext, pending: &Mutex<Vec<RunFileRow>>) -> anyhow::Result<()> {
+    let rows = std::mem::take(&mut *pending.lock().map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?);
+    let id = ctx.run_id.to_string();
+    if !rows.is_empty() {
+        ctx.coord.db.call(move |db| db.insert_files(&id, &rows)).await?;
+    }
+    ctx.persist_nodes().await
+}
+
+async fn upload_node(ctx: &RunContext, n: &PlannedNode, pending: &Mutex<Vec<RunFileRow>>) -> anyhow::Result<NodeFiles> {
+    let host = n.info.host_id.clone();
+    let result = follow(ctx, n, pending).await;
+    match &result {
+        Ok(_) => ctx.handle.update_node(&host, |p| p.state = "UPLOADED".into()),
+        Err(e) => ctx.handle.update_node(&host, |p| {
+            p.state = "FAILED".into();
+            p.error = format!("{e:#}");
+        }),
+    }
+    result.with_context(|| n.label())
+}
+
+async fn follow(ctx: &RunContext, n: &PlannedNode, pending: &Mutex<Vec<RunFileRow>>) -> anyhow::Result<NodeFiles> {
+    let host = n.info.host_id.clone();
+    ctx.handle.update_node(&host, |p| p.state = "UPLOADING".into());
+    let req = pb::UploadRequest {
+        run_id: ctx.run_id.to_string(),
+        tag: ctx.tag.to_string(),
+        store_url: ctx.coord.opts.store.clone(),
+        selection: Some(ctx.req.selection()),
+        concurrency: ctx.coord.opts.upload_concurrency,
+    };
+    let mut stream = n.client.clone().upload(req).await.map_err(|e| anyhow::anyhow!("upload refused: {}", e.message()))?.into_inner();
+    let mut plan: Option<pb::UploadPlan> = None;
+    let mut files = Vec::new();
+    loop {
+        let msg = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => anyhow::bail!("upload failed: {} ({:?})", e.message(), e.code()),
+        };
+        match msg.event {
+            Some(pb::upload_event::Event::Plan(p)) => {
+                ctx.handle.update_node(&host, |x| {
+                    x.files_total = p.total_files;
+                    x.bytes_total = p.total_bytes;
+                });
+                plan = Some(p);
+            }
+            Some(pb::upload_event::Event::Progress(p)) => {
+                ctx.handle.update_node(&host, |x| x.bytes_done += p.bytes_read);
+            }
+            Some(pb::upload_event::Event::File(done)) => {
+                let f = done.file.ok_or_else(|| anyhow::anyhow!("worker sent a file event without a file"))?;
+                let entry = entry_from_proto(&f)?;
+                ctx.handle.update_node(&host, |x| {
+                    x.files_done += 1;
+                    if done.uploaded {
+                        x.files_uploaded += 1;
+                        x.bytes_uploaded += f.size;
+                    }
+                });
+                pending.lock().map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?.push(RunFileRow {
+                    host_id: host.clone(),
+                    keyspace: entry.keyspace.to_string(),
+                    table: entry.table.to_string(),
+                    table_id: entry.table_id.clone(),
+                    name: entry.name.to_string(),
+                    data_dir_index: entry.data_dir_index,
+                    size: entry.size,
+                    hash: entry.hash.to_string(),
+                    uploaded: done.uploaded,
+                });
+                files.push(entry);
+            }
+            None => {}
+        }
+    }
+    let plan = plan.ok_or_else(|| anyhow::anyhow!("worker ended the upload without a plan"))?;
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    if files.len() as u64 != plan.total_files || bytes != plan.total_bytes {
+        anyhow::bail!(
+            "worker reported {} files / {bytes} bytes but planned {} / {}",
+            files.len(),
+            plan.total_files,
+            plan.total_bytes
+        );
+    }
+    Ok(NodeFiles { host_id: host, files })
+}
+
+/// Validates a worker's file entry: names, ids and hash are checked before they are trusted.
+pub fn entry_from_proto(f: &pb::FileEntry) -> anyhow::Result<FileEntry> {
+    if f.table_id.len() != 32 || !f.table_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("bad table id {:?}", f.table_id);
+    }
+    Ok(FileEntry {
+        keyspace: Identifier::parse("keyspace", &f.keyspace)?,
+        table: Identifier::parse("table", &f.table)?,
+        table_id: f.table_id.to_ascii_lowercase(),
+        name: RelativeName::parse(&f.name)?,
+        size: f.size,
+        hash: ContentHash::parse(&f.hash)?,
+        data_dir_index: f.data_dir_index,
+    })
+}

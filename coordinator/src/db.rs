@@ -1,0 +1,396 @@
+//! The one module that talks to SQLite: versioned migrations, and typed reads and writes of
+//! workers, runs, per-node tasks, files and known blobs. One connection in WAL mode behind a
+//! mutex; callers run these blocking calls on the blocking pool ([`Db::call`]).
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rusqlite::{OptionalExtension, params};
+
+/// Migrations in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// Handle to the coordinator's database.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<rusqlite::Connection>>,
+}
+
+/// A registered worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub host_id: String,
+    pub cluster_name: String,
+    pub address: String,
+    pub worker_address: String,
+    pub datacenter: String,
+    pub rack: String,
+    pub tokens: Vec<String>,
+    pub data_dirs: Vec<String>,
+    pub cassandra_version: String,
+    pub last_seen_ms: i64,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: String,
+    pub kind: String,
+    pub tag: String,
+    pub cluster_name: String,
+    pub state: String,
+    pub stage: String,
+    pub keyspaces: Vec<String>,
+    pub tables: Vec<String>,
+    pub store_url: String,
+    pub created_ms: i64,
+    pub finished_ms: i64,
+    pub error: String,
+}
+
+/// One node's part of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunNodeRow {
+    pub host_id: String,
+    pub address: String,
+    pub worker_address: String,
+    pub state: String,
+    pub snapshot: String,
+    pub files_total: u64,
+    pub files_done: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    pub files_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub error: String,
+}
+
+/// A file row of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFileRow {
+    pub host_id: String,
+    pub keyspace: String,
+    pub table: String,
+    pub table_id: String,
+    pub name: String,
+    pub data_dir_index: u32,
+    pub size: u64,
+    pub hash: String,
+    pub uploaded: bool,
+}
+
+/// Files and bytes of one table in a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableTotals {
+    pub keyspace: String,
+    pub table: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Db {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let db = Self { conn: Arc::new(Mutex::new(conn)) };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        self.with(|c| {
+            let version: usize = c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+            if version > MIGRATIONS.len() {
+                anyhow::bail!("database schema version {version} is newer than this coordinator knows ({})", MIGRATIONS.len());
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+                let tx = c.unchecked_transaction()?;
+                tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+                tx.commit()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` on the blocking pool.
+    pub async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Db) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.context("database task")?
+    }
+
+    // ------------------------------------------------------------------ workers
+
+    /// Inserts or refreshes a worker.
+    pub fn upsert_worker(&self, w: &WorkerRow) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO workers (host_id, cluster_name, address, worker_address, datacenter, rack, tokens_json, data_dirs_json, cassandra_version, registered_ms, last_seen_ms)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?10)
+                 ON CONFLICT(host_id) DO UPDATE SET cluster_name=?2, address=?3, worker_address=?4, datacenter=?5, rack=?6,
+                   tokens_json=?7, data_dirs_json=?8, cassandra_version=?9, last_seen_ms=?10",
+                params![
+                    w.host_id, w.cluster_name, w.address, w.worker_address, w.datacenter, w.rack,
+                    serde_json::to_string(&w.tokens)?, serde_json::to_string(&w.data_dirs)?, w.cassandra_version, w.last_seen_ms
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a heartbeat; false when the worker is unknown.
+    pub fn touch_worker(&self, host_id: &str, now_ms: i64) -> anyhow::Result<bool> {
+        self.with(|c| Ok(c.execute("UPDATE workers SET last_seen_ms=?2 WHERE host_id=?1", params![host_id, now_ms])? == 1))
+    }
+
+    /// Every worker ever registered.
+    pub fn workers(&self) -> anyhow::Result<Vec<WorkerRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT host_id, cluster_name, address, worker_address, datacenter, rack, tokens_json, data_dirs_json, cassandra_version, last_seen_ms FROM workers ORDER BY address",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?, r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?, r.get::<_, i64>(9)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let r = row?;
+                out.push(WorkerRow {
+                    host_id: r.0, cluster_name: r.1, address: r.2, worker_address: r.3, datacenter: r.4, rack: r.5,
+                    tokens: serde_json::from_str(&r.6)?, data_dirs: serde_json::from_str(&r.7)?, cassandra_version: r.8, last_seen_ms: r.9,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    // ------------------------------------------------------------------ runs
+
+    /// Records a new run.
+    pub fn insert_run(&self, r: &RunRow) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                params![r.id, r.kind, r.tag, r.cluster_name, r.state, r.stage, serde_json::to_string(&r.keyspaces)?, serde_json::to_string(&r.tables)?, r.store_url, r.created_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Moves a run to a stage.
+    pub fn set_stage(&self, run_id: &str, stage: &str) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE runs SET stage=?2 WHERE id=?1", params![run_id, stage])?;
+            Ok(())
+        })
+    }
+
+    /// Sets a run's cluster name once it is known.
+    pub fn set_cluster(&self, run_id: &str, cluster: &str) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE runs SET cluster_name=?2 WHERE id=?1", params![run_id, cluster])?;
+            Ok(())
+        })
+    }
+
+    /// Ends a run.
+    pub fn finish_run(&self, run_id: &str, state: &str, error: &str, now_ms: i64) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE runs SET state=?2, error=?3, finished_ms=?4 WHERE id=?1", params![run_id, state, error, now_ms])?;
+            Ok(())
+        })
+    }
+
+    fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRow, String, String)> {
+        Ok((
+            RunRow {
+                id: r.get(0)?, kind: r.get(1)?, tag: r.get(2)?, cluster_name: r.get(3)?, state: r.get(4)?, stage: r.get(5)?,
+                keyspaces: Vec::new(), tables: Vec::new(), store_url: r.get(8)?, created_ms: r.get(9)?, finished_ms: r.get(10)?, error: r.get(11)?,
+            },
+            r.get(6)?,
+            r.get(7)?,
+        ))
+    }
+
+    const RUN_COLS: &'static str = "id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms, finished_ms, error";
+
+    /// One run.
+    pub fn run(&self, run_id: &str) -> anyhow::Result<Option<RunRow>> {
+        self.with(|c| {
+            let row = c
+                .query_row(&format!("SELECT {} FROM runs WHERE id=?1", Self::RUN_COLS), params![run_id], Self::run_from_row)
+                .optional()?;
+            row.map(|(mut r, k, t)| {
+                r.keyspaces = serde_json::from_str(&k)?;
+                r.tables = serde_json::from_str(&t)?;
+                Ok(r)
+            })
+            .transpose()
+        })
+    }
+
+    /// Newest runs first; `only_state` filters.
+    pub fn runs(&self, limit: u32, only_state: Option<&str>) -> anyhow::Result<Vec<RunRow>> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {} FROM runs WHERE (?1 IS NULL OR state=?1) ORDER BY created_ms DESC, id DESC LIMIT ?2",
+                Self::RUN_COLS
+            );
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(params![only_state, limit], Self::run_from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (mut r, k, t) = row?;
+                r.keyspaces = serde_json::from_str(&k)?;
+                r.tables = serde_json::from_str(&t)?;
+                out.push(r);
+            }
+            Ok(out)
+        })
+    }
+
+    // ------------------------------------------------------------------ run nodes
+
+    /// Writes (inserting or replacing) one node's progress row.
+    pub fn put_run_node(&self, run_id: &str, n: &RunNodeRow) -> anyhow::Result<()> {
+        self.put_run_nodes(run_id, std::slice::from_ref(n))
+    }
+
+    /// Writes several progress rows in one transaction.
+    pub fn put_run_nodes(&self, run_id: &str, rows: &[RunNodeRow]) -> anyhow::Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO run_nodes (run_id, host_id, address, worker_address, state, snapshot, files_total, files_done, bytes_total, bytes_done, files_uploaded, bytes_uploaded, error)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                )?;
+                for n in rows {
+                    st.execute(params![
+                        run_id, n.host_id, n.address, n.worker_address, n.state, n.snapshot, n.files_total as i64, n.files_done as i64,
+                        n.bytes_total as i64, n.bytes_done as i64, n.files_uploaded as i64, n.bytes_uploaded as i64, n.error
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The nodes of a run.
+    pub fn run_nodes(&self, run_id: &str) -> anyhow::Result<Vec<RunNodeRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT host_id, address, worker_address, state, snapshot, files_total, files_done, bytes_total, bytes_done, files_uploaded, bytes_uploaded, error
+                 FROM run_nodes WHERE run_id=?1 ORDER BY address",
+            )?;
+            let rows = st.query_map(params![run_id], |r| {
+                Ok(RunNodeRow {
+                    host_id: r.get(0)?, address: r.get(1)?, worker_address: r.get(2)?, state: r.get(3)?, snapshot: r.get(4)?,
+                    files_total: r.get::<_, i64>(5)? as u64, files_done: r.get::<_, i64>(6)? as u64, bytes_total: r.get::<_, i64>(7)? as u64,
+                    bytes_done: r.get::<_, i64>(8)? as u64, files_uploaded: r.get::<_, i64>(9)? as u64, bytes_uploaded: r.get::<_, i64>(10)? as u64,
+                    error: r.get(11)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    // ------------------------------------------------------------------ files and blobs
+
+    /// Appends a batch of file rows in one transaction.
+    pub fn insert_files(&self, run_id: &str, files: &[RunFileRow]) -> anyhow::Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO run_files (run_id, host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                )?;
+                for f in files {
+                    st.execute(params![run_id, f.host_id, f.keyspace, f.table, f.table_id, f.name, f.data_dir_index, f.size as i64, f.hash, f.uploaded])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Per-table totals of a run's files.
+    pub fn table_totals(&self, run_id: &str) -> anyhow::Result<Vec<TableTotals>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT keyspace, table_name, COUNT(*), COALESCE(SUM(size),0) FROM run_files WHERE run_id=?1 GROUP BY keyspace, table_name ORDER BY keyspace, table_name",
+            )?;
+            let rows = st.query_map(params![run_id], |r| {
+                Ok(TableTotals { keyspace: r.get(0)?, table: r.get(1)?, files: r.get::<_, i64>(2)? as u64, bytes: r.get::<_, i64>(3)? as u64 })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Records blobs a committed run refers to.
+    pub fn record_blobs(&self, run_id: &str, blobs: &[(String, u64)], now_ms: i64) -> anyhow::Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, size, first_run_id, seen_ms) VALUES (?1,?2,?3,?4)")?;
+                for (h, s) in blobs {
+                    st.execute(params![h, *s as i64, run_id, now_ms])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_round_trips_runs_nodes_and_files() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.db");
+        let db = Db::open(&path)?;
+        drop(db);
+        let db = Db::open(&path)?; // second open: no migration re-run
+        let run = RunRow {
+            id: "r1".into(), kind: "backup".into(), tag: "t".into(), cluster_name: "c".into(), state: "RUNNING".into(),
+            stage: "plan".into(), keyspaces: vec!["ks".into()], tables: vec![], store_url: "file:///x".into(),
+            created_ms: 1, finished_ms: 0, error: String::new(),
+        };
+        db.insert_run(&run)?;
+        assert_eq!(db.run("r1")?, Some(run.clone()));
+        assert_eq!(db.runs(10, Some("RUNNING"))?.len(), 1);
+        db.finish_run("r1", "FAILED", "boom", 5)?;
+        assert_eq!(db.runs(10, Some("RUNNING"))?.len(), 0);
+        let node = RunNodeRow { host_id: "h".into(), state: "UPLOADING".into(), files_done: 3, ..Default::default() };
+        db.put_run_node("r1", &node)?;
+        assert_eq!(db.run_nodes("r1")?, vec![node]);
+        let f = RunFileRow {
+            host_id: "h".into(), keyspace: "ks".into(), table: "t".into(), table_id: "0".repeat(32), name: "a".into(),
+            data_dir_index: 0, size: 7, hash: "h".into(), uploaded: true,
+        };
+        db.insert_files("r1", &[f.clone(), RunFileRow { name: "b".into(), ..f }])?;
+        assert_eq!(db.table_totals("r1")?, vec![TableTotals { keyspace: "ks".into(), table: "t".into(), files: 2, bytes: 14 }]);
+        Ok(())
+    }
+}
