@@ -52,25 +52,41 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[i]) }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
 }
 
 fn when(ms: i64) -> String {
     if ms <= 0 {
         return "-".into();
     }
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| "-".into())
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 /// `runs list` table.
 pub fn print_run_table(runs: &[pb::Run]) {
-    println!("{:<38} {:<10} {:<9} {:<8} {:<21} {:>7} {:>11}  TAG", "ID", "STATE", "STAGE", "NODES", "STARTED", "FILES", "BYTES");
+    println!(
+        "{:<38} {:<10} {:<9} {:<8} {:<21} {:>7} {:>11}  TAG",
+        "ID", "STATE", "STAGE", "NODES", "STARTED", "FILES", "BYTES"
+    );
     for r in runs {
         let files: u64 = r.nodes.iter().map(|n| n.files_total).sum();
         let bytes: u64 = r.nodes.iter().map(|n| n.bytes_total).sum();
         println!(
             "{:<38} {:<10} {:<9} {:<8} {:<21} {:>7} {:>11}  {}",
-            r.id, r.state, r.stage, r.nodes.len(), when(r.created_unix_ms), files, human_bytes(bytes), r.tag
+            r.id,
+            r.state,
+            r.stage,
+            r.nodes.len(),
+            when(r.created_unix_ms),
+            files,
+            human_bytes(bytes),
+            r.tag
         );
     }
 }
@@ -88,7 +104,10 @@ pub fn print_run(r: &pb::Run) {
     if !r.error.is_empty() {
         println!("error     {}", r.error);
     }
-    println!("\n{:<16} {:<15} {:<9} {:>13} {:>23} {:>11}  ERROR", "NODE", "STATE", "SNAPSHOT", "FILES", "BYTES", "UPLOADED");
+    println!(
+        "\n{:<16} {:<15} {:<9} {:>13} {:>23} {:>11}  ERROR",
+        "NODE", "STATE", "SNAPSHOT", "FILES", "BYTES", "UPLOADED"
+    );
     for n in &r.nodes {
         println!(
             "{:<16} {:<15} {:<9} {:>13} {:>23} {:>11}  {}",
@@ -96,7 +115,11 @@ pub fn print_run(r: &pb::Run) {
             n.state,
             n.snapshot,
             format!("{}/{}", n.files_done, n.files_total),
-            format!("{}/{}", human_bytes(n.bytes_done), human_bytes(n.bytes_total)),
+            format!(
+                "{}/{}",
+                human_bytes(n.bytes_done),
+                human_bytes(n.bytes_total)
+            ),
             human_bytes(n.bytes_uploaded),
             n.error
         );
@@ -104,7 +127,12 @@ pub fn print_run(r: &pb::Run) {
     if !r.table_summaries.is_empty() {
         println!("\n{:<40} {:>7} {:>11}", "TABLE", "FILES", "BYTES");
         for t in &r.table_summaries {
-            println!("{:<40} {:>7} {:>11}", format!("{}.{}", t.keyspace, t.table), t.files, human_bytes(t.bytes));
+            println!(
+                "{:<40} {:>7} {:>11}",
+                format!("{}.{}", t.keyspace, t.table),
+                t.files,
+                human_bytes(t.bytes)
+            );
         }
     }
 }
@@ -113,7 +141,14 @@ fn selection(r: &pb::Run) -> String {
     match (r.keyspaces.is_empty(), r.tables.is_empty()) {
         (true, _) => "all keyspaces".into(),
         (false, true) => format!("keyspaces {}", r.keyspaces.join(", ")),
-        (false, false) => format!("tables {}", r.tables.iter().map(|t| format!("{}.{t}", r.keyspaces.join(""))).collect::<Vec<_>>().join(", ")),
+        (false, false) => format!(
+            "tables {}",
+            r.tables
+                .iter()
+                .map(|t| format!("{}.{t}", r.keyspaces.join("")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -148,23 +183,39 @@ pub struct ProgressPrinter {
 impl ProgressPrinter {
     /// A printer for stdout.
     pub fn new() -> Self {
-        Self { tty: std::io::stdout().is_terminal(), drawn: 0, first_seen: HashMap::new(), last_plain: None }
+        Self {
+            tty: std::io::stdout().is_terminal(),
+            drawn: 0,
+            first_seen: HashMap::new(),
+            last_plain: None,
+        }
     }
 
     /// Shows a new state of the run.
     pub fn update(&mut self, r: &pb::Run) {
         if !self.tty {
             // Plain logs: one block every 2 seconds at most.
-            if self.last_plain.is_some_and(|t| t.elapsed().as_secs_f64() < 2.0) && r.state == "RUNNING" {
+            if self
+                .last_plain
+                .is_some_and(|t| t.elapsed().as_secs_f64() < 2.0)
+                && r.state == "RUNNING"
+            {
                 return;
             }
             self.last_plain = Some(Instant::now());
         }
         let mut lines = vec![format!("[{}] stage {}", r.state, r.stage)];
         for n in &r.nodes {
-            let (t0, b0) = *self.first_seen.entry(n.host_id.clone()).or_insert((Instant::now(), n.bytes_done));
+            let (t0, b0) = *self
+                .first_seen
+                .entry(n.host_id.clone())
+                .or_insert((Instant::now(), n.bytes_done));
             let secs = t0.elapsed().as_secs_f64();
-            let rate = if secs > 0.5 { (n.bytes_done.saturating_sub(b0)) as f64 / secs } else { 0.0 };
+            let rate = if secs > 0.5 {
+                (n.bytes_done.saturating_sub(b0)) as f64 / secs
+            } else {
+                0.0
+            };
             let eta = if rate > 0.0 && n.bytes_total > n.bytes_done {
                 format!("{:.0}s", (n.bytes_total - n.bytes_done) as f64 / rate)
             } else {

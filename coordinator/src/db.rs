@@ -94,25 +94,33 @@ impl Db {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let conn = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let conn = rusqlite::Connection::open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let db = Self { conn: Arc::new(Mutex::new(conn)) };
+        let db = Self {
+            conn: Arc::new(Mutex::new(conn)),
+        };
         db.migrate()?;
         Ok(db)
     }
 
     fn migrate(&self) -> anyhow::Result<()> {
         self.with(|c| {
-            let version: usize = c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+            let version: usize =
+                c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
             if version > MIGRATIONS.len() {
-                anyhow::bail!("database schema version {version} is newer than this coordinator knows ({})", MIGRATIONS.len());
+                anyhow::bail!(
+                    "database schema version {version} is newer than this coordinator knows ({})",
+                    MIGRATIONS.len()
+                );
             }
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
                 let tx = c.unchecked_transaction()?;
-                tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
+                tx.execute_batch(sql)
+                    .with_context(|| format!("migration {}", i + 1))?;
                 tx.pragma_update(None, "user_version", (i + 1) as i64)?;
                 tx.commit()?;
             }
@@ -120,15 +128,26 @@ impl Db {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
         f(&mut conn)
     }
 
     /// Runs `f` on the blocking pool.
-    pub async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Db) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await.context("database task")?
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .context("database task")?
     }
 
     // ------------------------------------------------------------------ workers
@@ -152,7 +171,12 @@ impl Db {
 
     /// Records a heartbeat; false when the worker is unknown.
     pub fn touch_worker(&self, host_id: &str, now_ms: i64) -> anyhow::Result<bool> {
-        self.with(|c| Ok(c.execute("UPDATE workers SET last_seen_ms=?2 WHERE host_id=?1", params![host_id, now_ms])? == 1))
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE workers SET last_seen_ms=?2 WHERE host_id=?1",
+                params![host_id, now_ms],
+            )? == 1)
+        })
     }
 
     /// Every worker ever registered.
@@ -196,7 +220,10 @@ impl Db {
     /// Moves a run to a stage.
     pub fn set_stage(&self, run_id: &str, stage: &str) -> anyhow::Result<()> {
         self.with(|c| {
-            c.execute("UPDATE runs SET stage=?2 WHERE id=?1", params![run_id, stage])?;
+            c.execute(
+                "UPDATE runs SET stage=?2 WHERE id=?1",
+                params![run_id, stage],
+            )?;
             Ok(())
         })
     }
@@ -204,15 +231,27 @@ impl Db {
     /// Sets a run's cluster name once it is known.
     pub fn set_cluster(&self, run_id: &str, cluster: &str) -> anyhow::Result<()> {
         self.with(|c| {
-            c.execute("UPDATE runs SET cluster_name=?2 WHERE id=?1", params![run_id, cluster])?;
+            c.execute(
+                "UPDATE runs SET cluster_name=?2 WHERE id=?1",
+                params![run_id, cluster],
+            )?;
             Ok(())
         })
     }
 
     /// Ends a run.
-    pub fn finish_run(&self, run_id: &str, state: &str, error: &str, now_ms: i64) -> anyhow::Result<()> {
+    pub fn finish_run(
+        &self,
+        run_id: &str,
+        state: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         self.with(|c| {
-            c.execute("UPDATE runs SET state=?2, error=?3, finished_ms=?4 WHERE id=?1", params![run_id, state, error, now_ms])?;
+            c.execute(
+                "UPDATE runs SET state=?2, error=?3, finished_ms=?4 WHERE id=?1",
+                params![run_id, state, error, now_ms],
+            )?;
             Ok(())
         })
     }
@@ -220,8 +259,18 @@ impl Db {
     fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRow, String, String)> {
         Ok((
             RunRow {
-                id: r.get(0)?, kind: r.get(1)?, tag: r.get(2)?, cluster_name: r.get(3)?, state: r.get(4)?, stage: r.get(5)?,
-                keyspaces: Vec::new(), tables: Vec::new(), store_url: r.get(8)?, created_ms: r.get(9)?, finished_ms: r.get(10)?, error: r.get(11)?,
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                tag: r.get(2)?,
+                cluster_name: r.get(3)?,
+                state: r.get(4)?,
+                stage: r.get(5)?,
+                keyspaces: Vec::new(),
+                tables: Vec::new(),
+                store_url: r.get(8)?,
+                created_ms: r.get(9)?,
+                finished_ms: r.get(10)?,
+                error: r.get(11)?,
             },
             r.get(6)?,
             r.get(7)?,
@@ -234,7 +283,11 @@ impl Db {
     pub fn run(&self, run_id: &str) -> anyhow::Result<Option<RunRow>> {
         self.with(|c| {
             let row = c
-                .query_row(&format!("SELECT {} FROM runs WHERE id=?1", Self::RUN_COLS), params![run_id], Self::run_from_row)
+                .query_row(
+                    &format!("SELECT {} FROM runs WHERE id=?1", Self::RUN_COLS),
+                    params![run_id],
+                    Self::run_from_row,
+                )
                 .optional()?;
             row.map(|(mut r, k, t)| {
                 r.keyspaces = serde_json::from_str(&k)?;
@@ -346,7 +399,12 @@ impl Db {
     }
 
     /// Records blobs a committed run refers to.
-    pub fn record_blobs(&self, run_id: &str, blobs: &[(String, u64)], now_ms: i64) -> anyhow::Result<()> {
+    pub fn record_blobs(
+        &self,
+        run_id: &str,
+        blobs: &[(String, u64)],
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             {
@@ -373,24 +431,62 @@ mod tests {
         drop(db);
         let db = Db::open(&path)?; // second open: no migration re-run
         let run = RunRow {
-            id: "r1".into(), kind: "backup".into(), tag: "t".into(), cluster_name: "c".into(), state: "RUNNING".into(),
-            stage: "plan".into(), keyspaces: vec!["ks".into()], tables: vec![], store_url: "file:///x".into(),
-            created_ms: 1, finished_ms: 0, error: String::new(),
+            id: "r1".into(),
+            kind: "backup".into(),
+            tag: "t".into(),
+            cluster_name: "c".into(),
+            state: "RUNNING".into(),
+            stage: "plan".into(),
+            keyspaces: vec!["ks".into()],
+            tables: vec![],
+            store_url: "file:///x".into(),
+            created_ms: 1,
+            finished_ms: 0,
+            error: String::new(),
         };
         db.insert_run(&run)?;
         assert_eq!(db.run("r1")?, Some(run.clone()));
         assert_eq!(db.runs(10, Some("RUNNING"))?.len(), 1);
         db.finish_run("r1", "FAILED", "boom", 5)?;
         assert_eq!(db.runs(10, Some("RUNNING"))?.len(), 0);
-        let node = RunNodeRow { host_id: "h".into(), state: "UPLOADING".into(), files_done: 3, ..Default::default() };
+        let node = RunNodeRow {
+            host_id: "h".into(),
+            state: "UPLOADING".into(),
+            files_done: 3,
+            ..Default::default()
+        };
         db.put_run_node("r1", &node)?;
         assert_eq!(db.run_nodes("r1")?, vec![node]);
         let f = RunFileRow {
-            host_id: "h".into(), keyspace: "ks".into(), table: "t".into(), table_id: "0".repeat(32), name: "a".into(),
-            data_dir_index: 0, size: 7, hash: "h".into(), uploaded: true,
+            host_id: "h".into(),
+            keyspace: "ks".into(),
+            table: "t".into(),
+            table_id: "0".repeat(32),
+            name: "a".into(),
+            data_dir_index: 0,
+            size: 7,
+            hash: "h".into(),
+            uploaded: true,
         };
-        db.insert_files("r1", &[f.clone(), RunFileRow { name: "b".into(), ..f }])?;
-        assert_eq!(db.table_totals("r1")?, vec![TableTotals { keyspace: "ks".into(), table: "t".into(), files: 2, bytes: 14 }]);
+        db.insert_files(
+            "r1",
+            &[
+                f.clone(),
+                RunFileRow {
+                    name: "b".into(),
+                    ..f
+                },
+            ],
+        )?;
+        assert_eq!(
+            db.table_totals("r1")?,
+            vec![TableTotals {
+                keyspace: "ks".into(),
+                table: "t".into(),
+                files: 2,
+                bytes: 14
+            }]
+        );
         Ok(())
     }
 }

@@ -19,13 +19,21 @@ use ringvault_common::store::Store;
 
 /// Command-line options of `ringvault-coordinator`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ringvault-coordinator", version, about = "ringvault coordinator: plans, runs and records cluster-wide Cassandra backups")]
+#[command(
+    name = "ringvault-coordinator",
+    version,
+    about = "ringvault coordinator: plans, runs and records cluster-wide Cassandra backups"
+)]
 pub struct CoordinatorOptions {
     /// Address the gRPC server listens on (CLI and workers).
     #[arg(long, default_value = "127.0.0.1:7600", env = "RINGVAULT_LISTEN")]
     pub listen: SocketAddr,
     /// SQLite database path.
-    #[arg(long, default_value = "/var/lib/ringvault/coordinator.db", env = "RINGVAULT_DB")]
+    #[arg(
+        long,
+        default_value = "/var/lib/ringvault/coordinator.db",
+        env = "RINGVAULT_DB"
+    )]
     pub db: PathBuf,
     /// Store URL backups go to (file:///dir, s3://bucket/prefix?endpoint=..&region=..).
     /// Credentials come from the provider's standard environment, never from the URL.
@@ -40,6 +48,9 @@ pub struct CoordinatorOptions {
     /// Parts in flight per node during upload (0: the worker's own setting).
     #[arg(long, default_value_t = 0)]
     pub upload_concurrency: u32,
+    /// Upload bandwidth cap per node, bytes per second (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub upload_bandwidth: u64,
     /// Heartbeat interval asked of workers (milliseconds).
     #[arg(long, default_value_t = 2000)]
     pub heartbeat_interval_ms: u64,
@@ -66,23 +77,37 @@ impl Coordinator {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Logs to stderr, filtered by RUST_LOG (default info).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Opens the database and store, settles unfinished runs, and serves until SIGTERM.
 pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
     let db = db::Db::open(&opts.db)?;
     let store = ringvault_common::store::open(&opts.store).await?;
-    store.check().await.with_context(|| format!("store {} failed its check", store.describe()))?;
+    store
+        .check()
+        .await
+        .with_context(|| format!("store {} failed its check", store.describe()))?;
     tracing::info!(store = %store.describe(), "store checked");
-    let coord = Arc::new(Coordinator { opts: opts.clone(), db, store, active: Mutex::new(HashMap::new()) });
+    let coord = Arc::new(Coordinator {
+        opts: opts.clone(),
+        db,
+        store,
+        active: Mutex::new(HashMap::new()),
+    });
     backup::recover_unfinished(&coord).await?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -92,8 +117,14 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .add_service(health_service)
-        .add_service(ringvault_proto::v1::registry_server::RegistryServer::new(registry::RegistryService::new(Arc::clone(&coord))))
-        .add_service(ringvault_proto::v1::coordinator_server::CoordinatorServer::new(service::CoordinatorService::new(coord)))
+        .add_service(ringvault_proto::v1::registry_server::RegistryServer::new(
+            registry::RegistryService::new(Arc::clone(&coord)),
+        ))
+        .add_service(
+            ringvault_proto::v1::coordinator_server::CoordinatorServer::new(
+                service::CoordinatorService::new(coord),
+            ),
+        )
         .serve_with_shutdown(opts.listen, shutdown_signal())
         .await
         .context("gRPC server")?;

@@ -65,7 +65,12 @@ impl RunHandle {
     /// A handle publishing `initial`.
     pub fn new(initial: pb::Run) -> Self {
         let (view, _) = watch::channel(initial.clone());
-        Self { id: initial.id, cluster_name: initial.cluster_name, view, cancel: CancellationToken::new() }
+        Self {
+            id: initial.id,
+            cluster_name: initial.cluster_name,
+            view,
+            cancel: CancellationToken::new(),
+        }
     }
 
     /// Changes the published view.

@@ -9,8 +9,8 @@ use ringvault_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::backup::{self, BackupRequest};
 use crate::Coordinator;
+use crate::backup::{self, BackupRequest};
 
 /// Serves the CLI.
 pub struct CoordinatorService {
@@ -33,7 +33,9 @@ impl CoordinatorService {
             .coord
             .db
             .call(move |db| {
-                let Some(run) = db.run(&id)? else { return Ok(None) };
+                let Some(run) = db.run(&id)? else {
+                    return Ok(None);
+                };
                 let nodes = db.run_nodes(&id)?;
                 let tables = db.table_totals(&id)?;
                 Ok(Some(backup::run_view(&run, &nodes, &tables)))
@@ -44,7 +46,11 @@ impl CoordinatorService {
     }
 
     fn active(&self, id: &str) -> Option<Arc<crate::progress::RunHandle>> {
-        self.coord.active.lock().ok().and_then(|a| a.get(id).cloned())
+        self.coord
+            .active
+            .lock()
+            .ok()
+            .and_then(|a| a.get(id).cloned())
     }
 }
 
@@ -60,36 +66,82 @@ type RunStream = Pin<Box<dyn Stream<Item = Result<pb::Run, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::coordinator_server::Coordinator for CoordinatorService {
-    async fn start_backup(&self, req: Request<pb::StartBackupRequest>) -> Result<Response<pb::StartBackupResponse>, Status> {
+    async fn start_backup(
+        &self,
+        req: Request<pb::StartBackupRequest>,
+    ) -> Result<Response<pb::StartBackupResponse>, Status> {
         let r = req.into_inner();
-        let tag = if r.tag.is_empty() { None } else { Some(SnapshotTag::parse(&r.tag).map_err(invalid)?) };
-        let keyspaces = r.keyspaces.iter().map(|k| Identifier::parse("keyspace", k)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
-        let tables = r.tables.iter().map(|t| Identifier::parse("table", t)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+        let tag = if r.tag.is_empty() {
+            None
+        } else {
+            Some(SnapshotTag::parse(&r.tag).map_err(invalid)?)
+        };
+        let keyspaces = r
+            .keyspaces
+            .iter()
+            .map(|k| Identifier::parse("keyspace", k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let tables = r
+            .tables
+            .iter()
+            .map(|t| Identifier::parse("table", t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
         if !tables.is_empty() && keyspaces.len() != 1 {
-            return Err(Status::invalid_argument("a table selection needs exactly one keyspace (-k KEYSPACE -t TABLE)"));
+            return Err(Status::invalid_argument(
+                "a table selection needs exactly one keyspace (-k KEYSPACE -t TABLE)",
+            ));
         }
         let cluster_name = (!r.cluster_name.is_empty()).then_some(r.cluster_name);
-        let (run_id, tag) = backup::start(&self.coord, BackupRequest { tag, keyspaces, tables, cluster_name }).await?;
-        Ok(Response::new(pb::StartBackupResponse { run_id: run_id.to_string(), tag: tag.to_string() }))
+        let (run_id, tag) = backup::start(
+            &self.coord,
+            BackupRequest {
+                tag,
+                keyspaces,
+                tables,
+                cluster_name,
+            },
+        )
+        .await?;
+        Ok(Response::new(pb::StartBackupResponse {
+            run_id: run_id.to_string(),
+            tag: tag.to_string(),
+        }))
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
-        self.load_run(&req.into_inner().run_id).await.map(Response::new)
+        self.load_run(&req.into_inner().run_id)
+            .await
+            .map(Response::new)
     }
 
-    async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+    async fn list_runs(
+        &self,
+        req: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let limit = match req.into_inner().limit {
             0 => 50,
             n => n.min(10_000),
         };
-        let rows = self.coord.db.call(move |db| db.runs(limit, None)).await.map_err(internal)?;
+        let rows = self
+            .coord
+            .db
+            .call(move |db| db.runs(limit, None))
+            .await
+            .map_err(internal)?;
         let mut runs = Vec::with_capacity(rows.len());
         for r in rows {
             runs.push(match self.active(&r.id) {
                 Some(h) => h.snapshot(),
                 None => {
                     let id = r.id.clone();
-                    let nodes = self.coord.db.call(move |db| db.run_nodes(&id)).await.map_err(internal)?;
+                    let nodes = self
+                        .coord
+                        .db
+                        .call(move |db| db.run_nodes(&id))
+                        .await
+                        .map_err(internal)?;
                     backup::run_view(&r, &nodes, &[])
                 }
             });
@@ -99,7 +151,10 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
 
     type WatchRunStream = RunStream;
 
-    async fn watch_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+    async fn watch_run(
+        &self,
+        req: Request<pb::GetRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
         let id = req.into_inner().run_id;
         let first = self.load_run(&id).await?;
         let Some(handle) = self.active(&first.id) else {
@@ -128,10 +183,15 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             let last = svc.load_run(&run_id).await;
             let _ = tx.send(last).await;
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 
-    async fn cancel_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+    async fn cancel_run(
+        &self,
+        req: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
         let id = req.into_inner().run_id;
         let run = self.load_run(&id).await?;
         match self.active(&run.id) {
@@ -139,12 +199,23 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                 h.cancel.cancel();
                 Ok(Response::new(h.snapshot()))
             }
-            None => Err(Status::failed_precondition(format!("run {} is not running (state {})", run.id, run.state))),
+            None => Err(Status::failed_precondition(format!(
+                "run {} is not running (state {})",
+                run.id, run.state
+            ))),
         }
     }
 
-    async fn list_workers(&self, _: Request<pb::ListWorkersRequest>) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let rows = self.coord.db.call(|db| db.workers()).await.map_err(internal)?;
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let rows = self
+            .coord
+            .db
+            .call(|db| db.workers())
+            .await
+            .map_err(internal)?;
         let workers = rows
             .into_iter()
             .map(|w| pb::WorkerStatus {

@@ -6,6 +6,7 @@ use anyhow::Context;
 use futures::TryStreamExt;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::host_filter::AllowListHostFilter;
 
 /// Keyspaces never backed up: node-local state (`system`), the schema itself (recreated from
 /// `DESCRIBE SCHEMA`), and virtual keyspaces that have no SSTables.
@@ -43,10 +44,14 @@ pub struct Cql {
 }
 
 impl Cql {
-    /// Connects to `addr` (host:port), talking only to that node.
+    /// Connects to `addr` (host:port), talking only to that node: the driver would otherwise
+    /// discover the ring and send `system.local` queries to other nodes.
     pub async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let only_local =
+            AllowListHostFilter::new([addr]).with_context(|| format!("resolving {addr}"))?;
         let session = SessionBuilder::new()
             .known_node(addr)
+            .host_filter(std::sync::Arc::new(only_local))
             .build()
             .await
             .with_context(|| format!("connecting to Cassandra over CQL at {addr}"))?;

@@ -8,6 +8,7 @@ pub mod nodetool;
 pub mod registration;
 pub mod service;
 pub mod snapshot_files;
+pub mod throttle;
 pub mod upload;
 
 use std::net::SocketAddr;

@@ -298,14 +298,21 @@ impl pb::worker_server::Worker for WorkerService {
         }))
     }
 
-    async fn find_snapshot(&self, req: Request<pb::FindSnapshotRequest>) -> Result<Response<pb::FindSnapshotResponse>, Status> {
+    async fn find_snapshot(
+        &self,
+        req: Request<pb::FindSnapshotRequest>,
+    ) -> Result<Response<pb::FindSnapshotResponse>, Status> {
         let tag = parse_tag(&req.into_inner().tag)?;
         let data_dirs = self.node.data_dirs.clone();
-        let dirs = tokio::task::spawn_blocking(move || crate::snapshot_files::snapshot_dirs(&data_dirs, &tag))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(internal)?;
-        Ok(Response::new(pb::FindSnapshotResponse { dirs: dirs.iter().map(|d| d.display().to_string()).collect() }))
+        let dirs = tokio::task::spawn_blocking(move || {
+            crate::snapshot_files::snapshot_dirs(&data_dirs, &tag)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(internal)?;
+        Ok(Response::new(pb::FindSnapshotResponse {
+            dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
+        }))
     }
 
     async fn clear_snapshot(
@@ -373,6 +380,7 @@ impl pb::worker_server::Worker for WorkerService {
             store,
             cache: self.node.cache.clone(),
             concurrency,
+            throttle: crate::throttle::Throttle::new(req.bandwidth_bytes_per_sec),
         });
         let (ev_tx, mut ev_rx) = mpsc::channel::<UploadEvent>(256);
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::UploadEvent, Status>>(256);

@@ -94,7 +94,14 @@ fn read_dir(dir: &Path) -> anyhow::Result<Vec<std::fs::DirEntry>> {
         Ok(rd) => rd
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("listing {}", dir.display())),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(Vec::new()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(Vec::new())
+        }
         Err(e) => Err(e).with_context(|| format!("listing {}", dir.display())),
     }
 }

@@ -44,6 +44,8 @@ pub struct Uploader {
     pub cache: HashCache,
     /// Parts read or in flight at once.
     pub concurrency: usize,
+    /// Bandwidth cap shared by every upload of this run.
+    pub throttle: crate::throttle::Throttle,
 }
 
 impl Uploader {
@@ -147,6 +149,7 @@ impl Uploader {
         if self.blob_present(&hash, f.size).await? {
             return Ok((hash, false));
         }
+        self.throttle.take(data.len() as u64).await;
         self.store.put(&layout::blob(&hash), data).await?;
         Ok((hash, true))
     }
@@ -187,6 +190,7 @@ impl Uploader {
                 .await
                 .context("reading task")??;
                 hasher = h;
+                self.throttle.take(data.len() as u64).await;
                 let up = Arc::clone(&upload);
                 let ev = events.clone();
                 tasks.spawn(async move {

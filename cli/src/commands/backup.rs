@@ -30,7 +30,11 @@ pub struct BackupOptions {
 }
 
 /// Runs `ringvault backup`.
-pub async fn run(mut client: CoordinatorClient<Channel>, o: BackupOptions, format: Format) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    mut client: CoordinatorClient<Channel>,
+    o: BackupOptions,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     if !o.tables.is_empty() && o.keyspaces.len() != 1 {
         anyhow::bail!("-t/--table needs exactly one -k/--keyspace");
     }
@@ -45,10 +49,19 @@ pub async fn run(mut client: CoordinatorClient<Channel>, o: BackupOptions, forma
         .map_err(status)?
         .into_inner();
     if !o.wait {
-        let run = client.get_run(pb::GetRunRequest { run_id: resp.run_id.clone() }).await.map_err(status)?.into_inner();
+        let run = client
+            .get_run(pb::GetRunRequest {
+                run_id: resp.run_id.clone(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
         match format {
             Format::Json => output::print_json(&output::run_json(&run)),
-            Format::Human => println!("started backup run {} (tag {}, state {})", run.id, run.tag, run.state),
+            Format::Human => println!(
+                "started backup run {} (tag {}, state {})",
+                run.id, run.tag, run.state
+            ),
         }
         return Ok(ExitCode::SUCCESS);
     }

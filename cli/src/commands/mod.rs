@@ -15,10 +15,19 @@ use crate::output::Format;
 
 /// Top-level options.
 #[derive(Debug, Parser)]
-#[command(name = "ringvault", version, about = "Cluster-wide backup for Apache Cassandra")]
+#[command(
+    name = "ringvault",
+    version,
+    about = "Cluster-wide backup for Apache Cassandra"
+)]
 pub struct Cli {
     /// The coordinator's gRPC URL.
-    #[arg(long, global = true, env = "RINGVAULT_COORDINATOR", default_value = "http://127.0.0.1:7600")]
+    #[arg(
+        long,
+        global = true,
+        env = "RINGVAULT_COORDINATOR",
+        default_value = "http://127.0.0.1:7600"
+    )]
     pub coordinator: String,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Human)]
@@ -54,7 +63,10 @@ async fn connect(url: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
     let ep = tonic::transport::Endpoint::from_shared(url.to_string())
         .with_context(|| format!("invalid coordinator URL {url:?}"))?
         .connect_timeout(Duration::from_secs(5));
-    let channel = ep.connect().await.with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    let channel = ep
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
     Ok(CoordinatorClient::new(channel))
 }
 

@@ -27,27 +27,46 @@ pub enum RunsCommand {
 }
 
 /// Runs a `runs` subcommand.
-pub async fn run(mut client: CoordinatorClient<Channel>, cmd: RunsCommand, format: Format) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    mut client: CoordinatorClient<Channel>,
+    cmd: RunsCommand,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         RunsCommand::List { limit } => {
-            let runs = client.list_runs(pb::ListRunsRequest { limit }).await.map_err(status)?.into_inner().runs;
+            let runs = client
+                .list_runs(pb::ListRunsRequest { limit })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .runs;
             match format {
-                Format::Json => output::print_json(&serde_json::Value::Array(runs.iter().map(output::run_json).collect())),
+                Format::Json => output::print_json(&serde_json::Value::Array(
+                    runs.iter().map(output::run_json).collect(),
+                )),
                 Format::Human => output::print_run_table(&runs),
             }
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Show { run } => {
-            let r = client.get_run(pb::GetRunRequest { run_id: run }).await.map_err(status)?.into_inner();
+            let r = client
+                .get_run(pb::GetRunRequest { run_id: run })
+                .await
+                .map_err(status)?
+                .into_inner();
             match format {
                 Format::Json => output::print_json(&output::run_json(&r)),
                 Format::Human => output::print_run(&r),
             }
-            Ok(exit_for(&r))
+            Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Watch { run } => watch(&mut client, &run, format, true).await,
         RunsCommand::Cancel { run } => {
-            let r = client.cancel_run(pb::GetRunRequest { run_id: run }).await.map_err(status)?.into_inner();
+            let r = client
+                .cancel_run(pb::GetRunRequest { run_id: run })
+                .await
+                .map_err(status)?
+                .into_inner();
             match format {
                 Format::Json => output::print_json(&output::run_json(&r)),
                 Format::Human => println!("cancel requested for run {}", r.id),
@@ -59,8 +78,19 @@ pub async fn run(mut client: CoordinatorClient<Channel>, cmd: RunsCommand, forma
 
 /// Follows a run to its end; JSON prints one object per update (the last is final), human
 /// output redraws per-node progress with throughput and ETA, then a summary.
-pub async fn watch(client: &mut CoordinatorClient<Channel>, run_id: &str, format: Format, json_lines: bool) -> anyhow::Result<ExitCode> {
-    let mut stream = client.watch_run(pb::GetRunRequest { run_id: run_id.to_string() }).await.map_err(status)?.into_inner();
+pub async fn watch(
+    client: &mut CoordinatorClient<Channel>,
+    run_id: &str,
+    format: Format,
+    json_lines: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut stream = client
+        .watch_run(pb::GetRunRequest {
+            run_id: run_id.to_string(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
     let mut printer = ProgressPrinter::new();
     let mut last: Option<pb::Run> = None;
     while let Some(r) = stream.message().await.map_err(status)? {
@@ -71,9 +101,16 @@ pub async fn watch(client: &mut CoordinatorClient<Channel>, run_id: &str, format
         }
         last = Some(r);
     }
-    let last = last.ok_or_else(|| anyhow::anyhow!("the coordinator sent nothing for run {run_id}"))?;
+    let last =
+        last.ok_or_else(|| anyhow::anyhow!("the coordinator sent nothing for run {run_id}"))?;
     let last = if last.state == "RUNNING" {
-        client.get_run(pb::GetRunRequest { run_id: run_id.to_string() }).await.map_err(status)?.into_inner()
+        client
+            .get_run(pb::GetRunRequest {
+                run_id: run_id.to_string(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner()
     } else {
         last
     };

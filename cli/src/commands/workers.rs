@@ -18,9 +18,18 @@ pub enum WorkersCommand {
 }
 
 /// Runs a `workers` subcommand.
-pub async fn run(mut client: CoordinatorClient<Channel>, cmd: WorkersCommand, format: Format) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    mut client: CoordinatorClient<Channel>,
+    cmd: WorkersCommand,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     let WorkersCommand::List = cmd;
-    let workers = client.list_workers(pb::ListWorkersRequest {}).await.map_err(status)?.into_inner().workers;
+    let workers = client
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .workers;
     match format {
         Format::Json => output::print_json(&serde_json::Value::Array(
             workers

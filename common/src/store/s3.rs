@@ -5,11 +5,12 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
 };
+use aws_smithy_runtime_api::http::Response as HttpResponse;
 use bytes::Bytes;
 
 use super::{ByteStream, MultipartUpload, ObjectMeta, Store, StoreError, StoreResult};
@@ -38,6 +39,27 @@ fn backend<E: std::error::Error + 'static>(
         op,
         key,
         message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// Errors of SDK calls: the service's code, message and HTTP status when the server answered,
+/// the transport's error chain otherwise.
+fn sdk<E>(op: &'static str, key: &str) -> impl FnOnce(SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let key = key.to_string();
+    move |e| {
+        let message = match &e {
+            SdkError::ServiceError(se) => format!(
+                "{} (HTTP {}): {}",
+                se.err().code().unwrap_or("error"),
+                se.raw().status().as_u16(),
+                se.err().message().unwrap_or("no message")
+            ),
+            other => DisplayErrorContext(other).to_string(),
+        };
+        StoreError::Backend { op, key, message }
     }
 }
 
@@ -98,7 +120,7 @@ impl Store for S3Store {
             .body(SdkStream::from(data))
             .send()
             .await
-            .map_err(backend("put", &full))?;
+            .map_err(sdk("put", &full))?;
         Ok(())
     }
 
@@ -118,7 +140,7 @@ impl Store for S3Store {
                     key: key.to_string(),
                 });
             }
-            Err(e) => return Err(backend("get", &full)(e)),
+            Err(e) => return Err(sdk("get", &full)(e)),
         };
         let body = out.body;
         let s = futures::stream::unfold((body, full), |(mut body, full)| async move {
@@ -153,7 +175,7 @@ impl Store for S3Store {
                 size: o.content_length().unwrap_or(0).max(0) as u64,
             })),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) => Err(backend("head", &full)(e)),
+            Err(e) => Err(sdk("head", &full)(e)),
         }
     }
 
@@ -168,7 +190,7 @@ impl Store for S3Store {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(backend("list", &full_prefix))?;
+            let page = page.map_err(sdk("list", &full_prefix))?;
             for obj in page.contents() {
                 let Some(k) = obj.key() else { continue };
                 let Some(rel) = k.strip_prefix(&self.prefix) else {
@@ -209,7 +231,7 @@ impl Store for S3Store {
                 .delete(del)
                 .send()
                 .await
-                .map_err(backend("delete", &first))?;
+                .map_err(sdk("delete", &first))?;
             if let Some(err) = out.errors().first() {
                 return Err(StoreError::Backend {
                     op: "delete",
@@ -235,7 +257,7 @@ impl Store for S3Store {
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .send()
             .await
-            .map_err(backend("put", &full))?;
+            .map_err(sdk("put", &full))?;
         let upload_id = out.upload_id().unwrap_or_default().to_string();
         if upload_id.is_empty() {
             return Err(StoreError::Backend {
@@ -272,7 +294,7 @@ impl Store for S3Store {
                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                 .send()
                 .await
-                .map_err(backend("copy", &dst))?;
+                .map_err(sdk("copy", &dst))?;
         } else {
             self.copy_in_parts(&source, &dst, size).await?;
         }
@@ -291,7 +313,7 @@ impl S3Store {
             .key(dst)
             .send()
             .await
-            .map_err(backend("copy", dst))?;
+            .map_err(sdk("copy", dst))?;
         let upload_id = up.upload_id().unwrap_or_default().to_string();
         let mut parts = Vec::new();
         let mut start = 0u64;
@@ -320,7 +342,7 @@ impl S3Store {
                         .upload_id(&upload_id)
                         .send()
                         .await;
-                    return Err(backend("copy", dst)(e));
+                    return Err(sdk("copy", dst)(e));
                 }
             };
             let etag = r
@@ -344,7 +366,7 @@ impl S3Store {
             )
             .send()
             .await
-            .map_err(backend("copy", dst))?;
+            .map_err(sdk("copy", dst))?;
         Ok(())
     }
 }
@@ -373,7 +395,7 @@ impl MultipartUpload for S3Multipart {
             .body(SdkStream::from(data))
             .send()
             .await
-            .map_err(backend("put", &self.key))?;
+            .map_err(sdk("put", &self.key))?;
         let part = CompletedPart::builder()
             .part_number(n)
             .e_tag(out.e_tag().unwrap_or_default())
@@ -410,7 +432,7 @@ impl MultipartUpload for S3Multipart {
             )
             .send()
             .await
-            .map_err(backend("put", &self.key))?;
+            .map_err(sdk("put", &self.key))?;
         Ok(())
     }
 
@@ -422,7 +444,7 @@ impl MultipartUpload for S3Multipart {
             .upload_id(&self.upload_id)
             .send()
             .await
-            .map_err(backend("abort", &self.key))?;
+            .map_err(sdk("abort", &self.key))?;
         Ok(())
     }
 }

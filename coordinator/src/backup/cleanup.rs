@@ -18,20 +18,35 @@ pub async fn clear_snapshots(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow:
     let view = ctx.handle.snapshot();
     let taken: Vec<&PlannedNode> = nodes
         .iter()
-        .filter(|n| view.nodes.iter().any(|v| v.host_id == n.info.host_id && v.snapshot == "taken"))
+        .filter(|n| {
+            view.nodes
+                .iter()
+                .any(|v| v.host_id == n.info.host_id && v.snapshot == "taken")
+        })
         .collect();
     let calls = taken.iter().map(|n| async move {
-        let r = tokio::time::timeout(CLEAR_TIMEOUT, n.client.clone().clear_snapshot(pb::ClearSnapshotRequest { tag: ctx.tag.to_string() })).await;
+        let r = tokio::time::timeout(
+            CLEAR_TIMEOUT,
+            n.client.clone().clear_snapshot(pb::ClearSnapshotRequest {
+                tag: ctx.tag.to_string(),
+            }),
+        )
+        .await;
         match r {
             Ok(Ok(_)) => {
-                ctx.handle.update_node(&n.info.host_id, |p| p.snapshot = "cleared".into());
+                ctx.handle
+                    .update_node(&n.info.host_id, |p| p.snapshot = "cleared".into());
                 Ok(())
             }
             Ok(Err(e)) => Err(format!("{}: {}", n.label(), e.message())),
             Err(_) => Err(format!("{}: no answer within {CLEAR_TIMEOUT:?}", n.label())),
         }
     });
-    let errors: Vec<String> = futures::future::join_all(calls).await.into_iter().filter_map(Result::err).collect();
+    let errors: Vec<String> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
     ctx.persist_nodes().await?;
     if !errors.is_empty() {
         anyhow::bail!(
@@ -46,13 +61,22 @@ pub async fn clear_snapshots(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow:
 
 /// After a restart: waits (up to ten minutes) for each worker of the run to be back, then
 /// clears the run's snapshot there and records it.
-pub async fn clear_after_restart(coord: Arc<Coordinator>, run_id: String, tag: SnapshotTag, nodes: Vec<RunNodeRow>) {
+pub async fn clear_after_restart(
+    coord: Arc<Coordinator>,
+    run_id: String,
+    tag: SnapshotTag,
+    nodes: Vec<RunNodeRow>,
+) {
     for mut node in nodes.into_iter().filter(|n| n.snapshot == "taken") {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         loop {
             let result = async {
                 let mut client = connect_worker(&node.worker_address).await?;
-                client.clear_snapshot(pb::ClearSnapshotRequest { tag: tag.to_string() }).await?;
+                client
+                    .clear_snapshot(pb::ClearSnapshotRequest {
+                        tag: tag.to_string(),
+                    })
+                    .await?;
                 anyhow::Ok(())
             }
             .await;

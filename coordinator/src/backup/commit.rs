@@ -17,7 +17,11 @@ use crate::now_ms;
 const HEAD_PARALLELISM: usize = 32;
 
 /// Commits the run.
-pub async fn commit(ctx: &RunContext, nodes: &[PlannedNode], files: Vec<NodeFiles>) -> anyhow::Result<()> {
+pub async fn commit(
+    ctx: &RunContext,
+    nodes: &[PlannedNode],
+    files: Vec<NodeFiles>,
+) -> anyhow::Result<()> {
     let store = &ctx.coord.store;
     let mut blobs: BTreeMap<ContentHash, u64> = BTreeMap::new();
     for nf in &files {
@@ -25,7 +29,11 @@ pub async fn commit(ctx: &RunContext, nodes: &[PlannedNode], files: Vec<NodeFile
             if let Some(size) = blobs.insert(f.hash.clone(), f.size)
                 && size != f.size
             {
-                anyhow::bail!("blob {} recorded with two sizes ({size} and {})", f.hash, f.size);
+                anyhow::bail!(
+                    "blob {} recorded with two sizes ({size} and {})",
+                    f.hash,
+                    f.size
+                );
             }
         }
     }
@@ -41,21 +49,34 @@ pub async fn commit(ctx: &RunContext, nodes: &[PlannedNode], files: Vec<NodeFile
         .collect()
         .await;
     if !missing.is_empty() {
-        anyhow::bail!("{} blob(s) not in the store as recorded, e.g. {}", missing.len(), missing[0]);
+        anyhow::bail!(
+            "{} blob(s) not in the store as recorded, e.g. {}",
+            missing.len(),
+            missing[0]
+        );
     }
     write_manifests(ctx, nodes, &files, blobs).await
 }
 
-async fn check_blob(store: std::sync::Arc<dyn ringvault_common::store::Store>, hash: ContentHash, size: u64) -> Option<String> {
-            match store.head(&layout::blob(&hash)).await {
-                Ok(Some(m)) if m.size == size => None,
-                Ok(Some(m)) => Some(format!("{hash}: stored {} bytes, expected {size}", m.size)),
-                Ok(None) => Some(format!("{hash}: missing")),
-                Err(e) => Some(format!("{hash}: {e}")),
-            }
+async fn check_blob(
+    store: std::sync::Arc<dyn ringvault_common::store::Store>,
+    hash: ContentHash,
+    size: u64,
+) -> Option<String> {
+    match store.head(&layout::blob(&hash)).await {
+        Ok(Some(m)) if m.size == size => None,
+        Ok(Some(m)) => Some(format!("{hash}: stored {} bytes, expected {size}", m.size)),
+        Ok(None) => Some(format!("{hash}: missing")),
+        Err(e) => Some(format!("{hash}: {e}")),
+    }
 }
 
-async fn write_manifests(ctx: &RunContext, nodes: &[PlannedNode], files: &[NodeFiles], blobs: BTreeMap<ContentHash, u64>) -> anyhow::Result<()> {
+async fn write_manifests(
+    ctx: &RunContext,
+    nodes: &[PlannedNode],
+    files: &[NodeFiles],
+    blobs: BTreeMap<ContentHash, u64>,
+) -> anyhow::Result<()> {
     let store = &ctx.coord.store;
     let mut totals = Vec::new();
     for n in nodes {
@@ -71,7 +92,12 @@ async fn write_manifests(ctx: &RunContext, nodes: &[PlannedNode], files: &[NodeF
             files: nf.files.clone(),
         };
         let host = HostId::parse(&n.info.host_id)?;
-        store.put(&layout::node_manifest(&ctx.run_id, &host), Bytes::from(serde_json::to_vec(&manifest)?)).await?;
+        store
+            .put(
+                &layout::node_manifest(&ctx.run_id, &host),
+                Bytes::from(serde_json::to_vec(&manifest)?),
+            )
+            .await?;
         totals.push(NodeTotals {
             host_id: host,
             address: n.info.address.clone(),
@@ -94,10 +120,18 @@ async fn write_manifests(ctx: &RunContext, nodes: &[PlannedNode], files: &[NodeF
         distinct_blobs: blobs.len() as u64,
         nodes: totals,
     };
-    store.put(&layout::run_manifest(&ctx.run_id), Bytes::from(serde_json::to_vec_pretty(&manifest)?)).await?;
+    store
+        .put(
+            &layout::run_manifest(&ctx.run_id),
+            Bytes::from(serde_json::to_vec_pretty(&manifest)?),
+        )
+        .await?;
     let id = ctx.run_id.to_string();
     let rows: Vec<(String, u64)> = blobs.into_iter().map(|(h, s)| (h.to_string(), s)).collect();
-    ctx.coord.db.call(move |db| db.record_blobs(&id, &rows, now_ms())).await?;
+    ctx.coord
+        .db
+        .call(move |db| db.record_blobs(&id, &rows, now_ms()))
+        .await?;
     ctx.handle.update(|r| {
         for n in &mut r.nodes {
             n.state = "DONE".into();

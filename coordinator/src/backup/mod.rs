@@ -53,7 +53,10 @@ pub async fn connect_worker(addr: &str) -> anyhow::Result<WorkerClient<Channel>>
 }
 
 /// Validates, plans and starts a backup; returns once the run is recorded and running.
-pub async fn start(coord: &Arc<Coordinator>, req: BackupRequest) -> Result<(RunId, SnapshotTag), Status> {
+pub async fn start(
+    coord: &Arc<Coordinator>,
+    req: BackupRequest,
+) -> Result<(RunId, SnapshotTag), Status> {
     let run_id = RunId::new();
     let tag = match &req.tag {
         Some(t) => t.clone(),
@@ -62,7 +65,10 @@ pub async fn start(coord: &Arc<Coordinator>, req: BackupRequest) -> Result<(RunI
     let planned = plan::plan(coord, &req, &tag).await?;
     let cluster = planned.cluster_name.clone();
     {
-        let active = coord.active.lock().map_err(|_| Status::internal("active runs lock poisoned"))?;
+        let active = coord
+            .active
+            .lock()
+            .map_err(|_| Status::internal("active runs lock poisoned"))?;
         if let Some(other) = active.values().find(|h| h.cluster_name == cluster) {
             return Err(Status::failed_precondition(format!(
                 "run {} is already running on cluster {cluster}; one backup per cluster at a time",
@@ -117,7 +123,14 @@ pub async fn start(coord: &Arc<Coordinator>, req: BackupRequest) -> Result<(RunI
         .map_err(|_| Status::internal("active runs lock poisoned"))?
         .insert(run_id.to_string(), Arc::clone(&handle));
     tracing::info!(run = %run_id, %tag, cluster, nodes = planned.nodes.len(), "backup started");
-    let ctx = RunContext { coord: Arc::clone(coord), run_id: run_id.clone(), tag: tag.clone(), req, handle, started_ms: row.created_ms };
+    let ctx = RunContext {
+        coord: Arc::clone(coord),
+        run_id: run_id.clone(),
+        tag: tag.clone(),
+        req,
+        handle,
+        started_ms: row.created_ms,
+    };
     tokio::spawn(drive(ctx, planned));
     Ok((run_id, tag))
 }
@@ -145,7 +158,10 @@ impl RunContext {
         }
         self.handle.update(|r| r.stage = stage.as_str().into());
         let id = self.run_id.to_string();
-        self.coord.db.call(move |db| db.set_stage(&id, stage.as_str())).await?;
+        self.coord
+            .db
+            .call(move |db| db.set_stage(&id, stage.as_str()))
+            .await?;
         tracing::info!(run = %self.run_id, stage = stage.as_str(), "stage");
         Ok(())
     }
@@ -155,7 +171,10 @@ impl RunContext {
         let view = self.handle.snapshot();
         let id = self.run_id.to_string();
         let rows: Vec<RunNodeRow> = view.nodes.iter().map(node_row).collect();
-        self.coord.db.call(move |db| db.put_run_nodes(&id, &rows)).await
+        self.coord
+            .db
+            .call(move |db| db.put_run_nodes(&id, &rows))
+            .await
     }
 }
 
@@ -167,7 +186,14 @@ async fn drive(ctx: RunContext, planned: plan::Plan) {
     let (state, error) = match (&result, &cleanup) {
         (Ok(()), Ok(())) => (RunState::Done, String::new()),
         (Ok(()), Err(c)) => (RunState::Done, format!("backup committed, but {c:#}")),
-        (Err(e), Ok(())) => (if ctx.handle.cancel.is_cancelled() { RunState::Cancelled } else { RunState::Failed }, format!("{e:#}")),
+        (Err(e), Ok(())) => (
+            if ctx.handle.cancel.is_cancelled() {
+                RunState::Cancelled
+            } else {
+                RunState::Failed
+            },
+            format!("{e:#}"),
+        ),
         (Err(e), Err(c)) => (RunState::Failed, format!("{e:#}; also {c:#}")),
     };
     if state == RunState::Done {
@@ -178,13 +204,22 @@ async fn drive(ctx: RunContext, planned: plan::Plan) {
 
 impl RunContext {
     async fn enter_cleanup(&self) -> anyhow::Result<()> {
-        self.handle.update(|r| r.stage = Stage::Cleanup.as_str().into());
+        self.handle
+            .update(|r| r.stage = Stage::Cleanup.as_str().into());
         let id = self.run_id.to_string();
-        self.coord.db.call(move |db| db.set_stage(&id, Stage::Cleanup.as_str())).await
+        self.coord
+            .db
+            .call(move |db| db.set_stage(&id, Stage::Cleanup.as_str()))
+            .await
     }
 }
 
-async fn run_stages(ctx: &RunContext, nodes: &[PlannedNode], cluster: &str, partitioner: &str) -> anyhow::Result<()> {
+async fn run_stages(
+    ctx: &RunContext,
+    nodes: &[PlannedNode],
+    cluster: &str,
+    partitioner: &str,
+) -> anyhow::Result<()> {
     ctx.enter(Stage::Snapshot).await?;
     snapshot::take(ctx, nodes).await?;
     ctx.enter(Stage::Schema).await?;
@@ -211,7 +246,12 @@ async fn finish(ctx: &RunContext, state: RunState, error: &str) {
         tracing::error!(error = %format!("{e:#}"), "persisting node progress");
     }
     let (id, st, err) = (ctx.run_id.to_string(), state.as_str(), error.to_string());
-    if let Err(e) = ctx.coord.db.call(move |db| db.finish_run(&id, st, &err, now)).await {
+    if let Err(e) = ctx
+        .coord
+        .db
+        .call(move |db| db.finish_run(&id, st, &err, now))
+        .await
+    {
         tracing::error!(error = %format!("{e:#}"), "recording the end of the run");
     }
     if let Ok(mut active) = ctx.coord.active.lock() {
@@ -271,7 +311,12 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
             .collect(),
         table_summaries: tables
             .iter()
-            .map(|t| pb::TableSummary { keyspace: t.keyspace.clone(), table: t.table.clone(), files: t.files, bytes: t.bytes })
+            .map(|t| pb::TableSummary {
+                keyspace: t.keyspace.clone(),
+                table: t.table.clone(),
+                files: t.files,
+                bytes: t.bytes,
+            })
             .collect(),
     }
 }
@@ -279,7 +324,10 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
 /// At start: every run left RUNNING by a previous process is failed with the stage it was in,
 /// and the snapshots it took are cleared as soon as their workers are back.
 pub async fn recover_unfinished(coord: &Arc<Coordinator>) -> anyhow::Result<()> {
-    let runs = coord.db.call(|db| db.runs(u32::MAX, Some(RunState::Running.as_str()))).await?;
+    let runs = coord
+        .db
+        .call(|db| db.runs(u32::MAX, Some(RunState::Running.as_str())))
+        .await?;
     for run in runs {
         let reason = format!(
             "the coordinator stopped while the run was in stage {}; the run was not resumed and its snapshots are cleared",
@@ -287,11 +335,19 @@ pub async fn recover_unfinished(coord: &Arc<Coordinator>) -> anyhow::Result<()> 
         );
         tracing::warn!(run = %run.id, reason, "failing unfinished run");
         let (id, r) = (run.id.clone(), reason.clone());
-        coord.db.call(move |db| db.finish_run(&id, RunState::Failed.as_str(), &r, now_ms())).await?;
+        coord
+            .db
+            .call(move |db| db.finish_run(&id, RunState::Failed.as_str(), &r, now_ms()))
+            .await?;
         let id = run.id.clone();
         let nodes = coord.db.call(move |db| db.run_nodes(&id)).await?;
         if let Ok(tag) = SnapshotTag::parse(&run.tag) {
-            tokio::spawn(cleanup::clear_after_restart(Arc::clone(coord), run.id.clone(), tag, nodes));
+            tokio::spawn(cleanup::clear_after_restart(
+                Arc::clone(coord),
+                run.id.clone(),
+                tag,
+                nodes,
+            ));
         }
     }
     Ok(())

@@ -37,24 +37,60 @@ pub struct Plan {
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Plans a run; every refusal is a `Status` with the reason.
-pub async fn plan(coord: &Arc<Coordinator>, req: &BackupRequest, tag: &SnapshotTag) -> Result<Plan, Status> {
-    let workers = coord.db.call(|db| db.workers()).await.map_err(|e| Status::internal(format!("{e:#}")))?;
-    let clusters: std::collections::BTreeSet<&str> = workers.iter().map(|w| w.cluster_name.as_str()).collect();
+pub async fn plan(
+    coord: &Arc<Coordinator>,
+    req: &BackupRequest,
+    tag: &SnapshotTag,
+) -> Result<Plan, Status> {
+    let workers = coord
+        .db
+        .call(|db| db.workers())
+        .await
+        .map_err(|e| Status::internal(format!("{e:#}")))?;
+    let clusters: std::collections::BTreeSet<&str> =
+        workers.iter().map(|w| w.cluster_name.as_str()).collect();
     let cluster = match &req.cluster_name {
         Some(c) if clusters.contains(c.as_str()) => c.clone(),
-        Some(c) => return Err(Status::not_found(format!("no worker has registered for cluster {c:?}"))),
-        None if clusters.len() == 1 => clusters.iter().next().map(|c| c.to_string()).unwrap_or_default(),
-        None if clusters.is_empty() => return Err(Status::failed_precondition("no worker has registered with this coordinator")),
-        None => return Err(Status::invalid_argument(format!("several clusters are registered ({clusters:?}); name one with --cluster"))),
+        Some(c) => {
+            return Err(Status::not_found(format!(
+                "no worker has registered for cluster {c:?}"
+            )));
+        }
+        None if clusters.len() == 1 => clusters
+            .iter()
+            .next()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        None if clusters.is_empty() => {
+            return Err(Status::failed_precondition(
+                "no worker has registered with this coordinator",
+            ));
+        }
+        None => {
+            return Err(Status::invalid_argument(format!(
+                "several clusters are registered ({clusters:?}); name one with --cluster"
+            )));
+        }
     };
-    let members: Vec<_> = workers.into_iter().filter(|w| w.cluster_name == cluster).collect();
+    let members: Vec<_> = workers
+        .into_iter()
+        .filter(|w| w.cluster_name == cluster)
+        .collect();
     let down: Vec<String> = members
         .iter()
         .filter(|w| !coord.alive(w.last_seen_ms))
-        .map(|w| format!("node {} ({}, worker {})", w.address, w.host_id, w.worker_address))
+        .map(|w| {
+            format!(
+                "node {} ({}, worker {})",
+                w.address, w.host_id, w.worker_address
+            )
+        })
         .collect();
     if !down.is_empty() {
-        return Err(Status::unavailable(format!("the run did not start: worker down: {}", down.join(", "))));
+        return Err(Status::unavailable(format!(
+            "the run did not start: worker down: {}",
+            down.join(", ")
+        )));
     }
     // Reach every worker now: a node that does not answer stops the run before it starts.
     let calls = members.iter().map(|w| async move {
@@ -68,10 +104,26 @@ pub async fn plan(coord: &Arc<Coordinator>, req: &BackupRequest, tag: &SnapshotT
             .map_err(|e| Status::unavailable(format!("the run did not start: {label}: {}", e.message())))?
             .into_inner();
         info.worker_address = w.worker_address.clone();
+        if info.host_id != w.host_id {
+            return Err(Status::failed_precondition(format!(
+                "the run did not start: {label} now reports host id {} (node replaced? restart its worker)",
+                info.host_id
+            )));
+        }
         Ok::<_, Status>(PlannedNode { info, client })
     });
     let nodes = futures::future::try_join_all(calls).await?;
-    let first = nodes.first().cloned().ok_or_else(|| Status::failed_precondition("no node to back up"))?;
+    let ids: std::collections::BTreeSet<&str> =
+        nodes.iter().map(|n| n.info.host_id.as_str()).collect();
+    if ids.len() != nodes.len() {
+        return Err(Status::failed_precondition(
+            "the run did not start: two workers report the same host id",
+        ));
+    }
+    let first = nodes
+        .first()
+        .cloned()
+        .ok_or_else(|| Status::failed_precondition("no node to back up"))?;
 
     // The selection must exist.
     let tables = first
@@ -79,39 +131,65 @@ pub async fn plan(coord: &Arc<Coordinator>, req: &BackupRequest, tag: &SnapshotT
         .clone()
         .list_tables(pb::ListTablesRequest {})
         .await
-        .map_err(|e| Status::unavailable(format!("{}: listing tables: {}", first.label(), e.message())))?
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "{}: listing tables: {}",
+                first.label(),
+                e.message()
+            ))
+        })?
         .into_inner()
         .tables;
     for ks in &req.keyspaces {
         if !tables.iter().any(|t| t.keyspace == ks.as_str()) {
-            return Err(Status::not_found(format!("keyspace {ks} does not exist; nothing was snapshotted")));
+            return Err(Status::not_found(format!(
+                "keyspace {ks} does not exist; nothing was snapshotted"
+            )));
         }
     }
     if !req.tables.is_empty() {
-        let ks = req.keyspaces.first().map(|k| k.as_str()).unwrap_or_default();
+        let ks = req
+            .keyspaces
+            .first()
+            .map(|k| k.as_str())
+            .unwrap_or_default();
         for t in &req.tables {
-            if !tables.iter().any(|x| x.keyspace == ks && x.table == t.as_str()) {
-                return Err(Status::not_found(format!("table {ks}.{t} does not exist; nothing was snapshotted")));
+            if !tables
+                .iter()
+                .any(|x| x.keyspace == ks && x.table == t.as_str())
+            {
+                return Err(Status::not_found(format!(
+                    "table {ks}.{t} does not exist; nothing was snapshotted"
+                )));
             }
         }
     }
     // The store must work from here and from every node.
-    coord
-        .store
-        .check()
-        .await
-        .map_err(|e| Status::failed_precondition(format!("store {} is not usable: {e}", coord.store.describe())))?;
+    coord.store.check().await.map_err(|e| {
+        Status::failed_precondition(format!(
+            "store {} is not usable: {e}",
+            coord.store.describe()
+        ))
+    })?;
     let checks = nodes.iter().map(|n| async move {
         n.client
             .clone()
-            .check_storage(pb::CheckStorageRequest { store_url: coord.opts.store.clone() })
+            .check_storage(pb::CheckStorageRequest {
+                store_url: coord.opts.store.clone(),
+            })
             .await
             .map_err(|e| Status::failed_precondition(format!("{}: {}", n.label(), e.message())))
     });
     futures::future::try_join_all(checks).await?;
     // Free space floor.
     for n in &nodes {
-        if let Some((dir, free)) = n.info.data_dirs.iter().zip(&n.info.free_bytes).find(|(_, f)| **f < coord.opts.min_free_bytes) {
+        if let Some((dir, free)) = n
+            .info
+            .data_dirs
+            .iter()
+            .zip(&n.info.free_bytes)
+            .find(|(_, f)| **f < coord.opts.min_free_bytes)
+        {
             return Err(Status::failed_precondition(format!(
                 "{}: data directory {dir} has {free} bytes free, below the floor of {} bytes",
                 n.label(),
@@ -124,7 +202,9 @@ pub async fn plan(coord: &Arc<Coordinator>, req: &BackupRequest, tag: &SnapshotT
         let dirs = n
             .client
             .clone()
-            .find_snapshot(pb::FindSnapshotRequest { tag: tag.to_string() })
+            .find_snapshot(pb::FindSnapshotRequest {
+                tag: tag.to_string(),
+            })
             .await
             .map_err(|e| Status::unavailable(format!("{}: {}", n.label(), e.message())))?
             .into_inner()
@@ -138,9 +218,16 @@ pub async fn plan(coord: &Arc<Coordinator>, req: &BackupRequest, tag: &SnapshotT
         .map(|(label, dirs)| format!("{label} ({} directories, e.g. {})", dirs.len(), dirs[0]))
         .collect();
     if !clashes.is_empty() {
-        return Err(Status::already_exists(format!("snapshot tag {tag} already exists on {}", clashes.join(", "))));
+        return Err(Status::already_exists(format!(
+            "snapshot tag {tag} already exists on {}",
+            clashes.join(", ")
+        )));
     }
     tracing::debug!(%tag, nodes = nodes.len(), "planned");
     let partitioner = first.info.partitioner.clone();
-    Ok(Plan { cluster_name: cluster, partitioner, nodes })
+    Ok(Plan {
+        cluster_name: cluster,
+        partitioner,
+        nodes,
+    })
 }

@@ -21,11 +21,21 @@ pub fn describe(n: &PlannedNode) -> anyhow::Result<NodeDescription> {
 }
 
 /// Writes `schema.cql` and `topology.json` of the run.
-pub async fn save(ctx: &RunContext, nodes: &[PlannedNode], cluster: &str, partitioner: &str) -> anyhow::Result<()> {
+pub async fn save(
+    ctx: &RunContext,
+    nodes: &[PlannedNode],
+    cluster: &str,
+    partitioner: &str,
+) -> anyhow::Result<()> {
     let mut last_err = None;
     let mut schema = None;
     for n in nodes {
-        match n.client.clone().describe_schema(pb::DescribeSchemaRequest {}).await {
+        match n
+            .client
+            .clone()
+            .describe_schema(pb::DescribeSchemaRequest {})
+            .await
+        {
             Ok(r) => {
                 schema = Some(r.into_inner().schema_cql);
                 break;
@@ -33,14 +43,26 @@ pub async fn save(ctx: &RunContext, nodes: &[PlannedNode], cluster: &str, partit
             Err(e) => last_err = Some(format!("{}: {}", n.label(), e.message())),
         }
     }
-    let schema = schema.ok_or_else(|| anyhow::anyhow!("DESCRIBE SCHEMA failed on every node; last: {}", last_err.unwrap_or_default()))?;
+    let schema = schema.ok_or_else(|| {
+        anyhow::anyhow!(
+            "DESCRIBE SCHEMA failed on every node; last: {}",
+            last_err.unwrap_or_default()
+        )
+    })?;
     let store = &ctx.coord.store;
-    store.put(&layout::run_schema(&ctx.run_id), Bytes::from(schema)).await?;
+    store
+        .put(&layout::run_schema(&ctx.run_id), Bytes::from(schema))
+        .await?;
     let topology = Topology {
         cluster_name: cluster.to_string(),
         partitioner: partitioner.to_string(),
         nodes: nodes.iter().map(describe).collect::<anyhow::Result<_>>()?,
     };
-    store.put(&layout::run_topology(&ctx.run_id), Bytes::from(serde_json::to_vec_pretty(&topology)?)).await?;
+    store
+        .put(
+            &layout::run_topology(&ctx.run_id),
+            Bytes::from(serde_json::to_vec_pretty(&topology)?),
+        )
+        .await?;
     Ok(())
 }

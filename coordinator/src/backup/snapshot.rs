@@ -15,7 +15,8 @@ pub async fn take(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()>
     let calls = nodes.iter().map(|n| {
         let req = req.clone();
         async move {
-            ctx.handle.update_node(&n.info.host_id, |p| p.state = "SNAPSHOTTING".into());
+            ctx.handle
+                .update_node(&n.info.host_id, |p| p.state = "SNAPSHOTTING".into());
             let r = n.client.clone().snapshot(req).await;
             match &r {
                 Ok(_) => ctx.handle.update_node(&n.info.host_id, |p| {
@@ -27,7 +28,8 @@ pub async fn take(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()>
                     p.error = e.message().to_string();
                 }),
             }
-            r.map(|_| ()).map_err(|e| format!("{}: {}", n.label(), e.message()))
+            r.map(|_| ())
+                .map_err(|e| format!("{}: {}", n.label(), e.message()))
         }
     });
     let results = futures::future::join_all(calls).await;

@@ -49,19 +49,32 @@ fn unreachable_flusher() -> anyhow::Result<Vec<NodeFiles>> {
 }
 
 async fn flush(ctx: &RunContext, pending: &Mutex<Vec<RunFileRow>>) -> anyhow::Result<()> {
-    let rows = std::mem::take(&mut *pending.lock().map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?);
+    let rows = std::mem::take(
+        &mut *pending
+            .lock()
+            .map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?,
+    );
     let id = ctx.run_id.to_string();
     if !rows.is_empty() {
-        ctx.coord.db.call(move |db| db.insert_files(&id, &rows)).await?;
+        ctx.coord
+            .db
+            .call(move |db| db.insert_files(&id, &rows))
+            .await?;
     }
     ctx.persist_nodes().await
 }
 
-async fn upload_node(ctx: &RunContext, n: &PlannedNode, pending: &Mutex<Vec<RunFileRow>>) -> anyhow::Result<NodeFiles> {
+async fn upload_node(
+    ctx: &RunContext,
+    n: &PlannedNode,
+    pending: &Mutex<Vec<RunFileRow>>,
+) -> anyhow::Result<NodeFiles> {
     let host = n.info.host_id.clone();
     let result = follow(ctx, n, pending).await;
     match &result {
-        Ok(_) => ctx.handle.update_node(&host, |p| p.state = "UPLOADED".into()),
+        Ok(_) => ctx
+            .handle
+            .update_node(&host, |p| p.state = "UPLOADED".into()),
         Err(e) => ctx.handle.update_node(&host, |p| {
             p.state = "FAILED".into();
             p.error = format!("{e:#}");
@@ -70,17 +83,29 @@ async fn upload_node(ctx: &RunContext, n: &PlannedNode, pending: &Mutex<Vec<RunF
     result.with_context(|| n.label())
 }
 
-async fn follow(ctx: &RunContext, n: &PlannedNode, pending: &Mutex<Vec<RunFileRow>>) -> anyhow::Result<NodeFiles> {
+async fn follow(
+    ctx: &RunContext,
+    n: &PlannedNode,
+    pending: &Mutex<Vec<RunFileRow>>,
+) -> anyhow::Result<NodeFiles> {
     let host = n.info.host_id.clone();
-    ctx.handle.update_node(&host, |p| p.state = "UPLOADING".into());
+    ctx.handle
+        .update_node(&host, |p| p.state = "UPLOADING".into());
     let req = pb::UploadRequest {
         run_id: ctx.run_id.to_string(),
         tag: ctx.tag.to_string(),
         store_url: ctx.coord.opts.store.clone(),
         selection: Some(ctx.req.selection()),
         concurrency: ctx.coord.opts.upload_concurrency,
+        bandwidth_bytes_per_sec: ctx.coord.opts.upload_bandwidth,
     };
-    let mut stream = n.client.clone().upload(req).await.map_err(|e| anyhow::anyhow!("upload refused: {}", e.message()))?.into_inner();
+    let mut stream = n
+        .client
+        .clone()
+        .upload(req)
+        .await
+        .map_err(|e| anyhow::anyhow!("upload refused: {}", e.message()))?
+        .into_inner();
     let mut plan: Option<pb::UploadPlan> = None;
     let mut files = Vec::new();
     loop {
@@ -98,10 +123,13 @@ async fn follow(ctx: &RunContext, n: &PlannedNode, pending: &Mutex<Vec<RunFileRo
                 plan = Some(p);
             }
             Some(pb::upload_event::Event::Progress(p)) => {
-                ctx.handle.update_node(&host, |x| x.bytes_done += p.bytes_read);
+                ctx.handle
+                    .update_node(&host, |x| x.bytes_done += p.bytes_read);
             }
             Some(pb::upload_event::Event::File(done)) => {
-                let f = done.file.ok_or_else(|| anyhow::anyhow!("worker sent a file event without a file"))?;
+                let f = done
+                    .file
+                    .ok_or_else(|| anyhow::anyhow!("worker sent a file event without a file"))?;
                 let entry = entry_from_proto(&f)?;
                 ctx.handle.update_node(&host, |x| {
                     x.files_done += 1;
@@ -110,17 +138,20 @@ async fn follow(ctx: &RunContext, n: &PlannedNode, pending: &Mutex<Vec<RunFileRo
                         x.bytes_uploaded += f.size;
                     }
                 });
-                pending.lock().map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?.push(RunFileRow {
-                    host_id: host.clone(),
-                    keyspace: entry.keyspace.to_string(),
-                    table: entry.table.to_string(),
-                    table_id: entry.table_id.clone(),
-                    name: entry.name.to_string(),
-                    data_dir_index: entry.data_dir_index,
-                    size: entry.size,
-                    hash: entry.hash.to_string(),
-                    uploaded: done.uploaded,
-                });
+                pending
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?
+                    .push(RunFileRow {
+                        host_id: host.clone(),
+                        keyspace: entry.keyspace.to_string(),
+                        table: entry.table.to_string(),
+                        table_id: entry.table_id.clone(),
+                        name: entry.name.to_string(),
+                        data_dir_index: entry.data_dir_index,
+                        size: entry.size,
+                        hash: entry.hash.to_string(),
+                        uploaded: done.uploaded,
+                    });
                 files.push(entry);
             }
             None => {}
@@ -136,7 +167,10 @@ async fn follow(ctx: &RunContext, n: &PlannedNode, pending: &Mutex<Vec<RunFileRo
             plan.total_bytes
         );
     }
-    Ok(NodeFiles { host_id: host, files })
+    Ok(NodeFiles {
+        host_id: host,
+        files,
+    })
 }
 
 /// Validates a worker's file entry: names, ids and hash are checked before they are trusted.
