@@ -46,7 +46,7 @@ pub async fn run(
                 .collect(),
         )),
         Format::Human => {
-            println!("{:<16} {:<38} {:<14} {:<8} {:<10} {}", "ADDRESS", "HOST ID", "DC", "RACK", "VERSION", "STATUS");
+            println!("{:<16} {:<38} {:<14} {:<8} {:<10} STATUS", "ADDRESS", "HOST ID", "DC", "RACK", "VERSION");
             for w in &workers {
                 let n = w.node.clone().unwrap_or_default();
                 println!(
