@@ -2,10 +2,22 @@
 //! handful of operations (put, get, head, list, delete, multipart upload, rename); behaviour
 //! common to all backends (retries, throttling, dry-run) belongs in wrappers, not in backends.
 //!
-//! Stores are opened from a URL ([`open`]): `file:///abs/dir` or
-//! `s3://bucket/prefix[?endpoint=http://host:port&region=r]`. Credentials never appear in a
-//! URL: S3 takes them from the AWS standard chain (environment, profile, IMDS, web identity).
+//! Stores are opened from a URL ([`open`]):
+//!
+//! | URL | backend | credentials |
+//! |---|---|---|
+//! | `file:///abs/dir` | `file` | none |
+//! | `s3://bucket/prefix[?endpoint=..&region=..]` | `s3` | AWS standard chain (env, profile, IMDS, web identity) |
+//! | `gs://bucket/prefix[?endpoint=..]` | `gcs` | Google ADC; anonymous for a plain-`http://` emulator endpoint |
+//! | `az://account/container/prefix[?endpoint=..]` | `azure` | SAS, account key, or Entra ID from the environment |
+//!
+//! Credentials never appear in a URL, an error or a log line. [`open`] wraps every backend in a
+//! [`RetryingStore`], so transient failures (5xx, 429, timeouts, resets) are retried in one
+//! place; backends disable their SDKs' own retries so attempts do not multiply.
+mod azure;
 mod file;
+mod gcs;
+mod retry;
 mod s3;
 mod url;
 
@@ -17,6 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+pub use self::retry::{RetryPolicy, RetryingStore};
 pub use self::url::{StoreUrl, redact as redact_url};
 use crate::layout::ObjectKey;
 
@@ -34,12 +47,62 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A permanent failure: retrying the same request cannot help (403, 404 of a container,
+    /// 400 checksum mismatch, a bad request).
     #[error("{op} {key}: {message}")]
     Backend {
         op: &'static str,
         key: String,
         message: String,
     },
+    /// A failure that the same request may not meet again: HTTP 5xx, 429, 408, a timeout, a
+    /// refused or reset connection. [`RetryingStore`] retries these.
+    #[error("{op} {key}: {message}")]
+    Transient {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transient { .. } => true,
+            Self::Io { source, .. } => io_is_transient(source),
+            Self::NotFound { .. } | Self::BadUrl { .. } | Self::Backend { .. } => false,
+        }
+    }
+
+    /// A failure of `op` on `key` for an HTTP `status`: transient for 408, 429 and 5xx.
+    pub(crate) fn http(op: &'static str, key: &str, status: u16, message: String) -> Self {
+        let key = key.to_string();
+        if status_is_transient(status) {
+            Self::Transient { op, key, message }
+        } else {
+            Self::Backend { op, key, message }
+        }
+    }
+}
+
+/// HTTP statuses worth retrying: request timeout, too many requests, server errors.
+pub(crate) fn status_is_transient(status: u16) -> bool {
+    status == 408 || status == 429 || (500..=599).contains(&status)
+}
+
+fn io_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::TimedOut
+            | K::Interrupted
+            | K::ConnectionReset
+            | K::ConnectionRefused
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+    )
 }
 
 /// Result of store operations.
@@ -110,8 +173,21 @@ pub trait MultipartUpload: Send + Sync {
     async fn abort(&self) -> StoreResult<()>;
 }
 
-/// Opens the store a URL names.
+/// Opens the store a URL names, with the default [`RetryPolicy`].
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    open_with_retry(url, RetryPolicy::default()).await
+}
+
+/// Opens the store a URL names, retrying transient failures as `policy` says.
+pub async fn open_with_retry(url: &str, policy: RetryPolicy) -> StoreResult<Arc<dyn Store>> {
+    Ok(Arc::new(RetryingStore::new(
+        open_unwrapped(url).await?,
+        policy,
+    )))
+}
+
+/// Opens the bare backend a URL names, without retries (tests that count requests).
+pub async fn open_unwrapped(url: &str) -> StoreResult<Arc<dyn Store>> {
     match StoreUrl::parse(url)? {
         StoreUrl::File { root } => Ok(Arc::new(file::FileStore::new(root)?)),
         StoreUrl::S3 {
@@ -122,6 +198,21 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
         } => Ok(Arc::new(
             s3::S3Store::new(bucket, prefix, endpoint, region).await?,
         )),
+        StoreUrl::Gcs {
+            bucket,
+            prefix,
+            endpoint,
+        } => Ok(Arc::new(
+            gcs::GcsStore::new(bucket, prefix, endpoint).await?,
+        )),
+        StoreUrl::Azure {
+            account,
+            container,
+            prefix,
+            endpoint,
+        } => Ok(Arc::new(azure::AzureStore::new(
+            account, container, prefix, endpoint,
+        )?)),
     }
 }
 

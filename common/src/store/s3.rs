@@ -49,17 +49,30 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let key = key.to_string();
-    move |e| {
-        let message = match &e {
-            SdkError::ServiceError(se) => format!(
-                "{} (HTTP {}): {}",
+    move |e| match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let message = format!(
+                "{} (HTTP {status}): {}",
                 se.err().code().unwrap_or("error"),
-                se.raw().status().as_u16(),
                 se.err().message().unwrap_or("no message")
-            ),
-            other => DisplayErrorContext(other).to_string(),
-        };
-        StoreError::Backend { op, key, message }
+            );
+            StoreError::http(op, &key, status, message)
+        }
+        // No usable answer: the connection failed, timed out or was cut, or the response was
+        // unreadable (an empty 503, say). The same request may well succeed next time.
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            StoreError::Transient {
+                op,
+                key,
+                message: DisplayErrorContext(&e).to_string(),
+            }
+        }
+        other => StoreError::Backend {
+            op,
+            key,
+            message: DisplayErrorContext(other).to_string(),
+        },
     }
 }
 
@@ -83,6 +96,8 @@ impl S3Store {
         if let Some(e) = &endpoint {
             conf = conf.endpoint_url(e).force_path_style(true);
         }
+        // Retries belong to the store wrapper (`RetryingStore`), not to each SDK.
+        conf = conf.retry_config(aws_config::retry::RetryConfig::disabled());
         Ok(Self {
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             bucket,
@@ -135,7 +150,10 @@ impl Store for S3Store {
             .await
         {
             Ok(o) => o,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key())
+                    || e.raw_response().map(|r| r.status().as_u16()) == Some(404) =>
+            {
                 return Err(StoreError::NotFound {
                     key: key.to_string(),
                 });
@@ -148,7 +166,7 @@ impl Store for S3Store {
                 Ok(Some(b)) => Some((Ok(b), (body, full))),
                 Ok(None) => None,
                 Err(e) => {
-                    let err = StoreError::Backend {
+                    let err = StoreError::Transient {
                         op: "get",
                         key: full.clone(),
                         message: DisplayErrorContext(&e).to_string(),
