@@ -27,7 +27,7 @@ pub fn run_json(r: &pb::Run) -> Value {
     json!({
         "id": r.id, "kind": r.kind, "tag": r.tag, "cluster_name": r.cluster_name, "state": r.state,
         "stage": r.stage, "keyspaces": r.keyspaces, "tables": r.tables, "store_url": r.store_url,
-        "created_unix_ms": r.created_unix_ms, "finished_unix_ms": r.finished_unix_ms, "error": r.error,
+        "source_run_id": r.source_run_id, "created_unix_ms": r.created_unix_ms, "finished_unix_ms": r.finished_unix_ms, "error": r.error,
         "files_total": r.nodes.iter().map(|n| n.files_total).sum::<u64>(),
         "bytes_total": r.nodes.iter().map(|n| n.bytes_total).sum::<u64>(),
         "bytes_uploaded": r.nodes.iter().map(|n| n.bytes_uploaded).sum::<u64>(),
@@ -159,8 +159,13 @@ pub fn print_summary(r: &pb::Run) {
     let up_files: u64 = r.nodes.iter().map(|n| n.files_uploaded).sum();
     let up_bytes: u64 = r.nodes.iter().map(|n| n.bytes_uploaded).sum();
     let secs = ((r.finished_unix_ms - r.created_unix_ms).max(1)) as f64 / 1000.0;
+    let (verb, rest) = if r.kind == "restore" {
+        ("downloaded", "the rest was already staged and verified")
+    } else {
+        ("uploaded", "the rest was already in the store")
+    };
     println!(
-        "run {} {} in {secs:.1}s: {} nodes, {files} files, {}; uploaded {up_files} files, {} (the rest was already in the store)",
+        "run {} {} in {secs:.1}s: {} nodes, {files} files, {}; {verb} {up_files} files, {} ({rest})",
         r.id,
         r.state,
         r.nodes.len(),

@@ -4,6 +4,7 @@
 //! ```text
 //! blobs/<h0h1>/<hash>                 file contents, content-addressed
 //! runs/<run-id>/schema.cql            DESCRIBE SCHEMA WITH INTERNALS
+//! runs/<run-id>/schema.json           the same, one row per statement, for restore
 //! runs/<run-id>/topology.json         nodes: host id, address, DC, rack, tokens
 //! runs/<run-id>/nodes/<host-id>.json  that node's files
 //! runs/<run-id>/manifest.json         written last: the commit marker
@@ -55,6 +56,10 @@ pub fn run_prefix(run: &RunId) -> String {
 /// The run's schema (`DESCRIBE SCHEMA WITH INTERNALS`).
 pub fn run_schema(run: &RunId) -> ObjectKey {
     ObjectKey(format!("runs/{run}/schema.cql"))
+}
+/// The run's schema as rows (keyspace, kind, name, statement), for restore.
+pub fn run_schema_rows(run: &RunId) -> ObjectKey {
+    ObjectKey(format!("runs/{run}/schema.json"))
 }
 /// The run's topology.
 pub fn run_topology(run: &RunId) -> ObjectKey {

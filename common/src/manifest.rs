@@ -134,3 +134,13 @@ mod tests {
         assert!(err.to_string().contains("escape"), "{err}");
     }
 }
+
+/// One row of `DESCRIBE SCHEMA WITH INTERNALS` (`runs/<run>/schema.json` holds them all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaRow {
+    pub keyspace: String,
+    /// keyspace, type, table, index, view, function, aggregate
+    pub kind: String,
+    pub name: String,
+    pub statement: String,
+}

@@ -8,7 +8,10 @@ use anyhow::Context;
 use rusqlite::{OptionalExtension, params};
 
 /// Migrations in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_restore.sql"),
+];
 
 /// Handle to the coordinator's database.
 #[derive(Clone)]
@@ -46,6 +49,8 @@ pub struct RunRow {
     pub created_ms: i64,
     pub finished_ms: i64,
     pub error: String,
+    /// For restores: the backup run restored.
+    pub source_run_id: String,
 }
 
 /// One node's part of a run.
@@ -210,8 +215,8 @@ impl Db {
     pub fn insert_run(&self, r: &RunRow) -> anyhow::Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-                params![r.id, r.kind, r.tag, r.cluster_name, r.state, r.stage, serde_json::to_string(&r.keyspaces)?, serde_json::to_string(&r.tables)?, r.store_url, r.created_ms],
+                "INSERT INTO runs (id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms, source_run_id) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                params![r.id, r.kind, r.tag, r.cluster_name, r.state, r.stage, serde_json::to_string(&r.keyspaces)?, serde_json::to_string(&r.tables)?, r.store_url, r.created_ms, r.source_run_id],
             )?;
             Ok(())
         })
@@ -271,13 +276,14 @@ impl Db {
                 created_ms: r.get(9)?,
                 finished_ms: r.get(10)?,
                 error: r.get(11)?,
+                source_run_id: r.get(12)?,
             },
             r.get(6)?,
             r.get(7)?,
         ))
     }
 
-    const RUN_COLS: &'static str = "id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms, finished_ms, error";
+    const RUN_COLS: &'static str = "id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms, finished_ms, error, source_run_id";
 
     /// One run.
     pub fn run(&self, run_id: &str) -> anyhow::Result<Option<RunRow>> {
@@ -443,6 +449,7 @@ mod tests {
             created_ms: 1,
             finished_ms: 0,
             error: String::new(),
+            source_run_id: String::new(),
         };
         db.insert_run(&run)?;
         assert_eq!(db.run("r1")?, Some(run.clone()));

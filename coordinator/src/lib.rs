@@ -5,6 +5,7 @@ pub mod backup;
 pub mod db;
 pub mod progress;
 pub mod registry;
+pub mod restore;
 pub mod service;
 
 use std::collections::HashMap;

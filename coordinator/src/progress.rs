@@ -34,6 +34,9 @@ pub enum Stage {
     Schema,
     Upload,
     Commit,
+    Download,
+    Import,
+    Load,
     Cleanup,
     Done,
 }
@@ -47,6 +50,9 @@ impl Stage {
             Self::Schema => "schema",
             Self::Upload => "upload",
             Self::Commit => "commit",
+            Self::Download => "download",
+            Self::Import => "import",
+            Self::Load => "load",
             Self::Cleanup => "cleanup",
             Self::Done => "done",
         }

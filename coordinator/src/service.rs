@@ -206,6 +206,61 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         }
     }
 
+    async fn start_restore(
+        &self,
+        req: Request<pb::StartRestoreRequest>,
+    ) -> Result<Response<pb::StartBackupResponse>, Status> {
+        let r = req.into_inner();
+        let backup_run = RunId::parse(&r.backup_run_id).map_err(invalid)?;
+        let keyspaces = r
+            .keyspaces
+            .iter()
+            .map(|k| Identifier::parse("keyspace", k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let tables = r
+            .tables
+            .iter()
+            .map(|t| Identifier::parse("table", t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        if !tables.is_empty() && keyspaces.len() != 1 {
+            return Err(Status::invalid_argument(
+                "a table selection needs exactly one keyspace (-k KEYSPACE -t TABLE)",
+            ));
+        }
+        let req = crate::restore::RestoreRequest {
+            backup_run,
+            keyspaces,
+            tables,
+            mode: crate::restore::parse_mode(&r.mode)?,
+            force_schema: r.force_schema,
+            from_store: (!r.from_store_url.is_empty()).then_some(r.from_store_url),
+            cluster_name: (!r.cluster_name.is_empty()).then_some(r.cluster_name),
+        };
+        let run_id = crate::restore::start(&self.coord, req).await?;
+        Ok(Response::new(pb::StartBackupResponse {
+            run_id: run_id.to_string(),
+            tag: String::new(),
+        }))
+    }
+
+    async fn list_backups(
+        &self,
+        req: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        let url = req.into_inner().from_store_url;
+        let store = if url.is_empty() {
+            Arc::clone(&self.coord.store)
+        } else {
+            ringvault_common::store::open(&url).await.map_err(invalid)?
+        };
+        let backups = crate::restore::list_backups(&store)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListBackupsResponse { backups }))
+    }
+
     async fn list_workers(
         &self,
         _: Request<pb::ListWorkersRequest>,

@@ -204,3 +204,24 @@ pub fn unique_keyspace(prefix: &str) -> String {
     let n = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}_{}", &n[..8])
 }
+
+/// Every row of `ks.table`, read at consistency ALL, rendered and sorted: two reads compare
+/// equal exactly when they hold the same rows with the same values.
+pub async fn all_rows(s: &Session, ks: &str, table: &str) -> anyhow::Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let mut st =
+        scylla::statement::unprepared::Statement::new(format!("SELECT * FROM {ks}.{table}"));
+    st.set_consistency(scylla::statement::Consistency::All);
+    st.set_page_size(1000);
+    let mut rows = s
+        .query_iter(st, ())
+        .await
+        .with_context(|| format!("reading {ks}.{table}"))?
+        .rows_stream::<scylla::value::Row>()?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.try_next().await? {
+        out.push(format!("{:?}", r.columns));
+    }
+    out.sort();
+    Ok(out)
+}

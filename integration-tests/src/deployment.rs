@@ -117,6 +117,9 @@ impl Deployment {
                 self.testbed.var("RV_S3_SECRET_KEY")?,
             )
             .env("AWS_REGION", self.testbed.var("RV_S3_REGION")?)
+            // Azure: an account SAS signed from the account key (Azurite's published dev key).
+            // GCS needs nothing: a plain-http emulator endpoint is used anonymously.
+            .env("AZURE_STORAGE_KEY", self.testbed.var("RV_AZ_KEY")?)
             .env("RUST_LOG", "info");
         Ok(())
     }
@@ -180,6 +183,8 @@ impl Deployment {
             .arg(self.testbed.var(&format!("RV_NODE{n}_CQL"))?)
             .arg("--nodetool")
             .arg(self.testbed.var(&format!("RV_NODE{n}_NODETOOL"))?)
+            .arg("--sstableloader")
+            .arg(self.testbed.var(&format!("RV_NODE{n}_SSTABLELOADER"))?)
             .arg("--data-dir")
             .arg(self.testbed.var(&format!("RV_NODE{n}_DATA_DIR"))?)
             .arg("--state-dir")

@@ -146,9 +146,10 @@ impl Cql {
         Ok(out)
     }
 
-    /// `DESCRIBE SCHEMA WITH INTERNALS`, as one CQL script. Retried once: a schema change during
-    /// paging makes the server refuse the next page.
-    pub async fn describe_schema(&self) -> anyhow::Result<String> {
+    /// `DESCRIBE SCHEMA WITH INTERNALS`: one row per keyspace, type, table, index, view,
+    /// function and aggregate. Retried once: a schema change during paging makes the server
+    /// refuse the next page.
+    pub async fn describe_schema(&self) -> anyhow::Result<Vec<SchemaRow>> {
         match self.describe_once().await {
             Ok(s) => Ok(s),
             Err(first) => {
@@ -158,7 +159,7 @@ impl Cql {
         }
     }
 
-    async fn describe_once(&self) -> anyhow::Result<String> {
+    async fn describe_once(&self) -> anyhow::Result<Vec<SchemaRow>> {
         let mut pager = self
             .session
             .query_iter("DESCRIBE SCHEMA WITH INTERNALS", ())
@@ -166,18 +167,59 @@ impl Cql {
             .context("DESCRIBE SCHEMA WITH INTERNALS")?
             .rows_stream::<(String, String, String, String)>()
             .context("DESCRIBE SCHEMA WITH INTERNALS")?;
-        let mut out = String::new();
-        while let Some((_ks, _ty, _name, stmt)) = pager
+        let mut out = Vec::new();
+        while let Some((keyspace, kind, name, statement)) = pager
             .try_next()
             .await
             .context("DESCRIBE SCHEMA WITH INTERNALS")?
         {
-            out.push_str(&stmt);
-            if !stmt.ends_with('\n') {
-                out.push('\n');
-            }
-            out.push('\n');
+            out.push(SchemaRow {
+                keyspace,
+                kind,
+                name,
+                statement,
+            });
         }
         Ok(out)
     }
+
+    /// Runs schema statements one by one, then waits for the cluster to agree on the schema.
+    pub async fn execute_schema(&self, statements: &[String]) -> anyhow::Result<()> {
+        for st in statements {
+            self.session
+                .query_unpaged(st.as_str(), ())
+                .await
+                .with_context(|| format!("executing {}", st.lines().next().unwrap_or_default()))?;
+        }
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            self.session.await_schema_agreement(),
+        )
+        .await
+        .context("no schema agreement within 60 s")?
+        .context("waiting for schema agreement")?;
+        Ok(())
+    }
+}
+
+/// One row of `DESCRIBE SCHEMA`.
+#[derive(Debug, Clone)]
+pub struct SchemaRow {
+    pub keyspace: String,
+    pub kind: String,
+    pub name: String,
+    pub statement: String,
+}
+
+/// The rows as one CQL script.
+pub fn schema_script(rows: &[SchemaRow]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&r.statement);
+        if !r.statement.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
 }

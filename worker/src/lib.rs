@@ -6,6 +6,7 @@ pub mod cql;
 pub mod hash_cache;
 pub mod nodetool;
 pub mod registration;
+pub mod restore;
 pub mod service;
 pub mod snapshot_files;
 pub mod throttle;
@@ -52,6 +53,13 @@ pub struct WorkerOptions {
     /// Cassandra data directories (repeat for JBOD), as in data_file_directories.
     #[arg(long = "data-dir", required = true)]
     pub data_dirs: Vec<PathBuf>,
+    /// sstableloader command (a program path), for restores onto another topology.
+    #[arg(long, default_value = "sstableloader", env = "RINGVAULT_SSTABLELOADER")]
+    pub sstableloader: PathBuf,
+    /// Where restores stage downloaded files; must be on the data directory's filesystem so
+    /// `nodetool import` moves rather than copies (default: <first data dir>/../ringvault-staging).
+    #[arg(long, env = "RINGVAULT_STAGING_DIR")]
+    pub staging_dir: Option<PathBuf>,
     /// Where the worker keeps its hash cache.
     #[arg(
         long,

@@ -12,7 +12,7 @@ pub enum NodetoolError {
         program: String,
         source: std::io::Error,
     },
-    #[error("nodetool {args} failed (exit {code:?}): {output}")]
+    #[error("`{args}` failed (exit {code:?}): {output}")]
     Failed {
         args: String,
         code: Option<i32>,
@@ -42,33 +42,7 @@ impl Nodetool {
     }
 
     async fn run(&self, args: &[String]) -> Result<String, NodetoolError> {
-        let out = tokio::process::Command::new(&self.program)
-            .args(args)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|source| NodetoolError::Spawn {
-                program: self.program.display().to_string(),
-                source,
-            })?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let text = format!("{}{}", stdout.trim(), stderr.trim());
-            // Keep the first lines: nodetool appends long Java stack traces.
-            let output: String = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("at "))
-                .take(6)
-                .collect::<Vec<_>>()
-                .join(" | ");
-            return Err(NodetoolError::Failed {
-                args: args.join(" "),
-                code: out.status.code(),
-                output,
-            });
-        }
-        Ok(stdout)
+        run_tool(&self.program, args).await
     }
 
     /// `nodetool snapshot -t TAG [--ttl Ns] (ks... | -kt ks.t,...)`.
@@ -106,6 +80,31 @@ impl Nodetool {
             .map(|_| ())
     }
 
+    /// `nodetool import ks table dir`: loads staged SSTables into the live table (files are
+    /// moved). nodetool reports failed directories in its output, which is checked too.
+    pub async fn import(
+        &self,
+        ks: &Identifier,
+        table: &Identifier,
+        dir: &std::path::Path,
+    ) -> Result<String, NodetoolError> {
+        let args = vec![
+            "import".to_string(),
+            ks.to_string(),
+            table.to_string(),
+            dir.display().to_string(),
+        ];
+        let out = self.run(&args).await?;
+        if out.contains("failed to import") || out.contains("Failed importing") {
+            return Err(NodetoolError::Failed {
+                args: args.join(" "),
+                code: Some(0),
+                output: out.trim().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Tags listed by `nodetool listsnapshots`.
     pub async fn list_snapshot_tags(&self) -> Result<Vec<String>, NodetoolError> {
         let out = self.run(&["listsnapshots".into()]).await?;
@@ -121,4 +120,36 @@ impl Nodetool {
         tags.dedup();
         Ok(tags)
     }
+}
+
+/// Runs a Cassandra tool (nodetool, sstableloader) and returns its stdout, or an error with the
+/// first lines of what it printed (Java stack frames dropped).
+pub async fn run_tool(program: &std::path::Path, args: &[String]) -> Result<String, NodetoolError> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| NodetoolError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let text = format!("{}{}", stdout.trim(), stderr.trim());
+        // Keep the first lines: nodetool appends long Java stack traces.
+        let output: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("at "))
+            .take(6)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        return Err(NodetoolError::Failed {
+            args: args.join(" "),
+            code: out.status.code(),
+            output,
+        });
+    }
+    Ok(stdout)
 }

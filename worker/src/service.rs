@@ -22,6 +22,8 @@ use crate::upload::{UploadEvent, Uploader};
 /// Everything the worker knows and can do about its node.
 pub struct LocalNode {
     nodetool: Nodetool,
+    sstableloader: PathBuf,
+    staging: PathBuf,
     cql_addr: String,
     cql: OnceCell<Cql>,
     pub data_dirs: Vec<PathBuf>,
@@ -52,8 +54,20 @@ impl LocalNode {
                 anyhow::bail!("data directory {} does not exist", d.display());
             }
         }
+        let first = opts
+            .data_dirs
+            .first()
+            .context("at least one --data-dir is required")?;
+        let staging = opts.staging_dir.clone().unwrap_or_else(|| {
+            first
+                .parent()
+                .map(|p| p.join("ringvault-staging"))
+                .unwrap_or_else(|| first.join("..").join("ringvault-staging"))
+        });
         Ok(Self {
             nodetool: Nodetool::new(opts.nodetool.clone()),
+            sstableloader: opts.sstableloader.clone(),
+            staging,
             cql_addr: opts.cql.clone(),
             cql: OnceCell::new(),
             data_dirs: opts.data_dirs.clone(),
@@ -342,8 +356,185 @@ impl pb::worker_server::Worker for WorkerService {
         _: Request<pb::DescribeSchemaRequest>,
     ) -> Result<Response<pb::DescribeSchemaResponse>, Status> {
         let cql = self.node.cql().await.map_err(internal)?;
-        let schema_cql = cql.describe_schema().await.map_err(internal)?;
-        Ok(Response::new(pb::DescribeSchemaResponse { schema_cql }))
+        let rows = cql.describe_schema().await.map_err(internal)?;
+        Ok(Response::new(pb::DescribeSchemaResponse {
+            schema_cql: crate::cql::schema_script(&rows),
+            rows: rows
+                .into_iter()
+                .map(|r| pb::SchemaRow {
+                    keyspace: r.keyspace,
+                    kind: r.kind,
+                    name: r.name,
+                    statement: r.statement,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn execute_cql(
+        &self,
+        req: Request<pb::ExecuteCqlRequest>,
+    ) -> Result<Response<pb::ExecuteCqlResponse>, Status> {
+        let statements = req.into_inner().statements;
+        let cql = self.node.cql().await.map_err(internal)?;
+        cql.execute_schema(&statements)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        Ok(Response::new(pb::ExecuteCqlResponse {}))
+    }
+
+    type DownloadStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::DownloadEvent, Status>> + Send>>;
+
+    async fn download(
+        &self,
+        req: Request<pb::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let req = req.into_inner();
+        let run = RunId::parse(&req.backup_run_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let files = req
+            .files
+            .into_iter()
+            .map(staged_file)
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = ringvault_common::store::open(&req.store_url)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let concurrency = if req.concurrency > 0 {
+            req.concurrency as usize
+        } else {
+            self.node.concurrency
+        };
+        let (ev_tx, mut ev_rx) = mpsc::channel(256);
+        let (out_tx, out_rx) = mpsc::channel::<Result<pb::DownloadEvent, Status>>(256);
+        let job = tokio::spawn(crate::restore::download(
+            store,
+            self.node.staging.clone(),
+            run,
+            files,
+            concurrency,
+            ev_tx,
+        ));
+        tokio::spawn(async move {
+            use crate::restore::DownloadEvent as E;
+            use pb::download_event::Event;
+            while let Some(ev) = ev_rx.recv().await {
+                let event = match ev {
+                    E::Plan {
+                        files,
+                        bytes,
+                        present,
+                    } => Event::Plan(pb::DownloadPlan {
+                        total_files: files,
+                        total_bytes: bytes,
+                        present_files: present,
+                    }),
+                    E::Progress { bytes } => Event::Progress(pb::DownloadProgress { bytes }),
+                    E::FileDone {
+                        file,
+                        already_staged,
+                    } => Event::File(pb::DownloadFileDone {
+                        file: Some(pb::RestoreFile {
+                            source_host_id: file.source_host.to_string(),
+                            keyspace: file.keyspace.to_string(),
+                            table: file.table.to_string(),
+                            name: file.name.to_string(),
+                            size: file.size,
+                            hash: file.hash.to_string(),
+                        }),
+                        already_staged,
+                    }),
+                };
+                if out_tx
+                    .send(Ok(pb::DownloadEvent { event: Some(event) }))
+                    .await
+                    .is_err()
+                {
+                    job.abort();
+                    return;
+                }
+            }
+            let end = match job.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => Status::failed_precondition(format!("{e:#}")),
+                Err(e) => Status::internal(format!("download task: {e}")),
+            };
+            tracing::error!(error = %end.message(), "download failed");
+            let _ = out_tx.send(Err(end)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn import(
+        &self,
+        req: Request<pb::ImportRequest>,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
+        let (run, host, ks, table) = staged_table(req.into_inner().table)?;
+        let dir = crate::restore::table_dir(&self.node.staging, &run, &host, &ks, &table);
+        if !dir.is_dir() {
+            return Err(Status::failed_precondition(format!(
+                "nothing staged for {ks}.{table} in {}",
+                dir.display()
+            )));
+        }
+        let output = self
+            .node
+            .nodetool
+            .import(&ks, &table, &dir)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(%ks, %table, "imported");
+        Ok(Response::new(pb::ImportResponse { output }))
+    }
+
+    async fn load(
+        &self,
+        req: Request<pb::LoadRequest>,
+    ) -> Result<Response<pb::LoadResponse>, Status> {
+        let req = req.into_inner();
+        let (run, host, ks, table) = staged_table(req.table)?;
+        if req.hosts.is_empty()
+            || req
+                .hosts
+                .iter()
+                .any(|h| h.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(Status::invalid_argument("hosts must be IP addresses"));
+        }
+        let dir = crate::restore::table_dir(&self.node.staging, &run, &host, &ks, &table);
+        if !dir.is_dir() {
+            return Err(Status::failed_precondition(format!(
+                "nothing staged for {ks}.{table} in {}",
+                dir.display()
+            )));
+        }
+        let args = vec![
+            "-d".to_string(),
+            req.hosts.join(","),
+            "--no-progress".to_string(),
+            dir.display().to_string(),
+        ];
+        let output = crate::nodetool::run_tool(&self.node.sstableloader, &args)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(%ks, %table, "loaded with sstableloader");
+        Ok(Response::new(pb::LoadResponse { output }))
+    }
+
+    async fn clean_staging(
+        &self,
+        req: Request<pb::CleanStagingRequest>,
+    ) -> Result<Response<pb::CleanStagingResponse>, Status> {
+        let run = RunId::parse(&req.into_inner().backup_run_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let dir = self.node.staging.join(run.as_str());
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Status::internal(format!("removing {}: {e}", dir.display()))),
+        }
+        Ok(Response::new(pb::CleanStagingResponse {}))
     }
 
     type UploadStream = EventStream;
@@ -402,6 +593,43 @@ impl pb::worker_server::Worker for WorkerService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
+}
+
+fn staged_table(
+    t: Option<pb::StagedTable>,
+) -> Result<
+    (
+        RunId,
+        ringvault_common::manifest::HostId,
+        Identifier,
+        Identifier,
+    ),
+    Status,
+> {
+    let t = t.ok_or_else(|| Status::invalid_argument("table is required"))?;
+    Ok((
+        RunId::parse(&t.backup_run_id).map_err(|e| Status::invalid_argument(e.to_string()))?,
+        ringvault_common::manifest::HostId::parse(&t.source_host_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        Identifier::parse("keyspace", &t.keyspace)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        Identifier::parse("table", &t.table)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+    ))
+}
+
+fn staged_file(f: pb::RestoreFile) -> Result<crate::restore::StagedFile, Status> {
+    let bad =
+        |e: &dyn std::fmt::Display| Status::invalid_argument(format!("file {:?}: {e}", f.name));
+    Ok(crate::restore::StagedFile {
+        source_host: ringvault_common::manifest::HostId::parse(&f.source_host_id)
+            .map_err(|e| bad(&e))?,
+        keyspace: Identifier::parse("keyspace", &f.keyspace).map_err(|e| bad(&e))?,
+        table: Identifier::parse("table", &f.table).map_err(|e| bad(&e))?,
+        name: ringvault_common::RelativeName::parse(&f.name).map_err(|e| bad(&e))?,
+        size: f.size,
+        hash: ringvault_common::hash::ContentHash::parse(&f.hash).map_err(|e| bad(&e))?,
+    })
 }
 
 fn to_proto(ev: UploadEvent) -> pb::UploadEvent {

@@ -1,5 +1,7 @@
 //! Command-line parsing and dispatch, one file per command.
 mod backup;
+mod backups;
+mod restore;
 mod runs;
 mod workers;
 
@@ -41,6 +43,11 @@ pub struct Cli {
 pub enum Command {
     /// Back up the cluster (all keyspaces, one keyspace, or tables of one keyspace).
     Backup(backup::BackupOptions),
+    /// Restore a backup: schema first, then data.
+    Restore(restore::RestoreOptions),
+    /// List committed backups (from the coordinator's store or any store).
+    #[command(subcommand)]
+    Backups(backups::BackupsCommand),
     /// List, show, watch or cancel runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -54,6 +61,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = connect(&cli.coordinator).await?;
     match cli.command {
         Command::Backup(o) => backup::run(client, o, cli.output).await,
+        Command::Restore(o) => restore::run(client, o, cli.output).await,
+        Command::Backups(c) => backups::run(client, c, cli.output).await,
         Command::Runs(c) => runs::run(client, c, cli.output).await,
         Command::Workers(c) => workers::run(client, c, cli.output).await,
     }

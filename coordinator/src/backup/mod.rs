@@ -18,7 +18,7 @@ use ringvault_proto::v1::worker_client::WorkerClient;
 use tonic::Status;
 use tonic::transport::Channel;
 
-pub use self::plan::PlannedNode;
+pub use self::plan::{PlannedNode, reach_cluster};
 use crate::db::{RunNodeRow, RunRow};
 use crate::progress::{RunHandle, RunState, Stage};
 use crate::{Coordinator, now_ms};
@@ -89,6 +89,7 @@ pub async fn start(
         created_ms: now_ms(),
         finished_ms: 0,
         error: String::new(),
+        source_run_id: String::new(),
     };
     let node_rows: Vec<RunNodeRow> = planned
         .nodes
@@ -292,6 +293,7 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
         created_unix_ms: r.created_ms,
         finished_unix_ms: r.finished_ms,
         error: r.error.clone(),
+        source_run_id: r.source_run_id.clone(),
         nodes: nodes
             .iter()
             .map(|n| pb::NodeProgress {

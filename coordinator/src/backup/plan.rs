@@ -37,11 +37,12 @@ pub struct Plan {
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Plans a run; every refusal is a `Status` with the reason.
-pub async fn plan(
+/// The live workers of a cluster (`None`: the only cluster registered), each reached and
+/// asked for its node info; any worker down or unreachable is a refusal naming it.
+pub async fn reach_cluster(
     coord: &Arc<Coordinator>,
-    req: &BackupRequest,
-    tag: &SnapshotTag,
-) -> Result<Plan, Status> {
+    cluster_name: Option<&str>,
+) -> Result<(String, Vec<PlannedNode>), Status> {
     let workers = coord
         .db
         .call(|db| db.workers())
@@ -49,8 +50,8 @@ pub async fn plan(
         .map_err(|e| Status::internal(format!("{e:#}")))?;
     let clusters: std::collections::BTreeSet<&str> =
         workers.iter().map(|w| w.cluster_name.as_str()).collect();
-    let cluster = match &req.cluster_name {
-        Some(c) if clusters.contains(c.as_str()) => c.clone(),
+    let cluster = match cluster_name {
+        Some(c) if clusters.contains(c) => c.to_string(),
         Some(c) => {
             return Err(Status::not_found(format!(
                 "no worker has registered for cluster {c:?}"
@@ -120,6 +121,15 @@ pub async fn plan(
             "the run did not start: two workers report the same host id",
         ));
     }
+    Ok((cluster, nodes))
+}
+
+pub async fn plan(
+    coord: &Arc<Coordinator>,
+    req: &BackupRequest,
+    tag: &SnapshotTag,
+) -> Result<Plan, Status> {
+    let (cluster, nodes) = reach_cluster(coord, req.cluster_name.as_deref()).await?;
     let first = nodes
         .first()
         .cloned()

@@ -2,7 +2,7 @@
 //! local CQL) and the topology (host ids, addresses, DC, rack, tokens) go to the store.
 use bytes::Bytes;
 use ringvault_common::layout;
-use ringvault_common::manifest::{HostId, NodeDescription, Topology};
+use ringvault_common::manifest::{HostId, NodeDescription, SchemaRow, Topology};
 use ringvault_proto::v1 as pb;
 
 use super::{PlannedNode, RunContext};
@@ -29,6 +29,7 @@ pub async fn save(
 ) -> anyhow::Result<()> {
     let mut last_err = None;
     let mut schema = None;
+    let mut rows: Vec<SchemaRow> = Vec::new();
     for n in nodes {
         match n
             .client
@@ -37,7 +38,18 @@ pub async fn save(
             .await
         {
             Ok(r) => {
-                schema = Some(r.into_inner().schema_cql);
+                let r = r.into_inner();
+                rows = r
+                    .rows
+                    .into_iter()
+                    .map(|x| SchemaRow {
+                        keyspace: x.keyspace,
+                        kind: x.kind,
+                        name: x.name,
+                        statement: x.statement,
+                    })
+                    .collect();
+                schema = Some(r.schema_cql);
                 break;
             }
             Err(e) => last_err = Some(format!("{}: {}", n.label(), e.message())),
@@ -52,6 +64,12 @@ pub async fn save(
     let store = &ctx.coord.store;
     store
         .put(&layout::run_schema(&ctx.run_id), Bytes::from(schema))
+        .await?;
+    store
+        .put(
+            &layout::run_schema_rows(&ctx.run_id),
+            Bytes::from(serde_json::to_vec(&rows)?),
+        )
         .await?;
     let topology = Topology {
         cluster_name: cluster.to_string(),

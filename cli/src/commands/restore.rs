@@ -1,0 +1,83 @@
+//! `ringvault restore RUN`: brings a backup back, schema first, then data; with `--wait`,
+//! follows it with the same live progress as a backup.
+use std::process::ExitCode;
+
+use clap::Args;
+use ringvault_proto::v1 as pb;
+use ringvault_proto::v1::coordinator_client::CoordinatorClient;
+use tonic::transport::Channel;
+
+use super::status;
+use crate::output::{self, Format};
+
+/// Options of `ringvault restore`.
+#[derive(Debug, Args)]
+pub struct RestoreOptions {
+    /// The backup run to restore.
+    pub run: String,
+    /// Keyspace to restore (repeatable); default: every keyspace of the backup except
+    /// system_auth, system_distributed and system_traces.
+    #[arg(short = 'k', long = "keyspace")]
+    pub keyspaces: Vec<String>,
+    /// Table of the keyspace to restore (repeatable; needs exactly one -k).
+    #[arg(short = 't', long = "table")]
+    pub tables: Vec<String>,
+    /// Target cluster (when workers of several clusters are registered).
+    #[arg(long)]
+    pub to_cluster: Option<String>,
+    /// import: nodetool import on each node (same topology); loader: sstableloader (any
+    /// topology). Default: import when the topology matches, else loader.
+    #[arg(long, value_parser = ["import", "loader"])]
+    pub mode: Option<String>,
+    /// Restore into live tables even when their definition differs from the backup's.
+    #[arg(long)]
+    pub force_schema: bool,
+    /// Read the backup from this store instead of the coordinator's (the bucket alone is enough).
+    #[arg(long)]
+    pub from_store: Option<String>,
+    /// Follow the restore with live progress until it ends.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Runs `ringvault restore`.
+pub async fn run(
+    mut client: CoordinatorClient<Channel>,
+    o: RestoreOptions,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    if !o.tables.is_empty() && o.keyspaces.len() != 1 {
+        anyhow::bail!("-t/--table needs exactly one -k/--keyspace");
+    }
+    let resp = client
+        .start_restore(pb::StartRestoreRequest {
+            backup_run_id: o.run,
+            keyspaces: o.keyspaces,
+            tables: o.tables,
+            mode: o.mode.unwrap_or_default(),
+            force_schema: o.force_schema,
+            from_store_url: o.from_store.unwrap_or_default(),
+            cluster_name: o.to_cluster.unwrap_or_default(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if !o.wait {
+        let run = client
+            .get_run(pb::GetRunRequest {
+                run_id: resp.run_id.clone(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        match format {
+            Format::Json => output::print_json(&output::run_json(&run)),
+            Format::Human => println!("started restore run {} (state {})", run.id, run.state),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if format == Format::Human {
+        println!("restore run {} started", resp.run_id);
+    }
+    super::runs::watch(&mut client, &resp.run_id, format, false).await
+}

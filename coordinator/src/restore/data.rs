@@ -1,0 +1,197 @@
+//! Stages `download`, `import`/`load` and `cleanup` of a restore: each target worker stages and
+//! verifies its files (every worker finishes verifying before any import starts, so a corrupt
+//! blob stops the restore before live data is touched), then imports or loads table by table,
+//! then its staging directory is removed.
+use std::collections::BTreeSet;
+
+use ringvault_proto::v1 as pb;
+
+use super::{Assignment, Mode, RestorePlan};
+use crate::Coordinator;
+use crate::progress::RunHandle;
+
+/// Downloads every assignment in parallel; fails naming the node and the file.
+pub async fn download_all(
+    coord: &Coordinator,
+    handle: &RunHandle,
+    plan: &RestorePlan,
+) -> anyhow::Result<()> {
+    let _ = coord;
+    let calls = plan
+        .assignments
+        .iter()
+        .filter(|a| !a.files.is_empty())
+        .map(|a| async move {
+            let r = download(handle, plan, a).await;
+            let host = &a.target.info.host_id;
+            match &r {
+                Ok(()) => handle.update_node(host, |p| p.state = "STAGED".into()),
+                Err(e) => handle.update_node(host, |p| {
+                    p.state = "FAILED".into();
+                    p.error = format!("{e:#}");
+                }),
+            }
+            r.map_err(|e| anyhow::anyhow!("{}: {e:#}", a.target.label()))
+        });
+    let errors: Vec<String> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("; "));
+    }
+    Ok(())
+}
+
+async fn download(handle: &RunHandle, plan: &RestorePlan, a: &Assignment) -> anyhow::Result<()> {
+    let host = a.target.info.host_id.clone();
+    handle.update_node(&host, |p| p.state = "DOWNLOADING".into());
+    let req = pb::DownloadRequest {
+        backup_run_id: plan.backup_run.to_string(),
+        store_url: plan.store_url.clone(),
+        files: a.files.clone(),
+        concurrency: 0,
+    };
+    let mut stream = a
+        .target
+        .client
+        .clone()
+        .download(req)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .into_inner();
+    let mut done = 0u64;
+    loop {
+        match stream.message().await {
+            Ok(Some(ev)) => match ev.event {
+                Some(pb::download_event::Event::Progress(p)) => {
+                    handle.update_node(&host, |x| x.bytes_done += p.bytes)
+                }
+                Some(pb::download_event::Event::File(f)) => {
+                    done += 1;
+                    handle.update_node(&host, |x| {
+                        x.files_done += 1;
+                        if !f.already_staged {
+                            x.files_uploaded += 1;
+                            x.bytes_uploaded += f.file.as_ref().map(|f| f.size).unwrap_or(0);
+                        }
+                    });
+                }
+                Some(pb::download_event::Event::Plan(_)) | None => {}
+            },
+            Ok(None) => break,
+            Err(e) => anyhow::bail!("{}", e.message()),
+        }
+    }
+    anyhow::ensure!(
+        done == a.files.len() as u64,
+        "worker staged {done} of {} files",
+        a.files.len()
+    );
+    Ok(())
+}
+
+/// The (source node, keyspace, table) groups an assignment staged.
+fn staged_tables(plan: &RestorePlan, a: &Assignment) -> BTreeSet<(String, String, String)> {
+    let _ = plan;
+    a.files
+        .iter()
+        .map(|f| {
+            (
+                f.source_host_id.clone(),
+                f.keyspace.clone(),
+                f.table.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Imports (or loads) every staged table, nodes in parallel, tables one after another.
+pub async fn apply_all(handle: &RunHandle, plan: &RestorePlan) -> anyhow::Result<()> {
+    let hosts: Vec<String> = plan.nodes.iter().map(|n| n.info.address.clone()).collect();
+    let calls = plan
+        .assignments
+        .iter()
+        .filter(|a| !a.files.is_empty())
+        .map(|a| {
+            let hosts = hosts.clone();
+            async move {
+                let host = a.target.info.host_id.clone();
+                for (src, ks, table) in staged_tables(plan, a) {
+                    handle.update_node(&host, |p| {
+                        p.state = format!(
+                            "{} {ks}.{table}",
+                            if plan.mode == Mode::Import {
+                                "IMPORTING"
+                            } else {
+                                "LOADING"
+                            }
+                        )
+                    });
+                    let staged = pb::StagedTable {
+                        backup_run_id: plan.backup_run.to_string(),
+                        source_host_id: src,
+                        keyspace: ks.clone(),
+                        table: table.clone(),
+                    };
+                    let r = match plan.mode {
+                        Mode::Import => a
+                            .target
+                            .client
+                            .clone()
+                            .import(pb::ImportRequest {
+                                table: Some(staged),
+                            })
+                            .await
+                            .map(|_| ()),
+                        Mode::Loader => a
+                            .target
+                            .client
+                            .clone()
+                            .load(pb::LoadRequest {
+                                table: Some(staged),
+                                hosts: hosts.clone(),
+                            })
+                            .await
+                            .map(|_| ()),
+                    };
+                    if let Err(e) = r {
+                        handle.update_node(&host, |p| {
+                            p.state = "FAILED".into();
+                            p.error = e.message().to_string();
+                        });
+                        anyhow::bail!("{}: {ks}.{table}: {}", a.target.label(), e.message());
+                    }
+                }
+                handle.update_node(&host, |p| p.state = "DONE".into());
+                anyhow::Ok(())
+            }
+        });
+    let errors: Vec<String> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("; "));
+    }
+    Ok(())
+}
+
+/// Removes the staging directories once the data is in.
+pub async fn clean_all(plan: &RestorePlan) -> anyhow::Result<()> {
+    for a in &plan.assignments {
+        a.target
+            .client
+            .clone()
+            .clean_staging(pb::CleanStagingRequest {
+                backup_run_id: plan.backup_run.to_string(),
+            })
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("{}: removing staging: {}", a.target.label(), e.message())
+            })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! Restore runs: schema first, then data. [`start`] reads the backup from the store (the
+//! coordinator's, or any store URL: the bucket alone suffices), checks the selection, the target
+//! nodes, their disk and the schema, and refuses with a reason before anything changes. The run
+//! then moves through persisted stages: schema (create what is missing), download (each worker
+//! stages and verifies its files), import (`nodetool import`, same topology) or load
+//! (sstableloader, any topology), cleanup (staging removed once the data is in).
+pub mod catalog;
+mod data;
+pub mod schema;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ringvault_common::manifest::NodeManifest;
+use ringvault_common::store::Store;
+use ringvault_common::{Identifier, RunId};
+use ringvault_proto::v1 as pb;
+use tonic::Status;
+
+use crate::backup::{PlannedNode, node_row, reach_cluster, run_view};
+use crate::db::{RunNodeRow, RunRow};
+use crate::progress::{RunHandle, RunState, Stage};
+use crate::{Coordinator, now_ms};
+
+/// Keyspaces restored only when asked for by name: restoring roles or repair history over a
+/// live cluster is a decision, not a default.
+const SYSTEM_KEYSPACES: &[&str] = &["system_auth", "system_distributed", "system_traces"];
+
+/// How data reaches the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `nodetool import` on each node of the same topology.
+    Import,
+    /// sstableloader: rows reach the right replicas on any topology.
+    Loader,
+}
+
+/// A validated restore request.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub backup_run: RunId,
+    pub keyspaces: Vec<Identifier>,
+    pub tables: Vec<Identifier>,
+    pub mode: Option<Mode>,
+    pub force_schema: bool,
+    pub from_store: Option<String>,
+    pub cluster_name: Option<String>,
+}
+
+/// One file to bring back, and the target node that handles it.
+#[derive(Clone)]
+pub struct Assignment {
+    pub target: PlannedNode,
+    pub files: Vec<pb::RestoreFile>,
+}
+
+/// Everything a restore run needs after planning.
+pub struct RestorePlan {
+    pub store: Arc<dyn Store>,
+    pub store_url: String,
+    pub backup_run: RunId,
+    pub mode: Mode,
+    pub statements: Vec<String>,
+    pub nodes: Vec<PlannedNode>,
+    pub assignments: Vec<Assignment>,
+}
+
+fn files_to_restore(m: &NodeManifest, scope: &schema::Scope) -> Vec<pb::RestoreFile> {
+    m.files
+        .iter()
+        .filter(|f| scope.keeps(f.keyspace.as_str(), f.table.as_str()))
+        // Snapshot bookkeeping and legacy 2i folders are not SSTables of the table.
+        .filter(|f| {
+            !f.name.as_str().contains('/')
+                && f.name.as_str() != "manifest.json"
+                && f.name.as_str() != "schema.cql"
+        })
+        .map(|f| pb::RestoreFile {
+            source_host_id: m.node.host_id.to_string(),
+            keyspace: f.keyspace.to_string(),
+            table: f.table.to_string(),
+            name: f.name.to_string(),
+            size: f.size,
+            hash: f.hash.to_string(),
+        })
+        .collect()
+}
+
+async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestorePlan, Status> {
+    let (store, store_url) = match &req.from_store {
+        Some(url) => (
+            ringvault_common::store::open(url)
+                .await
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            url.clone(),
+        ),
+        None => (Arc::clone(&coord.store), coord.opts.store.clone()),
+    };
+    let backup = catalog::load(&store, &req.backup_run).await.map_err(|e| {
+        let msg = format!("{e:#}");
+        if msg.contains("not found") {
+            Status::not_found(msg)
+        } else {
+            Status::failed_precondition(msg)
+        }
+    })?;
+    // What the backup holds.
+    let held: BTreeMap<String, BTreeSet<String>> = backup
+        .nodes
+        .iter()
+        .flat_map(|n| n.files.iter())
+        .fold(BTreeMap::new(), |mut m, f| {
+            m.entry(f.keyspace.to_string())
+                .or_insert_with(BTreeSet::new)
+                .insert(f.table.to_string());
+            m
+        });
+    let keyspaces: BTreeSet<String> = if req.keyspaces.is_empty() {
+        held.keys()
+            .filter(|k| !SYSTEM_KEYSPACES.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        for k in &req.keyspaces {
+            if !held.contains_key(k.as_str()) {
+                return Err(Status::not_found(format!(
+                    "keyspace {k} is not in backup {}",
+                    req.backup_run
+                )));
+            }
+        }
+        req.keyspaces.iter().map(ToString::to_string).collect()
+    };
+    let tables = if req.tables.is_empty() {
+        None
+    } else {
+        let ks = keyspaces.iter().next().cloned().unwrap_or_default();
+        for t in &req.tables {
+            if !held.get(&ks).is_some_and(|ts| ts.contains(t.as_str())) {
+                return Err(Status::not_found(format!(
+                    "table {ks}.{t} is not in backup {}",
+                    req.backup_run
+                )));
+            }
+        }
+        Some(req.tables.iter().map(ToString::to_string).collect())
+    };
+    let scope = schema::Scope { keyspaces, tables };
+    let (_cluster, nodes) = reach_cluster(coord, req.cluster_name.as_deref()).await?;
+
+    // Same topology: the same host ids with the same tokens.
+    let same = backup.nodes.len() == nodes.len()
+        && backup.nodes.iter().all(|b| {
+            nodes.iter().any(|n| {
+                let mut t1 = n.info.tokens.clone();
+                let mut t2 = b.node.tokens.clone();
+                t1.sort();
+                t2.sort();
+                n.info.host_id == b.node.host_id.as_str() && t1 == t2
+            })
+        });
+    let mode = match req.mode {
+        Some(Mode::Import) if !same => {
+            return Err(Status::failed_precondition(
+                "--mode import needs the backup's topology (same host ids and tokens); use --mode loader",
+            ));
+        }
+        Some(m) => m,
+        None if same => Mode::Import,
+        None => Mode::Loader,
+    };
+    let mut sources: Vec<&NodeManifest> = backup.nodes.iter().collect();
+    sources.sort_by(|a, b| a.node.address.cmp(&b.node.address));
+    let mut assignments: Vec<Assignment> = nodes
+        .iter()
+        .map(|n| Assignment {
+            target: n.clone(),
+            files: Vec::new(),
+        })
+        .collect();
+    for (i, src) in sources.iter().enumerate() {
+        let idx = match mode {
+            Mode::Import => nodes
+                .iter()
+                .position(|n| n.info.host_id == src.node.host_id.as_str())
+                .unwrap_or(0),
+            Mode::Loader => i % nodes.len().max(1),
+        };
+        if let Some(a) = assignments.get_mut(idx) {
+            a.files.extend(files_to_restore(src, &scope));
+        }
+    }
+    if assignments.iter().all(|a| a.files.is_empty()) {
+        return Err(Status::failed_precondition(
+            "the selection holds no SSTable in this backup",
+        ));
+    }
+    // Disk for staging (on the data directory's filesystem).
+    for a in &assignments {
+        let need: u64 = a.files.iter().map(|f| f.size).sum();
+        let free = a.target.info.free_bytes.first().copied().unwrap_or(0);
+        if need > free {
+            return Err(Status::failed_precondition(format!(
+                "{}: not enough disk for staging: {need} bytes to download, {free} bytes free",
+                a.target.label()
+            )));
+        }
+    }
+    // Schema: compare with the live one before anything is created.
+    let first = nodes
+        .first()
+        .ok_or_else(|| Status::failed_precondition("no target node"))?;
+    let live = first
+        .client
+        .clone()
+        .describe_schema(pb::DescribeSchemaRequest {})
+        .await
+        .map_err(|e| Status::unavailable(format!("{}: {}", first.label(), e.message())))?
+        .into_inner()
+        .rows
+        .into_iter()
+        .map(|r| ringvault_common::manifest::SchemaRow {
+            keyspace: r.keyspace,
+            kind: r.kind,
+            name: r.name,
+            statement: r.statement,
+        })
+        .collect::<Vec<_>>();
+    let statements = schema::plan(&backup.schema, &live, &scope, req.force_schema)
+        .map_err(Status::failed_precondition)?;
+    Ok(RestorePlan {
+        store,
+        store_url,
+        backup_run: req.backup_run.clone(),
+        mode,
+        statements,
+        nodes,
+        assignments,
+    })
+}
+
+/// Validates and plans a restore, records it and starts it.
+pub async fn start(coord: &Arc<Coordinator>, req: RestoreRequest) -> Result<RunId, Status> {
+    let planned = plan(coord, &req).await?;
+    let cluster = planned
+        .nodes
+        .first()
+        .map(|n| n.info.cluster_name.clone())
+        .unwrap_or_default();
+    {
+        let active = coord
+            .active
+            .lock()
+            .map_err(|_| Status::internal("active runs lock poisoned"))?;
+        if let Some(other) = active.values().find(|h| h.cluster_name == cluster) {
+            return Err(Status::failed_precondition(format!(
+                "run {} is already running on cluster {cluster}",
+                other.id
+            )));
+        }
+    }
+    let run_id = RunId::new();
+    let row = RunRow {
+        id: run_id.to_string(),
+        kind: "restore".into(),
+        tag: format!("restore-of-{}", planned.backup_run),
+        cluster_name: cluster.clone(),
+        state: RunState::Running.as_str().into(),
+        stage: Stage::Schema.as_str().into(),
+        keyspaces: req.keyspaces.iter().map(ToString::to_string).collect(),
+        tables: req.tables.iter().map(ToString::to_string).collect(),
+        store_url: planned.store_url.clone(),
+        created_ms: now_ms(),
+        finished_ms: 0,
+        error: String::new(),
+        source_run_id: planned.backup_run.to_string(),
+    };
+    let nodes: Vec<RunNodeRow> = planned
+        .assignments
+        .iter()
+        .map(|a| RunNodeRow {
+            host_id: a.target.info.host_id.clone(),
+            address: a.target.info.address.clone(),
+            worker_address: a.target.info.worker_address.clone(),
+            state: "PLANNED".into(),
+            snapshot: "none".into(),
+            files_total: a.files.len() as u64,
+            bytes_total: a.files.iter().map(|f| f.size).sum(),
+            ..Default::default()
+        })
+        .collect();
+    let handle = Arc::new(RunHandle::new(run_view(&row, &nodes, &[])));
+    let (r, id, n) = (row.clone(), run_id.to_string(), nodes.clone());
+    coord
+        .db
+        .call(move |db| {
+            db.insert_run(&r)?;
+            db.put_run_nodes(&id, &n)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("{e:#}")))?;
+    coord
+        .active
+        .lock()
+        .map_err(|_| Status::internal("active runs lock poisoned"))?
+        .insert(run_id.to_string(), Arc::clone(&handle));
+    tracing::info!(run = %run_id, backup = %planned.backup_run, mode = ?planned.mode, statements = planned.statements.len(), "restore started");
+    tokio::spawn(drive(Arc::clone(coord), run_id.clone(), handle, planned));
+    Ok(run_id)
+}
+
+async fn enter(coord: &Coordinator, handle: &RunHandle, stage: Stage) -> anyhow::Result<()> {
+    if handle.cancel.is_cancelled() {
+        anyhow::bail!("cancelled by the operator");
+    }
+    handle.update(|r| r.stage = stage.as_str().into());
+    let id = handle.id.clone();
+    coord
+        .db
+        .call(move |db| db.set_stage(&id, stage.as_str()))
+        .await
+}
+
+async fn persist(coord: &Coordinator, handle: &RunHandle) -> anyhow::Result<()> {
+    let rows: Vec<RunNodeRow> = handle.snapshot().nodes.iter().map(node_row).collect();
+    let id = handle.id.clone();
+    coord.db.call(move |db| db.put_run_nodes(&id, &rows)).await
+}
+
+async fn drive(coord: Arc<Coordinator>, run_id: RunId, handle: Arc<RunHandle>, plan: RestorePlan) {
+    let result = async {
+        enter(&coord, &handle, Stage::Schema).await?;
+        if !plan.statements.is_empty() {
+            let first = plan
+                .nodes
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("no target node"))?;
+            first
+                .client
+                .clone()
+                .execute_cql(pb::ExecuteCqlRequest {
+                    statements: plan.statements.clone(),
+                })
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("creating the schema on {}: {}", first.label(), e.message())
+                })?;
+        }
+        enter(&coord, &handle, Stage::Download).await?;
+        let r = data::download_all(&coord, &handle, &plan).await;
+        persist(&coord, &handle).await?;
+        r?;
+        match plan.mode {
+            Mode::Import => enter(&coord, &handle, Stage::Import).await?,
+            Mode::Loader => enter(&coord, &handle, Stage::Load).await?,
+        }
+        let r = data::apply_all(&handle, &plan).await;
+        persist(&coord, &handle).await?;
+        r?;
+        enter(&coord, &handle, Stage::Cleanup).await?;
+        data::clean_all(&plan).await
+    }
+    .await;
+    let (state, error) = match &result {
+        Ok(()) => (RunState::Done, String::new()),
+        Err(e) if handle.cancel.is_cancelled() => (RunState::Cancelled, format!("{e:#}")),
+        Err(e) => (RunState::Failed, format!("{e:#}")),
+    };
+    if state == RunState::Done {
+        let _ = enter(&coord, &handle, Stage::Done).await;
+        tracing::info!(run = %run_id, "restore done");
+    } else {
+        tracing::error!(run = %run_id, error, "restore ended");
+    }
+    let now = now_ms();
+    handle.update(|r| {
+        r.state = state.as_str().into();
+        r.error = error.clone();
+        r.finished_unix_ms = now;
+    });
+    let _ = persist(&coord, &handle).await;
+    let (id, st) = (run_id.to_string(), state.as_str());
+    if let Err(e) = coord
+        .db
+        .call(move |db| db.finish_run(&id, st, &error, now))
+        .await
+    {
+        tracing::error!(error = %format!("{e:#}"), "recording the end of the restore");
+    }
+    if let Ok(mut active) = coord.active.lock() {
+        active.remove(run_id.as_str());
+    }
+}
+
+/// Parses a `--mode` value.
+pub fn parse_mode(s: &str) -> Result<Option<Mode>, Status> {
+    match s {
+        "" => Ok(None),
+        "import" => Ok(Some(Mode::Import)),
+        "loader" => Ok(Some(Mode::Loader)),
+        other => Err(Status::invalid_argument(format!(
+            "unknown mode {other:?} (import, loader)"
+        ))),
+    }
+}
+
+/// The committed backups of a store, for `backups list`.
+pub async fn list_backups(st: &Arc<dyn Store>) -> anyhow::Result<Vec<pb::BackupSummary>> {
+    Ok(catalog::list(st)
+        .await?
+        .into_iter()
+        .map(|m| pb::BackupSummary {
+            run_id: m.run_id.to_string(),
+            tag: m.tag.to_string(),
+            cluster_name: m.cluster_name,
+            keyspaces: m.keyspaces,
+            tables: m.tables,
+            committed_unix_ms: m.committed_unix_ms,
+            nodes: m.nodes.len() as u64,
+            files: m.total_files,
+            bytes: m.total_bytes,
+        })
+        .collect())
+}
