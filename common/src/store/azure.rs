@@ -116,7 +116,11 @@ fn az_err(op: &'static str, key: &str) -> impl FnOnce(azure_core::Error) -> Stor
         });
         match e.http_status() {
             Some(s) => StoreError::http(op, &key, u16::from(s), message),
-            None if matches!(e.kind(), azure_core::error::ErrorKind::Io) => {
+            None if matches!(
+                e.kind(),
+                azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
+            ) =>
+            {
                 StoreError::Transient { op, key, message }
             }
             None => StoreError::Backend { op, key, message },
