@@ -6,6 +6,7 @@ pub mod db;
 pub mod progress;
 pub mod registry;
 pub mod restore;
+pub mod runs;
 pub mod service;
 
 use std::collections::HashMap;

@@ -64,18 +64,6 @@ pub async fn start(
     };
     let planned = plan::plan(coord, &req, &tag).await?;
     let cluster = planned.cluster_name.clone();
-    {
-        let active = coord
-            .active
-            .lock()
-            .map_err(|_| Status::internal("active runs lock poisoned"))?;
-        if let Some(other) = active.values().find(|h| h.cluster_name == cluster) {
-            return Err(Status::failed_precondition(format!(
-                "run {} is already running on cluster {cluster}; one backup per cluster at a time",
-                other.id
-            )));
-        }
-    }
     let row = RunRow {
         id: run_id.to_string(),
         kind: "backup".into(),
@@ -103,26 +91,7 @@ pub async fn start(
             ..Default::default()
         })
         .collect();
-    let view = run_view(&row, &node_rows, &[]);
-    let handle = Arc::new(RunHandle::new(view));
-    {
-        let r = row.clone();
-        let rid = run_id.to_string();
-        let nodes = node_rows.clone();
-        coord
-            .db
-            .call(move |db| {
-                db.insert_run(&r)?;
-                db.put_run_nodes(&rid, &nodes)
-            })
-            .await
-            .map_err(|e| Status::internal(format!("{e:#}")))?;
-    }
-    coord
-        .active
-        .lock()
-        .map_err(|_| Status::internal("active runs lock poisoned"))?
-        .insert(run_id.to_string(), Arc::clone(&handle));
+    let handle = coord.record_start(&row, &node_rows).await?;
     tracing::info!(run = %run_id, %tag, cluster, nodes = planned.nodes.len(), "backup started");
     let ctx = RunContext {
         coord: Arc::clone(coord),
@@ -169,13 +138,7 @@ impl RunContext {
 
     /// Writes the nodes' progress rows from the live view.
     async fn persist_nodes(&self) -> anyhow::Result<()> {
-        let view = self.handle.snapshot();
-        let id = self.run_id.to_string();
-        let rows: Vec<RunNodeRow> = view.nodes.iter().map(node_row).collect();
-        self.coord
-            .db
-            .call(move |db| db.put_run_nodes(&id, &rows))
-            .await
+        self.coord.persist_nodes(&self.handle).await
     }
 }
 
@@ -200,7 +163,7 @@ async fn drive(ctx: RunContext, planned: plan::Plan) {
     if state == RunState::Done {
         let _ = ctx.enter(Stage::Done).await;
     }
-    finish(&ctx, state, &error).await;
+    ctx.coord.finish_run(&ctx.handle, state, &error).await;
 }
 
 impl RunContext {
@@ -229,35 +192,6 @@ async fn run_stages(
     let files = upload::upload(ctx, nodes).await?;
     ctx.enter(Stage::Commit).await?;
     commit::commit(ctx, nodes, files).await
-}
-
-async fn finish(ctx: &RunContext, state: RunState, error: &str) {
-    if state == RunState::Done {
-        tracing::info!(run = %ctx.run_id, "backup done");
-    } else {
-        tracing::error!(run = %ctx.run_id, state = state.as_str(), error, "backup ended");
-    }
-    let now = now_ms();
-    ctx.handle.update(|r| {
-        r.state = state.as_str().into();
-        r.error = error.to_string();
-        r.finished_unix_ms = now;
-    });
-    if let Err(e) = ctx.persist_nodes().await {
-        tracing::error!(error = %format!("{e:#}"), "persisting node progress");
-    }
-    let (id, st, err) = (ctx.run_id.to_string(), state.as_str(), error.to_string());
-    if let Err(e) = ctx
-        .coord
-        .db
-        .call(move |db| db.finish_run(&id, st, &err, now))
-        .await
-    {
-        tracing::error!(error = %format!("{e:#}"), "recording the end of the run");
-    }
-    if let Ok(mut active) = ctx.coord.active.lock() {
-        active.remove(ctx.run_id.as_str());
-    }
 }
 
 /// Converts a live node view to its row.

@@ -88,6 +88,6 @@ pub async fn list(st: &Arc<dyn Store>) -> anyhow::Result<Vec<RunManifest>> {
         let Ok(run) = RunId::parse(run) else { continue };
         out.push(json::<RunManifest>(st.as_ref(), &layout::run_manifest(&run)).await?);
     }
-    out.sort_by(|a, b| b.committed_unix_ms.cmp(&a.committed_unix_ms));
+    out.sort_by_key(|m| std::cmp::Reverse(m.committed_unix_ms));
     Ok(out)
 }

@@ -17,7 +17,7 @@ use ringvault_common::{Identifier, RunId};
 use ringvault_proto::v1 as pb;
 use tonic::Status;
 
-use crate::backup::{PlannedNode, node_row, reach_cluster, run_view};
+use crate::backup::{PlannedNode, reach_cluster};
 use crate::db::{RunNodeRow, RunRow};
 use crate::progress::{RunHandle, RunState, Stage};
 use crate::{Coordinator, now_ms};
@@ -247,18 +247,6 @@ pub async fn start(coord: &Arc<Coordinator>, req: RestoreRequest) -> Result<RunI
         .first()
         .map(|n| n.info.cluster_name.clone())
         .unwrap_or_default();
-    {
-        let active = coord
-            .active
-            .lock()
-            .map_err(|_| Status::internal("active runs lock poisoned"))?;
-        if let Some(other) = active.values().find(|h| h.cluster_name == cluster) {
-            return Err(Status::failed_precondition(format!(
-                "run {} is already running on cluster {cluster}",
-                other.id
-            )));
-        }
-    }
     let run_id = RunId::new();
     let row = RunRow {
         id: run_id.to_string(),
@@ -289,23 +277,9 @@ pub async fn start(coord: &Arc<Coordinator>, req: RestoreRequest) -> Result<RunI
             ..Default::default()
         })
         .collect();
-    let handle = Arc::new(RunHandle::new(run_view(&row, &nodes, &[])));
-    let (r, id, n) = (row.clone(), run_id.to_string(), nodes.clone());
-    coord
-        .db
-        .call(move |db| {
-            db.insert_run(&r)?;
-            db.put_run_nodes(&id, &n)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("{e:#}")))?;
-    coord
-        .active
-        .lock()
-        .map_err(|_| Status::internal("active runs lock poisoned"))?
-        .insert(run_id.to_string(), Arc::clone(&handle));
+    let handle = coord.record_start(&row, &nodes).await?;
     tracing::info!(run = %run_id, backup = %planned.backup_run, mode = ?planned.mode, statements = planned.statements.len(), "restore started");
-    tokio::spawn(drive(Arc::clone(coord), run_id.clone(), handle, planned));
+    tokio::spawn(drive(Arc::clone(coord), handle, planned));
     Ok(run_id)
 }
 
@@ -321,13 +295,7 @@ async fn enter(coord: &Coordinator, handle: &RunHandle, stage: Stage) -> anyhow:
         .await
 }
 
-async fn persist(coord: &Coordinator, handle: &RunHandle) -> anyhow::Result<()> {
-    let rows: Vec<RunNodeRow> = handle.snapshot().nodes.iter().map(node_row).collect();
-    let id = handle.id.clone();
-    coord.db.call(move |db| db.put_run_nodes(&id, &rows)).await
-}
-
-async fn drive(coord: Arc<Coordinator>, run_id: RunId, handle: Arc<RunHandle>, plan: RestorePlan) {
+async fn drive(coord: Arc<Coordinator>, handle: Arc<RunHandle>, plan: RestorePlan) {
     let result = async {
         enter(&coord, &handle, Stage::Schema).await?;
         if !plan.statements.is_empty() {
@@ -348,14 +316,14 @@ async fn drive(coord: Arc<Coordinator>, run_id: RunId, handle: Arc<RunHandle>, p
         }
         enter(&coord, &handle, Stage::Download).await?;
         let r = data::download_all(&coord, &handle, &plan).await;
-        persist(&coord, &handle).await?;
+        coord.persist_nodes(&handle).await?;
         r?;
         match plan.mode {
             Mode::Import => enter(&coord, &handle, Stage::Import).await?,
             Mode::Loader => enter(&coord, &handle, Stage::Load).await?,
         }
         let r = data::apply_all(&handle, &plan).await;
-        persist(&coord, &handle).await?;
+        coord.persist_nodes(&handle).await?;
         r?;
         enter(&coord, &handle, Stage::Cleanup).await?;
         data::clean_all(&plan).await
@@ -368,28 +336,8 @@ async fn drive(coord: Arc<Coordinator>, run_id: RunId, handle: Arc<RunHandle>, p
     };
     if state == RunState::Done {
         let _ = enter(&coord, &handle, Stage::Done).await;
-        tracing::info!(run = %run_id, "restore done");
-    } else {
-        tracing::error!(run = %run_id, error, "restore ended");
     }
-    let now = now_ms();
-    handle.update(|r| {
-        r.state = state.as_str().into();
-        r.error = error.clone();
-        r.finished_unix_ms = now;
-    });
-    let _ = persist(&coord, &handle).await;
-    let (id, st) = (run_id.to_string(), state.as_str());
-    if let Err(e) = coord
-        .db
-        .call(move |db| db.finish_run(&id, st, &error, now))
-        .await
-    {
-        tracing::error!(error = %format!("{e:#}"), "recording the end of the restore");
-    }
-    if let Ok(mut active) = coord.active.lock() {
-        active.remove(run_id.as_str());
-    }
+    coord.finish_run(&handle, state, &error).await;
 }
 
 /// Parses a `--mode` value.
