@@ -393,9 +393,19 @@ impl Inner {
     }
 }
 
-/// Block ids must all have the same length within a blob.
+/// Id of multipart block `number` of upload `upload` (12 characters). Block ids must all have
+/// the same length within a blob: every id this backend makes has 32 bytes.
 fn block_id(upload: &str, number: u32) -> Vec<u8> {
-    format!("rv-{upload}-{number:08}").into_bytes()
+    format!("m{upload:.12}{number:019}").into_bytes()
+}
+
+/// Id of the single block of a small put: derived from the content, so writers racing to put
+/// the same bytes under the same key (identical SSTable components on replicas, all going to
+/// one content-addressed blob) stage the same block. A commit discards every *other*
+/// uncommitted block of the blob; with equal ids the later commit finds the block committed.
+fn put_block_id(data: &[u8]) -> Vec<u8> {
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data);
+    format!("p{crc:016x}{:015x}", data.len() as u64).into_bytes()
 }
 
 #[async_trait]
@@ -427,9 +437,22 @@ impl Store for AzureStore {
                 .map_err(az_err("put", &full))?;
             return Ok(());
         }
-        let id = block_id(&uuid::Uuid::new_v4().simple().to_string()[..12], 1);
-        self.inner.stage(&full, &id, data).await?;
-        self.inner.commit(&full, vec![id]).await
+        let id = put_block_id(&data);
+        // Different bytes racing to one key: a commit by the other writer drops our staged
+        // block (InvalidBlockList); stage it again, the last commit wins as with any put.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.inner.stage(&full, &id, data.clone()).await?;
+            match self.inner.commit(&full, vec![id.clone()]).await {
+                Err(StoreError::Backend { message, .. })
+                    if attempt < 6 && message.starts_with("InvalidBlockList") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn get(&self, key: &ObjectKey) -> StoreResult<ByteStream> {
@@ -633,6 +656,16 @@ impl MultipartUpload for AzureMultipart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_ids_have_one_length() {
+        assert_eq!(block_id("0123456789ab", 1).len(), 32);
+        assert_eq!(block_id("0123456789ab", u32::MAX).len(), 32);
+        assert_eq!(put_block_id(b"").len(), 32);
+        assert_eq!(put_block_id(&[7u8; 100_000]).len(), 32);
+        assert_eq!(put_block_id(b"abc"), put_block_id(b"abc"));
+        assert_ne!(put_block_id(b"abc"), put_block_id(b"abd"));
+    }
 
     #[test]
     fn scrub_hides_signatures() {
