@@ -109,9 +109,16 @@ fn az_err(op: &'static str, key: &str) -> impl FnOnce(azure_core::Error) -> Stor
             azure_core::error::ErrorKind::HttpResponse { error_code, .. } => error_code.clone(),
             _ => None,
         };
+        let text = e.to_string();
+        // The service's <Message> (first line) rather than the whole XML body.
+        let detail = text
+            .split_once("<Message>")
+            .and_then(|(_, rest)| rest.split(['\n', '<']).next())
+            .map(str::to_string)
+            .unwrap_or_else(|| text.chars().take(300).collect());
         let message = scrub(&match (&code, e.http_status()) {
-            (Some(c), Some(s)) => format!("{c} (HTTP {}): {e}", u16::from(s)),
-            (None, Some(s)) => format!("HTTP {}: {e}", u16::from(s)),
+            (Some(c), Some(s)) => format!("{c} (HTTP {}): {detail}", u16::from(s)),
+            (None, Some(s)) => format!("HTTP {}: {detail}", u16::from(s)),
             _ => chain(&e),
         });
         match e.http_status() {

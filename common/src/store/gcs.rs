@@ -77,7 +77,7 @@ fn gcs_err(op: &'static str, key: &str) -> impl FnOnce(google_cloud_storage::Err
     move |e| {
         let message = error_chain(&e);
         match e.http_status_code() {
-            Some(status) => StoreError::http(op, &key, status, message),
+            Some(status) => StoreError::http(op, &key, status, format!("HTTP {status}: {message}")),
             None if e.is_timeout() || e.is_io() || e.is_transport() || e.is_connect() => {
                 StoreError::Transient { op, key, message }
             }
