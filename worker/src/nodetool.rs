@@ -104,22 +104,6 @@ impl Nodetool {
         }
         Ok(out)
     }
-
-    /// Tags listed by `nodetool listsnapshots`.
-    pub async fn list_snapshot_tags(&self) -> Result<Vec<String>, NodetoolError> {
-        let out = self.run(&["listsnapshots".into()]).await?;
-        let mut tags: Vec<String> = out
-            .lines()
-            .skip_while(|l| !l.starts_with("Snapshot name"))
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|t| !t.starts_with("Total"))
-            .map(str::to_string)
-            .collect();
-        tags.sort();
-        tags.dedup();
-        Ok(tags)
-    }
 }
 
 /// Runs a Cassandra tool (nodetool, sstableloader) and returns its stdout, or an error with the

@@ -110,6 +110,15 @@ impl LocalNode {
         })
     }
 
+    /// The snapshot directories of `tag` in every data directory.
+    pub async fn snapshot_dirs(&self, tag: &SnapshotTag) -> Result<Vec<PathBuf>, Status> {
+        let (dirs, tag) = (self.data_dirs.clone(), tag.clone());
+        tokio::task::spawn_blocking(move || crate::snapshot_files::snapshot_dirs(&dirs, &tag))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(internal)
+    }
+
     /// Checks a selection against the live schema.
     pub async fn resolve(&self, sel: &pb::Selection) -> Result<Resolved, Status> {
         let cql = self.cql().await.map_err(internal)?;
@@ -282,13 +291,8 @@ impl pb::worker_server::Worker for WorkerService {
         {
             return Err(Status::failed_precondition("no keyspace to back up"));
         }
-        let existing = self
-            .node
-            .nodetool
-            .list_snapshot_tags()
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if existing.iter().any(|t| t == tag.as_str()) {
+        // Checked on disk (no nodetool JVM start): a tag in any data directory is taken.
+        if !self.node.snapshot_dirs(&tag).await?.is_empty() {
             return Err(Status::already_exists(format!(
                 "snapshot {tag} already exists"
             )));
@@ -334,14 +338,7 @@ impl pb::worker_server::Worker for WorkerService {
         req: Request<pb::ClearSnapshotRequest>,
     ) -> Result<Response<pb::ClearSnapshotResponse>, Status> {
         let tag = parse_tag(&req.into_inner().tag)?;
-        let existed = self
-            .node
-            .nodetool
-            .list_snapshot_tags()
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .iter()
-            .any(|t| t == tag.as_str());
+        let existed = !self.node.snapshot_dirs(&tag).await?.is_empty();
         self.node
             .nodetool
             .clear_snapshot(&tag)
