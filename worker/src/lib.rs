@@ -77,6 +77,18 @@ pub struct WorkerOptions {
     pub check_storage: Option<String>,
 }
 
+/// Part buffers (8 MiB) are allocated on many blocking threads; glibc would keep freed ones
+/// cached per thread arena and raise its mmap threshold past them, so a long upload's RSS
+/// grows with the thread count. Serving every allocation of 1 MiB or more with mmap returns
+/// each buffer to the kernel when it is dropped: RSS stays bounded by the parts in flight.
+pub fn bound_allocator_caching() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called once before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Logs to stderr, filtered by RUST_LOG (default info).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1,8 +1,12 @@
 //! `ringvault-worker`: runs beside one Cassandra node. See the crate docs in `lib.rs`.
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    ringvault_worker::bound_allocator_caching();
+    tokio::runtime::Runtime::new()?.block_on(async_main())
+}
+
+async fn async_main() -> anyhow::Result<()> {
     let opts = ringvault_worker::WorkerOptions::parse();
     ringvault_worker::init_tracing();
     ringvault_worker::run(opts).await

@@ -144,6 +144,7 @@ fn proc_status_kb(field: &str) -> Result<u64> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    ringvault_worker::bound_allocator_caching();
     let args = parse_args()?;
     let url = match (&args.store, &args.backend) {
         (Some(u), _) => u.clone(),
