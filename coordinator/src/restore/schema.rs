@@ -41,7 +41,12 @@ fn normalize(statement: &str) -> String {
         .into_iter()
         .next()
         .unwrap_or_default();
-    let mut s = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut s = first
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("( ", "(")
+        .replace(" )", ")");
     if let Some(i) = s.find("ID = ") {
         let end = (i + 5 + 36).min(s.len());
         let mut rest = s[end..].trim_start().to_string();
