@@ -62,6 +62,29 @@ fn invalid(e: impl ToString) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// Validates a keyspace/table selection: plain names, and tables only with exactly one keyspace.
+fn selection(
+    keyspaces: &[String],
+    tables: &[String],
+) -> Result<(Vec<Identifier>, Vec<Identifier>), Status> {
+    let keyspaces = keyspaces
+        .iter()
+        .map(|k| Identifier::parse("keyspace", k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    let tables = tables
+        .iter()
+        .map(|t| Identifier::parse("table", t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    if !tables.is_empty() && keyspaces.len() != 1 {
+        return Err(Status::invalid_argument(
+            "a table selection needs exactly one keyspace (-k KEYSPACE -t TABLE)",
+        ));
+    }
+    Ok((keyspaces, tables))
+}
+
 type RunStream = Pin<Box<dyn Stream<Item = Result<pb::Run, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -76,23 +99,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         } else {
             Some(SnapshotTag::parse(&r.tag).map_err(invalid)?)
         };
-        let keyspaces = r
-            .keyspaces
-            .iter()
-            .map(|k| Identifier::parse("keyspace", k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(invalid)?;
-        let tables = r
-            .tables
-            .iter()
-            .map(|t| Identifier::parse("table", t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(invalid)?;
-        if !tables.is_empty() && keyspaces.len() != 1 {
-            return Err(Status::invalid_argument(
-                "a table selection needs exactly one keyspace (-k KEYSPACE -t TABLE)",
-            ));
-        }
+        let (keyspaces, tables) = selection(&r.keyspaces, &r.tables)?;
         let cluster_name = (!r.cluster_name.is_empty()).then_some(r.cluster_name);
         let (run_id, tag) = backup::start(
             &self.coord,
@@ -212,23 +219,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
     ) -> Result<Response<pb::StartBackupResponse>, Status> {
         let r = req.into_inner();
         let backup_run = RunId::parse(&r.backup_run_id).map_err(invalid)?;
-        let keyspaces = r
-            .keyspaces
-            .iter()
-            .map(|k| Identifier::parse("keyspace", k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(invalid)?;
-        let tables = r
-            .tables
-            .iter()
-            .map(|t| Identifier::parse("table", t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(invalid)?;
-        if !tables.is_empty() && keyspaces.len() != 1 {
-            return Err(Status::invalid_argument(
-                "a table selection needs exactly one keyspace (-k KEYSPACE -t TABLE)",
-            ));
-        }
+        let (keyspaces, tables) = selection(&r.keyspaces, &r.tables)?;
         let req = crate::restore::RestoreRequest {
             backup_run,
             keyspaces,

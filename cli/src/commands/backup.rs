@@ -7,7 +7,7 @@ use ringvault_proto::v1::coordinator_client::CoordinatorClient;
 use tonic::transport::Channel;
 
 use super::status;
-use crate::output::{self, Format};
+use crate::output::Format;
 
 /// Options of `ringvault backup`.
 #[derive(Debug, Args)]
@@ -48,25 +48,5 @@ pub async fn run(
         .await
         .map_err(status)?
         .into_inner();
-    if !o.wait {
-        let run = client
-            .get_run(pb::GetRunRequest {
-                run_id: resp.run_id.clone(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        match format {
-            Format::Json => output::print_json(&output::run_json(&run)),
-            Format::Human => println!(
-                "started backup run {} (tag {}, state {})",
-                run.id, run.tag, run.state
-            ),
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if format == Format::Human {
-        println!("backup run {} started (tag {})", resp.run_id, resp.tag);
-    }
-    super::runs::watch(&mut client, &resp.run_id, format, false).await
+    super::runs::started(&mut client, &resp.run_id, "backup", o.wait, format).await
 }

@@ -8,7 +8,7 @@ use ringvault_proto::v1::coordinator_client::CoordinatorClient;
 use tonic::transport::Channel;
 
 use super::status;
-use crate::output::{self, Format};
+use crate::output::Format;
 
 /// Options of `ringvault restore`.
 #[derive(Debug, Args)]
@@ -62,22 +62,5 @@ pub async fn run(
         .await
         .map_err(status)?
         .into_inner();
-    if !o.wait {
-        let run = client
-            .get_run(pb::GetRunRequest {
-                run_id: resp.run_id.clone(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        match format {
-            Format::Json => output::print_json(&output::run_json(&run)),
-            Format::Human => println!("started restore run {} (state {})", run.id, run.state),
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if format == Format::Human {
-        println!("restore run {} started", resp.run_id);
-    }
-    super::runs::watch(&mut client, &resp.run_id, format, false).await
+    super::runs::started(&mut client, &resp.run_id, "restore", o.wait, format).await
 }

@@ -76,6 +76,37 @@ pub async fn run(
     }
 }
 
+/// After a start: prints the new run (and returns) or, with `wait`, follows it to its end.
+pub async fn started(
+    client: &mut CoordinatorClient<Channel>,
+    run_id: &str,
+    kind: &str,
+    wait: bool,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    if wait {
+        if format == Format::Human {
+            println!("{kind} run {run_id} started");
+        }
+        return watch(client, run_id, format, false).await;
+    }
+    let run = client
+        .get_run(pb::GetRunRequest {
+            run_id: run_id.to_string(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    match format {
+        Format::Json => output::print_json(&output::run_json(&run)),
+        Format::Human => println!(
+            "started {kind} run {} (tag {}, state {})",
+            run.id, run.tag, run.state
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Follows a run to its end; JSON prints one object per update (the last is final), human
 /// output redraws per-node progress with throughput and ETA, then a summary.
 pub async fn watch(
