@@ -6,6 +6,7 @@ pub mod hash;
 pub mod ids;
 pub mod layout;
 pub mod manifest;
+pub mod service;
 pub mod store;
 
 pub use ids::{IdError, Identifier, RelativeName, RunId, SnapshotTag};

@@ -85,16 +85,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default info).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Opens the database and store, settles unfinished runs, and serves until SIGTERM.
 pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
     let db = db::Db::open(&opts.db)?;
@@ -127,19 +117,8 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
                 service::CoordinatorService::new(coord),
             ),
         )
-        .serve_with_shutdown(opts.listen, shutdown_signal())
+        .serve_with_shutdown(opts.listen, ringvault_common::service::shutdown_signal())
         .await
         .context("gRPC server")?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

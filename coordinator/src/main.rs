@@ -4,6 +4,6 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let opts = ringvault_coordinator::CoordinatorOptions::parse();
-    ringvault_coordinator::init_tracing();
+    ringvault_common::service::init_tracing();
     ringvault_coordinator::run(opts).await
 }

@@ -89,16 +89,6 @@ pub fn bound_allocator_caching() {
     }
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default info).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Runs the worker until killed.
 pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     if let Some(url) = &opts.check_storage {
@@ -133,19 +123,8 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         .add_service(ringvault_proto::v1::worker_server::WorkerServer::new(
             service::WorkerService::new(node),
         ))
-        .serve_with_shutdown(opts.listen, shutdown_signal())
+        .serve_with_shutdown(opts.listen, ringvault_common::service::shutdown_signal())
         .await
         .context("gRPC server")?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

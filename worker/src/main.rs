@@ -8,6 +8,6 @@ fn main() -> anyhow::Result<()> {
 
 async fn async_main() -> anyhow::Result<()> {
     let opts = ringvault_worker::WorkerOptions::parse();
-    ringvault_worker::init_tracing();
+    ringvault_common::service::init_tracing();
     ringvault_worker::run(opts).await
 }
