@@ -75,8 +75,15 @@ pub async fn write_rows(
         .map(|i| {
             let stmt = Arc::clone(&stmt);
             async move {
+                // Pseudo-random (xorshift) bytes: incompressible, so SSTable sizes follow `payload`.
+                let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
                 let blob: Vec<u8> = (0..payload)
-                    .map(|j| ((i as usize * 31 + j * 7) % 251) as u8)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
                     .collect();
                 let tags: Vec<String> = vec![format!("t{}", i % 5)];
                 let scores: std::collections::HashMap<String, i32> =
