@@ -3,6 +3,7 @@
 //! what it asked for did not succeed.
 mod commands;
 mod output;
+mod units;
 
 use clap::Parser;
 

@@ -35,8 +35,13 @@ pub fn run_json(r: &pb::Run) -> Value {
             "host_id": n.host_id, "address": n.address, "state": n.state, "snapshot": n.snapshot,
             "files_total": n.files_total, "files_done": n.files_done, "files_uploaded": n.files_uploaded,
             "bytes_total": n.bytes_total, "bytes_done": n.bytes_done, "bytes_uploaded": n.bytes_uploaded,
-            "error": n.error,
+            "error": n.error, "retries": n.retries,
         })).collect::<Vec<_>>(),
+        "schedule_id": r.schedule_id,
+        "limits": r.limits.map(|l| json!({
+            "upload_concurrency": l.upload_concurrency, "upload_bandwidth": l.upload_bandwidth,
+            "nodes_at_once": l.nodes_at_once,
+        })),
         "tables_summary": r.table_summaries.iter().map(|t| json!({
             "keyspace": t.keyspace, "table": t.table, "files": t.files, "bytes": t.bytes,
         })).collect::<Vec<_>>(),
@@ -59,7 +64,8 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-fn when(ms: i64) -> String {
+/// A UTC time for humans ("-" when unset).
+pub fn utc(ms: i64) -> String {
     if ms <= 0 {
         return "-".into();
     }
@@ -83,7 +89,7 @@ pub fn print_run_table(runs: &[pb::Run]) {
             r.state,
             r.stage,
             r.nodes.len(),
-            when(r.created_unix_ms),
+            utc(r.created_unix_ms),
             files,
             human_bytes(bytes),
             r.tag
@@ -99,8 +105,8 @@ pub fn print_run(r: &pb::Run) {
     println!("cluster   {}", r.cluster_name);
     println!("selection {}", selection(r));
     println!("store     {}", r.store_url);
-    println!("started   {}", when(r.created_unix_ms));
-    println!("finished  {}", when(r.finished_unix_ms));
+    println!("started   {}", utc(r.created_unix_ms));
+    println!("finished  {}", utc(r.finished_unix_ms));
     if !r.error.is_empty() {
         println!("error     {}", r.error);
     }

@@ -74,13 +74,16 @@ pub fn node_manifest(run: &RunId, host_id: &crate::manifest::HostId) -> ObjectKe
 pub fn run_manifest(run: &RunId) -> ObjectKey {
     ObjectKey(format!("runs/{run}/manifest.json"))
 }
+/// Prefix under which uploads are staged until their hash is known.
+pub const TMP_PREFIX: &str = "tmp/";
+
 /// A staging key for an upload whose hash is not known yet.
 pub fn staging(run: &RunId, unique: &str) -> ObjectKey {
     let unique: String = unique
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
-    ObjectKey(format!("tmp/{run}/{unique}"))
+    ObjectKey(format!("{TMP_PREFIX}{run}/{unique}"))
 }
 
 #[cfg(test)]

@@ -117,6 +117,9 @@ pub struct RunManifest {
     pub total_files: u64,
     pub total_bytes: u64,
     pub distinct_blobs: u64,
+    /// The schedule that made this backup ("" by hand): retention counts backups per schedule.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub schedule: String,
 }
 
 #[cfg(test)]

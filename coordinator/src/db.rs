@@ -11,6 +11,7 @@ use rusqlite::{OptionalExtension, params};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_restore.sql"),
+    include_str!("../migrations/0003_operations.sql"),
 ];
 
 /// Handle to the coordinator's database.
@@ -51,6 +52,10 @@ pub struct RunRow {
     pub error: String,
     /// For restores: the backup run restored.
     pub source_run_id: String,
+    /// The run's limits as resolved when it started.
+    pub limits: crate::limits::RunLimits,
+    /// The schedule that started the run ("" when started by hand).
+    pub schedule_id: String,
 }
 
 /// One node's part of a run.
@@ -68,6 +73,8 @@ pub struct RunNodeRow {
     pub files_uploaded: u64,
     pub bytes_uploaded: u64,
     pub error: String,
+    /// Times the node's work was re-issued after its worker restarted or its stream broke.
+    pub retries: u32,
 }
 
 /// A file row of a run.
@@ -215,8 +222,8 @@ impl Db {
     pub fn insert_run(&self, r: &RunRow) -> anyhow::Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms, source_run_id) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-                params![r.id, r.kind, r.tag, r.cluster_name, r.state, r.stage, serde_json::to_string(&r.keyspaces)?, serde_json::to_string(&r.tables)?, r.store_url, r.created_ms, r.source_run_id],
+                "INSERT INTO runs (id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms, source_run_id, limits_json, schedule_id) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                params![r.id, r.kind, r.tag, r.cluster_name, r.state, r.stage, serde_json::to_string(&r.keyspaces)?, serde_json::to_string(&r.tables)?, r.store_url, r.created_ms, r.source_run_id, serde_json::to_string(&r.limits)?, r.schedule_id],
             )?;
             Ok(())
         })
@@ -228,6 +235,17 @@ impl Db {
             c.execute(
                 "UPDATE runs SET stage=?2 WHERE id=?1",
                 params![run_id, stage],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a running run's outcome ahead of its cleanup ("" = succeeded).
+    pub fn set_error(&self, run_id: &str, error: &str) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET error=?2 WHERE id=?1",
+                params![run_id, error],
             )?;
             Ok(())
         })
@@ -261,7 +279,7 @@ impl Db {
         })
     }
 
-    fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRow, String, String)> {
+    fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRow, String, String, String)> {
         Ok((
             RunRow {
                 id: r.get(0)?,
@@ -277,13 +295,28 @@ impl Db {
                 finished_ms: r.get(10)?,
                 error: r.get(11)?,
                 source_run_id: r.get(12)?,
+                limits: Default::default(),
+                schedule_id: r.get(14)?,
             },
             r.get(6)?,
             r.get(7)?,
+            r.get(13)?,
         ))
     }
 
-    const RUN_COLS: &'static str = "id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms, finished_ms, error, source_run_id";
+    fn decode_run(
+        mut r: RunRow,
+        keyspaces: &str,
+        tables: &str,
+        limits: &str,
+    ) -> anyhow::Result<RunRow> {
+        r.keyspaces = serde_json::from_str(keyspaces)?;
+        r.tables = serde_json::from_str(tables)?;
+        r.limits = serde_json::from_str(limits)?;
+        Ok(r)
+    }
+
+    const RUN_COLS: &'static str = "id, kind, tag, cluster_name, state, stage, keyspaces, tables, store_url, created_ms, finished_ms, error, source_run_id, limits_json, schedule_id";
 
     /// One run.
     pub fn run(&self, run_id: &str) -> anyhow::Result<Option<RunRow>> {
@@ -295,12 +328,8 @@ impl Db {
                     Self::run_from_row,
                 )
                 .optional()?;
-            row.map(|(mut r, k, t)| {
-                r.keyspaces = serde_json::from_str(&k)?;
-                r.tables = serde_json::from_str(&t)?;
-                Ok(r)
-            })
-            .transpose()
+            row.map(|(r, k, t, l)| Self::decode_run(r, &k, &t, &l))
+                .transpose()
         })
     }
 
@@ -315,10 +344,8 @@ impl Db {
             let rows = st.query_map(params![only_state, limit], Self::run_from_row)?;
             let mut out = Vec::new();
             for row in rows {
-                let (mut r, k, t) = row?;
-                r.keyspaces = serde_json::from_str(&k)?;
-                r.tables = serde_json::from_str(&t)?;
-                out.push(r);
+                let (r, k, t, l) = row?;
+                out.push(Self::decode_run(r, &k, &t, &l)?);
             }
             Ok(out)
         })
@@ -337,13 +364,13 @@ impl Db {
             let tx = c.transaction()?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO run_nodes (run_id, host_id, address, worker_address, state, snapshot, files_total, files_done, bytes_total, bytes_done, files_uploaded, bytes_uploaded, error)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                    "INSERT OR REPLACE INTO run_nodes (run_id, host_id, address, worker_address, state, snapshot, files_total, files_done, bytes_total, bytes_done, files_uploaded, bytes_uploaded, error, retries)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
                 )?;
                 for n in rows {
                     st.execute(params![
                         run_id, n.host_id, n.address, n.worker_address, n.state, n.snapshot, n.files_total as i64, n.files_done as i64,
-                        n.bytes_total as i64, n.bytes_done as i64, n.files_uploaded as i64, n.bytes_uploaded as i64, n.error
+                        n.bytes_total as i64, n.bytes_done as i64, n.files_uploaded as i64, n.bytes_uploaded as i64, n.error, n.retries
                     ])?;
                 }
             }
@@ -356,7 +383,7 @@ impl Db {
     pub fn run_nodes(&self, run_id: &str) -> anyhow::Result<Vec<RunNodeRow>> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT host_id, address, worker_address, state, snapshot, files_total, files_done, bytes_total, bytes_done, files_uploaded, bytes_uploaded, error
+                "SELECT host_id, address, worker_address, state, snapshot, files_total, files_done, bytes_total, bytes_done, files_uploaded, bytes_uploaded, error, retries
                  FROM run_nodes WHERE run_id=?1 ORDER BY address",
             )?;
             let rows = st.query_map(params![run_id], |r| {
@@ -364,7 +391,7 @@ impl Db {
                     host_id: r.get(0)?, address: r.get(1)?, worker_address: r.get(2)?, state: r.get(3)?, snapshot: r.get(4)?,
                     files_total: r.get::<_, i64>(5)? as u64, files_done: r.get::<_, i64>(6)? as u64, bytes_total: r.get::<_, i64>(7)? as u64,
                     bytes_done: r.get::<_, i64>(8)? as u64, files_uploaded: r.get::<_, i64>(9)? as u64, bytes_uploaded: r.get::<_, i64>(10)? as u64,
-                    error: r.get(11)?,
+                    error: r.get(11)?, retries: r.get(12)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -425,6 +452,156 @@ impl Db {
     }
 }
 
+/// A backup schedule as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRow {
+    pub id: String,
+    pub cron: String,
+    pub cluster_name: String,
+    pub keyspaces: Vec<String>,
+    pub tables: Vec<String>,
+    pub keep_last: u32,
+    pub keep_days: u32,
+    pub limits: crate::limits::RunLimits,
+    /// run-once | skip
+    pub missed: String,
+    pub paused: bool,
+    pub next_due_ms: i64,
+    pub created_ms: i64,
+}
+
+/// What the scheduler did at one due time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleEventRow {
+    pub schedule_id: String,
+    pub due_ms: i64,
+    pub at_ms: i64,
+    /// started | skipped | missed
+    pub outcome: String,
+    pub run_id: String,
+    pub detail: String,
+}
+
+impl Db {
+    // ------------------------------------------------------------------ schedules
+
+    /// Adds a schedule; refuses an id in use.
+    pub fn insert_schedule(&self, s: &ScheduleRow) -> anyhow::Result<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO schedules (id, cron, cluster_name, keyspaces, tables, keep_last, keep_days, limits_json, missed, paused, next_due_ms, created_ms)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+                params![s.id, s.cron, s.cluster_name, serde_json::to_string(&s.keyspaces)?, serde_json::to_string(&s.tables)?, s.keep_last, s.keep_days,
+                        serde_json::to_string(&s.limits)?, s.missed, s.paused, s.next_due_ms, s.created_ms],
+            )?;
+            anyhow::ensure!(n == 1, "schedule {} already exists", s.id);
+            Ok(())
+        })
+    }
+
+    /// Every schedule, by id.
+    pub fn schedules(&self) -> anyhow::Result<Vec<ScheduleRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, cron, cluster_name, keyspaces, tables, keep_last, keep_days, limits_json, missed, paused, next_due_ms, created_ms FROM schedules ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    ScheduleRow {
+                        id: r.get(0)?, cron: r.get(1)?, cluster_name: r.get(2)?, keyspaces: Vec::new(), tables: Vec::new(),
+                        keep_last: r.get(5)?, keep_days: r.get(6)?, limits: Default::default(), missed: r.get(8)?,
+                        paused: r.get(9)?, next_due_ms: r.get(10)?, created_ms: r.get(11)?,
+                    },
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (mut s, k, t, l) = row?;
+                s.keyspaces = serde_json::from_str(&k)?;
+                s.tables = serde_json::from_str(&t)?;
+                s.limits = serde_json::from_str(&l)?;
+                out.push(s);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes a schedule (its events stay as history); false if there was none.
+    pub fn delete_schedule(&self, id: &str) -> anyhow::Result<bool> {
+        self.with(|c| Ok(c.execute("DELETE FROM schedules WHERE id=?1", params![id])? == 1))
+    }
+
+    /// Pauses or resumes a schedule, with its next due time; false if there is none.
+    pub fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_due_ms: i64,
+    ) -> anyhow::Result<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE schedules SET paused=?2, next_due_ms=?3 WHERE id=?1",
+                params![id, paused, next_due_ms],
+            )? == 1)
+        })
+    }
+
+    /// Records what happened at a due time and moves the schedule to its next one, atomically.
+    pub fn schedule_fired(&self, e: &ScheduleEventRow, next_due_ms: i64) -> anyhow::Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO schedule_events (schedule_id, due_ms, at_ms, outcome, run_id, detail) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![e.schedule_id, e.due_ms, e.at_ms, e.outcome, e.run_id, e.detail],
+            )?;
+            tx.execute(
+                "UPDATE schedules SET next_due_ms=?2 WHERE id=?1",
+                params![e.schedule_id, next_due_ms],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Appends an event without moving the schedule.
+    pub fn add_schedule_event(&self, e: &ScheduleEventRow) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO schedule_events (schedule_id, due_ms, at_ms, outcome, run_id, detail) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![e.schedule_id, e.due_ms, e.at_ms, e.outcome, e.run_id, e.detail],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The newest events of a schedule, newest first.
+    pub fn schedule_events(&self, id: &str, limit: u32) -> anyhow::Result<Vec<ScheduleEventRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT schedule_id, due_ms, at_ms, outcome, run_id, detail FROM schedule_events WHERE schedule_id=?1 ORDER BY at_ms DESC, rowid DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![id, limit], |r| {
+                Ok(ScheduleEventRow { schedule_id: r.get(0)?, due_ms: r.get(1)?, at_ms: r.get(2)?, outcome: r.get(3)?, run_id: r.get(4)?, detail: r.get(5)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Blob hashes recorded by runs still running.
+    pub fn running_blobs(&self) -> anyhow::Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT DISTINCT f.hash FROM run_files f JOIN runs r ON r.id = f.run_id WHERE r.state = 'RUNNING'",
+            )?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +627,11 @@ mod tests {
             finished_ms: 0,
             error: String::new(),
             source_run_id: String::new(),
+            limits: crate::limits::RunLimits {
+                nodes_at_once: 2,
+                ..Default::default()
+            },
+            schedule_id: "nightly".into(),
         };
         db.insert_run(&run)?;
         assert_eq!(db.run("r1")?, Some(run.clone()));

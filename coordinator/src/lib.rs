@@ -3,11 +3,16 @@
 //! driven through persisted stages by [`backup`]; all state lives in SQLite behind [`db`].
 pub mod backup;
 pub mod db;
+pub mod limits;
+pub mod maintenance;
 pub mod progress;
+pub mod purge;
 pub mod registry;
 pub mod restore;
 pub mod runs;
+pub mod schedule;
 pub mod service;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,6 +58,27 @@ pub struct CoordinatorOptions {
     /// Upload bandwidth cap per node, bytes per second (0: unlimited).
     #[arg(long, default_value_t = 0)]
     pub upload_bandwidth: u64,
+    /// Nodes that snapshot and upload at the same time (0: all; a run may ask for fewer).
+    #[arg(long, default_value_t = 0)]
+    pub nodes_at_once: u32,
+    /// How long a run waits for a worker that died mid-run to come back before failing
+    /// (seconds); a worker back in time gets its work re-issued.
+    #[arg(long, default_value_t = 300)]
+    pub worker_restart_grace_secs: u64,
+    /// Retention: keep the newest N backups of each cluster not started by a schedule
+    /// (0: no count limit). Schedules carry their own.
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: u32,
+    /// Retention: keep backups younger than D days (0: no age limit).
+    #[arg(long, default_value_t = 0)]
+    pub keep_days: u32,
+    /// Purge deletes an unreferenced blob or leftover only when it is older than this
+    /// (seconds): protects what backups still running (here or elsewhere) just uploaded.
+    #[arg(long, default_value_t = 6 * 3600)]
+    pub purge_grace_secs: u64,
+    /// Bytes per second `verify --deep` reads from the store (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub verify_bandwidth: u64,
     /// Heartbeat interval asked of workers (milliseconds).
     #[arg(long, default_value_t = 2000)]
     pub heartbeat_interval_ms: u64,
@@ -68,9 +94,25 @@ pub struct Coordinator {
     pub store: Arc<dyn Store>,
     /// Runs in progress in this process, by run id.
     pub active: Mutex<HashMap<String, Arc<progress::RunHandle>>>,
+    /// Backup starts hold it shared while they plan and record; a purge holds it exclusively.
+    pub purge_lock: tokio::sync::RwLock<()>,
 }
 
 impl Coordinator {
+    /// The limits configured for runs that set none.
+    pub fn default_limits(&self) -> limits::RunLimits {
+        limits::RunLimits {
+            upload_concurrency: self.opts.upload_concurrency,
+            upload_bandwidth: self.opts.upload_bandwidth,
+            nodes_at_once: self.opts.nodes_at_once,
+        }
+    }
+
+    /// How long a run waits for a restarted worker.
+    pub fn worker_grace(&self) -> Duration {
+        Duration::from_secs(self.opts.worker_restart_grace_secs)
+    }
+
     /// Whether a worker last seen at `last_seen_ms` counts as up.
     pub fn alive(&self, last_seen_ms: i64) -> bool {
         now_ms() - last_seen_ms <= self.opts.worker_timeout_ms as i64
@@ -99,8 +141,16 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         db,
         store,
         active: Mutex::new(HashMap::new()),
+        purge_lock: tokio::sync::RwLock::new(()),
     });
     backup::recover_unfinished(&coord).await?;
+    tokio::spawn(schedule::run_forever(
+        coord.db.clone(),
+        Arc::new(maintenance::ScheduledBackups {
+            coord: Arc::clone(&coord),
+        }),
+        Duration::from_secs(1),
+    ));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ringvault_proto::v1::coordinator_server::CoordinatorServer<service::CoordinatorService>>()

@@ -42,6 +42,25 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 10] = [
+        Self::Plan,
+        Self::Snapshot,
+        Self::Schema,
+        Self::Upload,
+        Self::Commit,
+        Self::Download,
+        Self::Import,
+        Self::Load,
+        Self::Cleanup,
+        Self::Done,
+    ];
+
+    /// The stage stored as `s`.
+    pub fn parse(s: &str) -> Option<Stage> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
     /// As stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {

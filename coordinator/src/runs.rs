@@ -44,6 +44,16 @@ impl Coordinator {
         Ok(handle)
     }
 
+    /// Makes a run recorded by an earlier process active again (a resumed run).
+    pub fn adopt_run(&self, row: &RunRow, nodes: &[RunNodeRow]) -> anyhow::Result<Arc<RunHandle>> {
+        let handle = Arc::new(RunHandle::new(crate::backup::run_view(row, nodes, &[])));
+        self.active
+            .lock()
+            .map_err(|_| anyhow::anyhow!("active runs lock poisoned"))?
+            .insert(row.id.clone(), Arc::clone(&handle));
+        Ok(handle)
+    }
+
     /// Writes the nodes' progress rows from the live view.
     pub async fn persist_nodes(&self, handle: &RunHandle) -> anyhow::Result<()> {
         let rows: Vec<RunNodeRow> = handle

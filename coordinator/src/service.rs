@@ -11,6 +11,9 @@ use tonic::{Request, Response, Status};
 
 use crate::Coordinator;
 use crate::backup::{self, BackupRequest};
+use crate::db::{ScheduleEventRow, ScheduleRow};
+use crate::limits::RunLimits;
+use crate::schedule::cron::Cron;
 
 /// Serves the CLI.
 pub struct CoordinatorService {
@@ -86,6 +89,195 @@ fn selection(
 }
 
 type RunStream = Pin<Box<dyn Stream<Item = Result<pb::Run, Status>> + Send>>;
+type VerifyStream = Pin<Box<dyn Stream<Item = Result<pb::VerifyEvent, Status>> + Send>>;
+
+fn limits_from(l: Option<pb::RunLimits>) -> RunLimits {
+    l.map(|l| RunLimits {
+        upload_concurrency: l.upload_concurrency,
+        upload_bandwidth: l.upload_bandwidth,
+        nodes_at_once: l.nodes_at_once,
+    })
+    .unwrap_or_default()
+}
+
+fn limits_to(l: RunLimits) -> pb::RunLimits {
+    pb::RunLimits {
+        upload_concurrency: l.upload_concurrency,
+        upload_bandwidth: l.upload_bandwidth,
+        nodes_at_once: l.nodes_at_once,
+    }
+}
+
+/// A schedule id: 1–48 of `a-z 0-9 _ -`, starting with a letter or digit.
+fn schedule_id(id: &str) -> Result<String, Status> {
+    let ok = !id.is_empty()
+        && id.len() <= 48
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "schedule id {id:?} must be 1-48 characters of a-z, 0-9, _ and -, starting with a letter or digit"
+        )))
+    }
+}
+
+fn schedule_view(s: &ScheduleRow, events: &[ScheduleEventRow]) -> pb::Schedule {
+    pb::Schedule {
+        id: s.id.clone(),
+        cron: s.cron.clone(),
+        keyspaces: s.keyspaces.clone(),
+        tables: s.tables.clone(),
+        cluster_name: s.cluster_name.clone(),
+        retention: Some(pb::RetentionPolicy {
+            keep_last: s.keep_last,
+            keep_days: s.keep_days,
+        }),
+        limits: Some(limits_to(s.limits)),
+        missed: s.missed.clone(),
+        paused: s.paused,
+        next_due_unix_ms: if s.paused { 0 } else { s.next_due_ms },
+        recent: events
+            .iter()
+            .map(|e| pb::ScheduleEvent {
+                due_unix_ms: e.due_ms,
+                at_unix_ms: e.at_ms,
+                outcome: e.outcome.clone(),
+                run_id: e.run_id.clone(),
+                detail: e.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn verify_report(r: &crate::verify::VerifyReport) -> pb::VerifyReport {
+    pb::VerifyReport {
+        run_id: r.run_id.clone(),
+        deep: r.deep,
+        files: r.files,
+        blobs: r.blobs,
+        bytes: r.bytes,
+        bytes_read: r.bytes_read,
+        ok: r.ok(),
+        elapsed_ms: r.elapsed_ms,
+        tables: r
+            .tables
+            .iter()
+            .map(|t| pb::VerifyTable {
+                host_id: t.host_id.clone(),
+                address: t.address.clone(),
+                keyspace: t.keyspace.clone(),
+                table: t.table.clone(),
+                files: t.files,
+                bytes: t.bytes,
+                problems: t.problems,
+            })
+            .collect(),
+        problems: r
+            .problems
+            .iter()
+            .map(|p| pb::VerifyProblem {
+                host_id: p.host_id.clone(),
+                address: p.address.clone(),
+                keyspace: p.keyspace.clone(),
+                table: p.table.clone(),
+                name: p.name.clone(),
+                hash: p.hash.clone(),
+                kind: p.kind.to_string(),
+                detail: p.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn purge_report(r: &crate::purge::PurgeReport) -> pb::PurgeReport {
+    pb::PurgeReport {
+        dry_run: r.dry_run,
+        backups_kept: r.backups_kept,
+        runs_deleted: r
+            .runs_deleted
+            .iter()
+            .map(|e| pb::PurgedRun {
+                run_id: e.run_id.clone(),
+                tag: e.tag.clone(),
+                cluster_name: e.cluster_name.clone(),
+                group: e.group.clone(),
+                committed_unix_ms: e.committed_unix_ms,
+                reason: e.reason.clone(),
+            })
+            .collect(),
+        blobs_total: r.blobs_total,
+        blobs_referenced: r.blobs_referenced,
+        blobs_deleted: r.blobs_deleted,
+        bytes_deleted: r.bytes_deleted,
+        blobs_too_young: r.blobs_too_young,
+        objects_deleted: r.objects_deleted,
+        delete_requests: r.delete_requests,
+        leftovers_deleted: r.leftovers_deleted,
+        elapsed_ms: r.elapsed_ms,
+    }
+}
+
+/// Forwards verify progress to the caller's stream without ever blocking the verify.
+struct ProgressToStream(tokio::sync::mpsc::Sender<Result<pb::VerifyEvent, Status>>);
+
+impl crate::verify::VerifyObserver for ProgressToStream {
+    fn progress(&self, p: crate::verify::VerifyProgress) {
+        let _ = self.0.try_send(Ok(pb::VerifyEvent {
+            event: Some(pb::verify_event::Event::Progress(pb::VerifyProgress {
+                blobs_total: p.blobs_total,
+                blobs_done: p.blobs_done,
+                bytes_total: p.bytes_total,
+                bytes_done: p.bytes_done,
+            })),
+        }));
+    }
+}
+
+impl CoordinatorService {
+    async fn schedule_row(&self, id: &str) -> Result<ScheduleRow, Status> {
+        let id = schedule_id(id)?;
+        let all = self
+            .coord
+            .db
+            .call(|db| db.schedules())
+            .await
+            .map_err(internal)?;
+        all.into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Status::not_found(format!("schedule {id} not found")))
+    }
+
+    async fn schedule_out(&self, s: ScheduleRow) -> Result<pb::Schedule, Status> {
+        let id = s.id.clone();
+        let events = self
+            .coord
+            .db
+            .call(move |db| db.schedule_events(&id, 10))
+            .await
+            .map_err(internal)?;
+        Ok(schedule_view(&s, &events))
+    }
+
+    async fn set_paused(&self, id: &str, paused: bool) -> Result<pb::Schedule, Status> {
+        let mut s = self.schedule_row(id).await?;
+        let cron = Cron::parse(&s.cron).map_err(|e| Status::internal(e.to_string()))?;
+        // Resuming starts from the next window: the paused time is not "missed".
+        let next = crate::schedule::next_due(&cron, crate::now_ms());
+        let id = s.id.clone();
+        self.coord
+            .db
+            .call(move |db| db.set_schedule_paused(&id, paused, next))
+            .await
+            .map_err(internal)?;
+        s.paused = paused;
+        s.next_due_ms = next;
+        self.schedule_out(s).await
+    }
+}
 
 #[tonic::async_trait]
 impl pb::coordinator_server::Coordinator for CoordinatorService {
@@ -108,6 +300,8 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                 keyspaces,
                 tables,
                 cluster_name,
+                limits: limits_from(r.limits),
+                schedule_id: None,
             },
         )
         .await?;
@@ -236,6 +430,181 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         }))
     }
 
+    type VerifyBackupStream = VerifyStream;
+
+    async fn verify_backup(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<Self::VerifyBackupStream>, Status> {
+        let r = req.into_inner();
+        let run = RunId::parse(&r.run_id).map_err(invalid)?;
+        let store = if r.from_store_url.is_empty() {
+            Arc::clone(&self.coord.store)
+        } else {
+            ringvault_common::store::open(&r.from_store_url)
+                .await
+                .map_err(invalid)?
+        };
+        let opts = crate::verify::VerifyOptions {
+            deep: r.deep,
+            bandwidth: if r.bandwidth_bytes_per_sec > 0 {
+                r.bandwidth_bytes_per_sec
+            } else {
+                self.coord.opts.verify_bandwidth
+            },
+            concurrency: if r.concurrency > 0 {
+                r.concurrency.min(256) as usize
+            } else {
+                16
+            },
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let observer = ProgressToStream(tx.clone());
+            let out = match crate::verify::verify(&store, &run, &opts, &observer).await {
+                Ok(report) => Ok(pb::VerifyEvent {
+                    event: Some(pb::verify_event::Event::Report(verify_report(&report))),
+                }),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    Err(
+                        if msg.contains("not found") || msg.contains("never committed") {
+                            Status::not_found(msg)
+                        } else {
+                            Status::internal(msg)
+                        },
+                    )
+                }
+            };
+            let _ = tx.send(out).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn purge(
+        &self,
+        req: Request<pb::PurgeRequest>,
+    ) -> Result<Response<pb::PurgeReport>, Status> {
+        let r = req.into_inner();
+        let policy = r.has_policy.then(|| {
+            let p = r.policy.unwrap_or_default();
+            crate::purge::RetentionPolicy {
+                keep_last: p.keep_last,
+                keep_days: p.keep_days,
+            }
+        });
+        let grace = match r.grace_secs {
+            -1 => None,
+            g if g >= 0 => Some(Duration::from_secs(g as u64)),
+            g => return Err(Status::invalid_argument(format!("grace {g}s is negative"))),
+        };
+        let report = crate::maintenance::run_purge(
+            &self.coord,
+            crate::maintenance::PurgeRequest {
+                dry_run: r.dry_run,
+                policy,
+                grace,
+            },
+        )
+        .await?;
+        Ok(Response::new(purge_report(&report)))
+    }
+
+    async fn add_schedule(
+        &self,
+        req: Request<pb::AddScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let r = req.into_inner();
+        let id = schedule_id(&r.id)?;
+        let cron = Cron::parse(&r.cron).map_err(invalid)?;
+        let (keyspaces, tables) = selection(&r.keyspaces, &r.tables)?;
+        let missed = match r.missed.as_str() {
+            "" | "run-once" => "run-once",
+            "skip" => "skip",
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "missed policy {other:?} must be run-once or skip"
+                )));
+            }
+        };
+        let retention = r.retention.unwrap_or_default();
+        let now = crate::now_ms();
+        let row = ScheduleRow {
+            id,
+            cron: cron.as_str().to_string(),
+            cluster_name: r.cluster_name,
+            keyspaces: keyspaces.iter().map(ToString::to_string).collect(),
+            tables: tables.iter().map(ToString::to_string).collect(),
+            keep_last: retention.keep_last,
+            keep_days: retention.keep_days,
+            limits: limits_from(r.limits),
+            missed: missed.into(),
+            paused: false,
+            next_due_ms: crate::schedule::next_due(&cron, now),
+            created_ms: now,
+        };
+        let stored = row.clone();
+        self.coord
+            .db
+            .call(move |db| db.insert_schedule(&stored))
+            .await
+            .map_err(|e| Status::already_exists(format!("{e:#}")))?;
+        tracing::info!(schedule = row.id, cron = row.cron, "schedule added");
+        Ok(Response::new(self.schedule_out(row).await?))
+    }
+
+    async fn list_schedules(
+        &self,
+        _: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let rows = self
+            .coord
+            .db
+            .call(|db| db.schedules())
+            .await
+            .map_err(internal)?;
+        let mut schedules = Vec::new();
+        for s in rows {
+            schedules.push(self.schedule_out(s).await?);
+        }
+        Ok(Response::new(pb::ListSchedulesResponse { schedules }))
+    }
+
+    async fn remove_schedule(
+        &self,
+        req: Request<pb::ScheduleRef>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let s = self.schedule_row(&req.into_inner().id).await?;
+        let id = s.id.clone();
+        self.coord
+            .db
+            .call(move |db| db.delete_schedule(&id))
+            .await
+            .map_err(internal)?;
+        tracing::info!(schedule = s.id, "schedule removed");
+        Ok(Response::new(self.schedule_out(s).await?))
+    }
+
+    async fn pause_schedule(
+        &self,
+        req: Request<pb::ScheduleRef>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        Ok(Response::new(
+            self.set_paused(&req.into_inner().id, true).await?,
+        ))
+    }
+
+    async fn resume_schedule(
+        &self,
+        req: Request<pb::ScheduleRef>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        Ok(Response::new(
+            self.set_paused(&req.into_inner().id, false).await?,
+        ))
+    }
+
     async fn list_backups(
         &self,
         req: Request<pb::ListBackupsRequest>,
@@ -277,6 +646,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                     data_dirs: w.data_dirs,
                     cassandra_version: w.cassandra_version,
                     worker_address: w.worker_address,
+                    instance_id: String::new(),
                     free_bytes: Vec::new(),
                     partitioner: String::new(),
                 }),

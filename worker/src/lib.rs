@@ -9,7 +9,7 @@ pub mod registration;
 pub mod restore;
 pub mod service;
 pub mod snapshot_files;
-pub mod throttle;
+pub use ringvault_common::throttle;
 pub mod upload;
 
 use std::net::SocketAddr;

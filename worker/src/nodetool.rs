@@ -109,15 +109,13 @@ impl Nodetool {
 /// Runs a Cassandra tool (nodetool, sstableloader) and returns its stdout, or an error with the
 /// first lines of what it printed (Java stack frames dropped).
 pub async fn run_tool(program: &std::path::Path, args: &[String]) -> Result<String, NodetoolError> {
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| NodetoolError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let out = cmd.output().await.map_err(|source| NodetoolError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -136,4 +134,27 @@ pub async fn run_tool(program: &std::path::Path, args: &[String]) -> Result<Stri
         });
     }
     Ok(stdout)
+}
+
+/// A tool started by a worker that is then killed (`kill -9` skips `kill_on_drop`) must not
+/// run on: it is sent SIGKILL when the worker dies, so a restarted worker re-issuing the same
+/// snapshot never races a leftover nodetool.
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl and
+    // getppid, both async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may already have died between fork and prctl.
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::other("the worker exited"));
+            }
+            Ok(())
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }

@@ -29,6 +29,8 @@ pub struct LocalNode {
     pub data_dirs: Vec<PathBuf>,
     cache: HashCache,
     concurrency: usize,
+    /// New for every process start, so the coordinator can tell a restarted worker.
+    instance_id: String,
 }
 
 /// A validated keyspace/table selection.
@@ -73,6 +75,7 @@ impl LocalNode {
             data_dirs: opts.data_dirs.clone(),
             cache,
             concurrency: opts.concurrency.max(1) as usize,
+            instance_id: uuid::Uuid::new_v4().to_string(),
         })
     }
 
@@ -107,6 +110,7 @@ impl LocalNode {
             worker_address: String::new(),
             free_bytes,
             partitioner: local.partitioner,
+            instance_id: self.instance_id.clone(),
         })
     }
 
@@ -291,11 +295,20 @@ impl pb::worker_server::Worker for WorkerService {
         {
             return Err(Status::failed_precondition("no keyspace to back up"));
         }
-        // Checked on disk (no nodetool JVM start): a tag in any data directory is taken.
+        // Checked on disk (no nodetool JVM start): a tag in any data directory is taken,
+        // unless the same run re-issues its own snapshot after a restart.
         if !self.node.snapshot_dirs(&tag).await?.is_empty() {
-            return Err(Status::already_exists(format!(
-                "snapshot {tag} already exists"
-            )));
+            if !req.replace_existing {
+                return Err(Status::already_exists(format!(
+                    "snapshot {tag} already exists"
+                )));
+            }
+            tracing::warn!(%tag, "re-issued snapshot: clearing the earlier attempt first");
+            self.node
+                .nodetool
+                .clear_snapshot(&tag)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
         }
         let ttl = (req.ttl_seconds > 0).then(|| Duration::from_secs(req.ttl_seconds));
         self.node

@@ -1,8 +1,11 @@
 //! Command-line parsing and dispatch, one file per command.
 mod backup;
 mod backups;
+mod purge;
 mod restore;
 mod runs;
+mod schedule;
+mod verify;
 mod workers;
 
 use std::process::ExitCode;
@@ -54,6 +57,13 @@ pub enum Command {
     /// List the workers registered with the coordinator.
     #[command(subcommand)]
     Workers(workers::WorkersCommand),
+    /// Check a backup: every blob present with its size; --deep re-hashes them.
+    Verify(verify::VerifyOptions),
+    /// Apply retention and delete what no kept backup needs.
+    Purge(purge::PurgeOptions),
+    /// Backup schedules run by the coordinator.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
 }
 
 /// Runs the parsed command line.
@@ -65,6 +75,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backups(c) => backups::run(client, c, cli.output).await,
         Command::Runs(c) => runs::run(client, c, cli.output).await,
         Command::Workers(c) => workers::run(client, c, cli.output).await,
+        Command::Verify(o) => verify::run(client, o, cli.output).await,
+        Command::Purge(o) => purge::run(client, o, cli.output).await,
+        Command::Schedule(c) => schedule::run(client, c, cli.output).await,
     }
 }
 

@@ -494,6 +494,7 @@ impl Store for AzureStore {
         {
             Ok(r) => Ok(Some(ObjectMeta {
                 key: key.clone(),
+                modified_ms: None,
                 size: r
                     .content_length()
                     .map_err(az_err("head", &full))?
@@ -532,6 +533,11 @@ impl Store for AzureStore {
                 if let Some(key) = ObjectKey::from_listing(rel) {
                     out.push(ObjectMeta {
                         key,
+                        modified_ms: item
+                            .properties
+                            .as_ref()
+                            .and_then(|p| p.last_modified)
+                            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
                         size: item
                             .properties
                             .as_ref()

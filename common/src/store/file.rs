@@ -102,6 +102,7 @@ impl Store for FileStore {
             Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
                 key: key.clone(),
                 size: m.len(),
+                modified_ms: None,
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -177,9 +178,18 @@ fn list_blocking(root: &Path, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
             if ft.is_dir() {
                 stack.push(path);
             } else if ft.is_file() && rel.starts_with(prefix) {
-                let size = entry.metadata().map_err(io("list", &rel))?.len();
+                let meta = entry.metadata().map_err(io("list", &rel))?;
+                let modified_ms = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64);
                 if let Some(key) = ObjectKey::from_listing(&rel) {
-                    out.push(ObjectMeta { key, size });
+                    out.push(ObjectMeta {
+                        key,
+                        size: meta.len(),
+                        modified_ms,
+                    });
                 }
             }
         }

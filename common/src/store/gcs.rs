@@ -451,6 +451,7 @@ impl Store for GcsStore {
         Ok(self.inner.metadata(&full).await?.map(|v| ObjectMeta {
             key: key.clone(),
             size: parse_size(&v).unwrap_or(0),
+            modified_ms: None,
         }))
     }
 
@@ -491,6 +492,10 @@ impl Store for GcsStore {
                     out.push(ObjectMeta {
                         key,
                         size: parse_size(item).unwrap_or(0),
+                        modified_ms: item["updated"]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.timestamp_millis()),
                     });
                 }
             }

@@ -66,6 +66,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
     /// Whether retrying the operation may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -108,11 +113,13 @@ fn io_is_transient(e: &std::io::Error) -> bool {
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Size of a stored object.
+/// Size (and, from listings, age) of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub key: ObjectKey,
     pub size: u64,
+    /// Last modification, milliseconds since the Unix epoch, when the store says (listings).
+    pub modified_ms: Option<i64>,
 }
 
 /// Bytes of an object as they arrive.

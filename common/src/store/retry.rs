@@ -237,6 +237,7 @@ mod tests {
                 None => Ok(Some(ObjectMeta {
                     key: key.clone(),
                     size: 1,
+                    modified_ms: None,
                 })),
             }
         }

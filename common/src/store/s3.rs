@@ -191,6 +191,7 @@ impl Store for S3Store {
             Ok(o) => Ok(Some(ObjectMeta {
                 key: key.clone(),
                 size: o.content_length().unwrap_or(0).max(0) as u64,
+                modified_ms: None,
             })),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(sdk("head", &full)(e)),
@@ -218,6 +219,7 @@ impl Store for S3Store {
                     out.push(ObjectMeta {
                         key,
                         size: obj.size().unwrap_or(0).max(0) as u64,
+                        modified_ms: obj.last_modified().and_then(|t| t.to_millis().ok()),
                     });
                 }
             }

@@ -1,17 +1,23 @@
 //! Stage `cleanup`: `nodetool clearsnapshot -t TAG` on every node where this run took a
 //! snapshot, whether the run succeeded or not. After a coordinator restart the same is done
-//! for runs it found unfinished, as soon as their workers are back.
+//! for runs it could not resume, as soon as their workers are back. A node whose snapshot was
+//! only requested (the worker died during the call) is cleared too: it may have been taken.
 use std::sync::Arc;
 use std::time::Duration;
 
 use ringvault_common::SnapshotTag;
 use ringvault_proto::v1 as pb;
 
-use super::{PlannedNode, RunContext, connect_worker};
+use super::{PlannedNode, Retry, RunContext, connect_worker};
 use crate::Coordinator;
 use crate::db::RunNodeRow;
 
 const CLEAR_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether a node's snapshot state means a snapshot may exist.
+pub fn may_hold_snapshot(state: &str) -> bool {
+    state == "taken" || state == "requested"
+}
 
 /// Clears the run's snapshot on every node that took it; reports the nodes where that failed.
 pub async fn clear_snapshots(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()> {
@@ -21,27 +27,10 @@ pub async fn clear_snapshots(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow:
         .filter(|n| {
             view.nodes
                 .iter()
-                .any(|v| v.host_id == n.info.host_id && v.snapshot == "taken")
+                .any(|v| v.host_id == n.info.host_id && may_hold_snapshot(&v.snapshot))
         })
         .collect();
-    let calls = taken.iter().map(|n| async move {
-        let r = tokio::time::timeout(
-            CLEAR_TIMEOUT,
-            n.client.clone().clear_snapshot(pb::ClearSnapshotRequest {
-                tag: ctx.tag.to_string(),
-            }),
-        )
-        .await;
-        match r {
-            Ok(Ok(_)) => {
-                ctx.handle
-                    .update_node(&n.info.host_id, |p| p.snapshot = "cleared".into());
-                Ok(())
-            }
-            Ok(Err(e)) => Err(format!("{}: {}", n.label(), e.message())),
-            Err(_) => Err(format!("{}: no answer within {CLEAR_TIMEOUT:?}", n.label())),
-        }
-    });
+    let calls = taken.iter().map(|n| clear_on(ctx, n));
     let errors: Vec<String> = futures::future::join_all(calls)
         .await
         .into_iter()
@@ -59,6 +48,39 @@ pub async fn clear_snapshots(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow:
     Ok(())
 }
 
+/// Clears the snapshot on one node, re-issuing it if the worker restarts meanwhile.
+async fn clear_on(ctx: &RunContext, n: &PlannedNode) -> Result<(), String> {
+    // Cleanup runs after a cancel too: waiting for a worker must not stop on the run's token.
+    let never = tokio_util::sync::CancellationToken::new();
+    for _ in 0..3 {
+        let r = tokio::time::timeout(
+            CLEAR_TIMEOUT,
+            n.client.clone().clear_snapshot(pb::ClearSnapshotRequest {
+                tag: ctx.tag.to_string(),
+            }),
+        )
+        .await;
+        let failed = match r {
+            Ok(Ok(_)) => {
+                ctx.handle
+                    .update_node(&n.info.host_id, |p| p.snapshot = "cleared".into());
+                return Ok(());
+            }
+            Ok(Err(e)) => e,
+            Err(_) => tonic::Status::unavailable(format!("no answer within {CLEAR_TIMEOUT:?}")),
+        };
+        match n
+            .after_failure(&failed, ctx.coord.worker_grace(), &never)
+            .await
+        {
+            Ok(Retry::Reissue) => ctx.handle.update_node(&n.info.host_id, |p| p.retries += 1),
+            Ok(Retry::GiveUp) => return Err(format!("{}: {}", n.label(), failed.message())),
+            Err(e) => return Err(format!("{e:#}")),
+        }
+    }
+    Err(format!("{}: clearsnapshot kept failing", n.label()))
+}
+
 /// After a restart: waits (up to ten minutes) for each worker of the run to be back, then
 /// clears the run's snapshot there and records it.
 pub async fn clear_after_restart(
@@ -67,7 +89,7 @@ pub async fn clear_after_restart(
     tag: SnapshotTag,
     nodes: Vec<RunNodeRow>,
 ) {
-    for mut node in nodes.into_iter().filter(|n| n.snapshot == "taken") {
+    for mut node in nodes.into_iter().filter(|n| may_hold_snapshot(&n.snapshot)) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         loop {
             let result = async {

@@ -118,6 +118,7 @@ async fn write_manifests(
         total_files: totals.iter().map(|t| t.files).sum(),
         total_bytes: totals.iter().map(|t| t.bytes).sum(),
         distinct_blobs: blobs.len() as u64,
+        schedule: ctx.req.schedule_id.clone().unwrap_or_default(),
         nodes: totals,
     };
     store

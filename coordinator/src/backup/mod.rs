@@ -1,10 +1,13 @@
 //! Backup runs. [`start`] validates the request and plans the run synchronously (so bad input
 //! is refused before anything changes), records it, and spawns [`drive`], which moves the run
 //! through its persisted stages, one file each: plan, snapshot, schema, upload, commit, cleanup.
-//! Whatever happens, cleanup clears every snapshot this run took.
+//! Whatever happens, cleanup clears every snapshot this run took. A node whose worker dies
+//! mid-run gets its work re-issued once the worker is back ([`PlannedNode::after_failure`]);
+//! a coordinator that restarts resumes its runs from their persisted stage ([`resume`]).
 mod cleanup;
 mod commit;
 mod plan;
+mod resume;
 mod schema;
 mod snapshot;
 mod upload;
@@ -18,7 +21,8 @@ use ringvault_proto::v1::worker_client::WorkerClient;
 use tonic::Status;
 use tonic::transport::Channel;
 
-pub use self::plan::{PlannedNode, reach_cluster};
+pub use self::plan::{PlannedNode, Retry, reach_cluster};
+pub use self::resume::recover_unfinished;
 use crate::db::{RunNodeRow, RunRow};
 use crate::progress::{RunHandle, RunState, Stage};
 use crate::{Coordinator, now_ms};
@@ -30,6 +34,10 @@ pub struct BackupRequest {
     pub keyspaces: Vec<Identifier>,
     pub tables: Vec<Identifier>,
     pub cluster_name: Option<String>,
+    /// As asked; unset ones are resolved from the config when the run starts.
+    pub limits: crate::limits::RunLimits,
+    /// The schedule starting this run, if any.
+    pub schedule_id: Option<String>,
 }
 
 impl BackupRequest {
@@ -62,6 +70,11 @@ pub async fn start(
         Some(t) => t.clone(),
         None => default_tag(&run_id)?,
     };
+    let _no_purge = coord.purge_lock.try_read().map_err(|_| {
+        Status::unavailable("a purge is sweeping the store; start the backup when it ends")
+    })?;
+    let mut req = req;
+    req.limits = req.limits.or(coord.default_limits());
     let planned = plan::plan(coord, &req, &tag).await?;
     let cluster = planned.cluster_name.clone();
     let row = RunRow {
@@ -78,6 +91,8 @@ pub async fn start(
         finished_ms: 0,
         error: String::new(),
         source_run_id: String::new(),
+        limits: req.limits,
+        schedule_id: req.schedule_id.clone().unwrap_or_default(),
     };
     let node_rows: Vec<RunNodeRow> = planned
         .nodes
@@ -100,8 +115,9 @@ pub async fn start(
         req,
         handle,
         started_ms: row.created_ms,
+        resumed: false,
     };
-    tokio::spawn(drive(ctx, planned));
+    tokio::spawn(drive(ctx, planned, Stage::Snapshot));
     Ok((run_id, tag))
 }
 
@@ -119,6 +135,8 @@ pub struct RunContext {
     pub req: BackupRequest,
     pub handle: Arc<RunHandle>,
     pub started_ms: i64,
+    /// Resumed by a restarted coordinator: snapshots with the run's tag are its own.
+    pub resumed: bool,
 }
 
 impl RunContext {
@@ -142,9 +160,29 @@ impl RunContext {
     }
 }
 
-async fn drive(ctx: RunContext, planned: plan::Plan) {
-    let nodes = planned.nodes;
-    let result = run_stages(&ctx, &nodes, &planned.cluster_name, &planned.partitioner).await;
+/// Moves the run from stage `from` to its end; cleanup runs whatever happened.
+async fn drive(ctx: RunContext, planned: plan::Plan, from: Stage) {
+    let nodes = planned.nodes.clone();
+    let result = if from == Stage::Cleanup {
+        resume::outcome_before_cleanup(&ctx).await
+    } else {
+        run_stages(&ctx, &nodes, &planned, from).await
+    };
+    // The outcome is recorded before cleanup, so a coordinator restarted during cleanup
+    // still knows how the run went.
+    let outcome = match &result {
+        Ok(()) => String::new(),
+        Err(e) => format!("{e:#}"),
+    };
+    let id = ctx.run_id.to_string();
+    if let Err(e) = ctx
+        .coord
+        .db
+        .call(move |db| db.set_error(&id, &outcome))
+        .await
+    {
+        tracing::warn!(error = %format!("{e:#}"), "recording the run's outcome");
+    }
     let _ = ctx.enter_cleanup().await;
     let cleanup = cleanup::clear_snapshots(&ctx, &nodes).await;
     let (state, error) = match (&result, &cleanup) {
@@ -178,16 +216,23 @@ impl RunContext {
     }
 }
 
+/// The stages from `from` on. A resumed run re-enters at its stage; commit is entered
+/// through upload again (re-issued uploads only HEAD what is already stored).
 async fn run_stages(
     ctx: &RunContext,
     nodes: &[PlannedNode],
-    cluster: &str,
-    partitioner: &str,
+    planned: &plan::Plan,
+    from: Stage,
 ) -> anyhow::Result<()> {
-    ctx.enter(Stage::Snapshot).await?;
-    snapshot::take(ctx, nodes).await?;
-    ctx.enter(Stage::Schema).await?;
-    schema::save(ctx, nodes, cluster, partitioner).await?;
+    let order = |s: Stage| s as u8;
+    if order(from) <= order(Stage::Snapshot) {
+        ctx.enter(Stage::Snapshot).await?;
+        snapshot::take(ctx, nodes).await?;
+    }
+    if order(from) <= order(Stage::Schema) {
+        ctx.enter(Stage::Schema).await?;
+        schema::save(ctx, nodes, &planned.cluster_name, &planned.partitioner).await?;
+    }
     ctx.enter(Stage::Upload).await?;
     let files = upload::upload(ctx, nodes).await?;
     ctx.enter(Stage::Commit).await?;
@@ -209,6 +254,7 @@ pub fn node_row(n: &pb::NodeProgress) -> RunNodeRow {
         files_uploaded: n.files_uploaded,
         bytes_uploaded: n.bytes_uploaded,
         error: n.error.clone(),
+        retries: n.retries,
     }
 }
 
@@ -228,6 +274,12 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
         finished_unix_ms: r.finished_ms,
         error: r.error.clone(),
         source_run_id: r.source_run_id.clone(),
+        limits: Some(pb::RunLimits {
+            upload_concurrency: r.limits.upload_concurrency,
+            upload_bandwidth: r.limits.upload_bandwidth,
+            nodes_at_once: r.limits.nodes_at_once,
+        }),
+        schedule_id: r.schedule_id.clone(),
         nodes: nodes
             .iter()
             .map(|n| pb::NodeProgress {
@@ -243,6 +295,7 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
                 error: n.error.clone(),
                 worker_address: n.worker_address.clone(),
                 snapshot: n.snapshot.clone(),
+                retries: n.retries,
             })
             .collect(),
         table_summaries: tables
@@ -255,36 +308,4 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
             })
             .collect(),
     }
-}
-
-/// At start: every run left RUNNING by a previous process is failed with the stage it was in,
-/// and the snapshots it took are cleared as soon as their workers are back.
-pub async fn recover_unfinished(coord: &Arc<Coordinator>) -> anyhow::Result<()> {
-    let runs = coord
-        .db
-        .call(|db| db.runs(u32::MAX, Some(RunState::Running.as_str())))
-        .await?;
-    for run in runs {
-        let reason = format!(
-            "the coordinator stopped while the run was in stage {}; the run was not resumed and its snapshots are cleared",
-            run.stage
-        );
-        tracing::warn!(run = %run.id, reason, "failing unfinished run");
-        let (id, r) = (run.id.clone(), reason.clone());
-        coord
-            .db
-            .call(move |db| db.finish_run(&id, RunState::Failed.as_str(), &r, now_ms()))
-            .await?;
-        let id = run.id.clone();
-        let nodes = coord.db.call(move |db| db.run_nodes(&id)).await?;
-        if let Ok(tag) = SnapshotTag::parse(&run.tag) {
-            tokio::spawn(cleanup::clear_after_restart(
-                Arc::clone(coord),
-                run.id.clone(),
-                tag,
-                nodes,
-            ));
-        }
-    }
-    Ok(())
 }

@@ -1,12 +1,13 @@
 //! Stage `plan`: pick the cluster's workers, refuse with a reason if any is down or unreachable,
 //! check the selection against the live schema and the store against every node, before
 //! anything is recorded or snapshotted.
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringvault_common::SnapshotTag;
 use ringvault_proto::v1 as pb;
 use ringvault_proto::v1::worker_client::WorkerClient;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -17,13 +18,100 @@ use crate::Coordinator;
 #[derive(Clone)]
 pub struct PlannedNode {
     pub info: pb::NodeInfo,
+    /// Reconnects by itself when the worker comes back.
     pub client: WorkerClient<Channel>,
+    /// The worker process last seen (`NodeInfo.instance_id`).
+    instance: Arc<Mutex<String>>,
+}
+
+/// Whether to re-issue a call that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The worker restarted or the connection broke: send the call again.
+    Reissue,
+    /// The worker itself answered with the error: report it.
+    GiveUp,
 }
 
 impl PlannedNode {
+    /// A node reached with `client`, as `info` describes it.
+    pub fn new(info: pb::NodeInfo, client: WorkerClient<Channel>) -> Self {
+        let instance = Arc::new(Mutex::new(info.instance_id.clone()));
+        Self {
+            info,
+            client,
+            instance,
+        }
+    }
+
     /// "address (host id)" for messages.
     pub fn label(&self) -> String {
         format!("node {} ({})", self.info.address, self.info.host_id)
+    }
+
+    /// After a call to this node failed: waits (up to `grace`) until the worker answers again
+    /// as the same node, and says whether to re-issue the call. A worker that restarted
+    /// (new instance id) or could not be reached lost the call: re-issue. A worker that is up
+    /// and the same process answered with its own error: give up, unless the failure was the
+    /// connection's (`Unavailable`). A worker not back in time, or back as another node, is an
+    /// error naming it.
+    pub async fn after_failure(
+        &self,
+        failed: &Status,
+        grace: Duration,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Retry> {
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut reachable_at_first = true;
+        loop {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.client.clone().get_node_info(pb::GetNodeInfoRequest {}),
+            )
+            .await;
+            match answer {
+                Ok(Ok(info)) => {
+                    let info = info.into_inner();
+                    if info.host_id != self.info.host_id {
+                        anyhow::bail!(
+                            "{}: the worker came back as host {} (node replaced?)",
+                            self.label(),
+                            info.host_id
+                        );
+                    }
+                    let mut known = self
+                        .instance
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("instance lock poisoned"))?;
+                    let restarted = *known != info.instance_id;
+                    *known = info.instance_id;
+                    return Ok(
+                        if restarted
+                            || !reachable_at_first
+                            || failed.code() == tonic::Code::Unavailable
+                        {
+                            tracing::warn!(node = %self.label(), restarted, error = failed.message(), "re-issuing the node's work");
+                            Retry::Reissue
+                        } else {
+                            Retry::GiveUp
+                        },
+                    );
+                }
+                Ok(Err(_)) | Err(_) => reachable_at_first = false,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{}: worker unreachable for {}s after: {}",
+                    self.label(),
+                    grace.as_secs(),
+                    failed.message()
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = cancel.cancelled() => anyhow::bail!("cancelled by the operator"),
+            }
+        }
     }
 }
 
@@ -111,7 +199,7 @@ pub async fn reach_cluster(
                 info.host_id
             )));
         }
-        Ok::<_, Status>(PlannedNode { info, client })
+        Ok::<_, Status>(PlannedNode::new(info, client))
     });
     let nodes = futures::future::try_join_all(calls).await?;
     let ids: std::collections::BTreeSet<&str> =

@@ -1,42 +1,93 @@
-//! Stage `snapshot`: `nodetool snapshot` on every node at once, with one tag and the safety-net
-//! TTL. A node whose snapshot succeeded is marked so cleanup clears it whatever happens next.
+//! Stage `snapshot`: `nodetool snapshot` on every node (or `nodes_at_once` at a time), with
+//! one tag and the safety-net TTL. A node is marked `requested` (and persisted) before the
+//! call, so cleanup clears a snapshot even when the worker died while taking it; a worker that
+//! restarts mid-call gets the snapshot re-issued, replacing its own partial one.
+use futures::StreamExt;
 use ringvault_proto::v1 as pb;
 
-use super::{PlannedNode, RunContext};
+use super::{PlannedNode, Retry, RunContext};
+
+/// Attempts per node before the stage fails.
+const MAX_ATTEMPTS: u32 = 5;
 
 /// Takes the run's snapshot on every node; fails naming each node that refused.
 pub async fn take(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()> {
-    let req = pb::SnapshotRequest {
-        tag: ctx.tag.to_string(),
-        selection: Some(ctx.req.selection()),
-        ttl_seconds: ctx.coord.opts.snapshot_ttl_secs,
-        min_free_bytes: ctx.coord.opts.min_free_bytes,
-    };
-    let calls = nodes.iter().map(|n| {
-        let req = req.clone();
-        async move {
-            ctx.handle
-                .update_node(&n.info.host_id, |p| p.state = "SNAPSHOTTING".into());
-            let r = n.client.clone().snapshot(req).await;
-            match &r {
-                Ok(_) => ctx.handle.update_node(&n.info.host_id, |p| {
-                    p.state = "SNAPSHOT_TAKEN".into();
-                    p.snapshot = "taken".into();
-                }),
-                Err(e) => ctx.handle.update_node(&n.info.host_id, |p| {
-                    p.state = "FAILED".into();
-                    p.error = e.message().to_string();
-                }),
+    for n in nodes {
+        ctx.handle.update_node(&n.info.host_id, |p| {
+            p.state = "SNAPSHOTTING".into();
+            if p.snapshot != "taken" {
+                p.snapshot = "requested".into();
             }
-            r.map(|_| ())
-                .map_err(|e| format!("{}: {}", n.label(), e.message()))
-        }
-    });
-    let results = futures::future::join_all(calls).await;
+        });
+    }
+    ctx.persist_nodes().await?;
+    let parallel = ctx.req.limits.parallel_nodes(nodes.len());
+    // Futures built up front: a closure over `&PlannedNode` would not be `Send` for every
+    // lifetime once the run is spawned.
+    let calls: Vec<_> = nodes.iter().map(|n| take_on(ctx, n)).collect();
+    let results: Vec<Result<(), String>> = futures::stream::iter(calls)
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
     ctx.persist_nodes().await?;
     let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     if !errors.is_empty() {
         anyhow::bail!("snapshot failed on {}", errors.join("; "));
     }
     Ok(())
+}
+
+async fn take_on(ctx: &RunContext, n: &PlannedNode) -> Result<(), String> {
+    let host = &n.info.host_id;
+    let mut replace = ctx.resumed;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let req = pb::SnapshotRequest {
+            tag: ctx.tag.to_string(),
+            selection: Some(ctx.req.selection()),
+            ttl_seconds: ctx.coord.opts.snapshot_ttl_secs,
+            min_free_bytes: ctx.coord.opts.min_free_bytes,
+            replace_existing: replace,
+        };
+        let failed = match n.client.clone().snapshot(req).await {
+            Ok(_) => {
+                ctx.handle.update_node(host, |p| {
+                    p.state = "SNAPSHOT_TAKEN".into();
+                    p.snapshot = "taken".into();
+                });
+                return Ok(());
+            }
+            Err(status) => status,
+        };
+        let retry = if attempt < MAX_ATTEMPTS {
+            n.after_failure(&failed, ctx.coord.worker_grace(), &ctx.handle.cancel)
+                .await
+        } else {
+            Ok(Retry::GiveUp)
+        };
+        match retry {
+            Ok(Retry::Reissue) => {
+                // The earlier attempt may have left a partial snapshot under the tag.
+                replace = true;
+                ctx.handle.update_node(host, |p| p.retries += 1);
+            }
+            Ok(Retry::GiveUp) => {
+                let msg = failed.message().to_string();
+                ctx.handle.update_node(host, |p| {
+                    p.state = "FAILED".into();
+                    p.error = msg.clone();
+                });
+                return Err(format!("{}: {msg}", n.label()));
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                ctx.handle.update_node(host, |p| {
+                    p.state = "FAILED".into();
+                    p.error = msg.clone();
+                });
+                return Err(msg);
+            }
+        }
+    }
 }

@@ -1,16 +1,19 @@
 //! Stage `upload`: every node streams its snapshot to the store in parallel. The coordinator
 //! follows each node's event stream, validates every file entry, publishes progress, and
-//! persists progress and file rows in batches (every second), never per event.
+//! persists progress and file rows in batches (every second), never per event. A node whose
+//! worker restarts (or whose stream breaks) gets its upload re-issued: the worker re-walks the
+//! same snapshot and sends only blobs the store does not have.
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
 use ringvault_common::hash::ContentHash;
 use ringvault_common::manifest::FileEntry;
 use ringvault_common::{Identifier, RelativeName};
 use ringvault_proto::v1 as pb;
 
-use super::{PlannedNode, RunContext};
+use super::{PlannedNode, Retry, RunContext};
 use crate::db::RunFileRow;
 
 /// The files one node reported.
@@ -34,7 +37,14 @@ pub async fn upload(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<V
             }
         }
     };
-    let work = futures::future::try_join_all(nodes.iter().map(|n| upload_node(ctx, n, &pending)));
+    let parallel = ctx.req.limits.parallel_nodes(nodes.len());
+    let calls: Vec<_> = nodes
+        .iter()
+        .map(|n| upload_node(ctx, n, &pending))
+        .collect();
+    let work = futures::stream::iter(calls)
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<NodeFiles>>();
     let result = tokio::select! {
         r = work => r,
         _ = flusher => unreachable_flusher(),
@@ -70,7 +80,36 @@ async fn upload_node(
     pending: &Mutex<Vec<RunFileRow>>,
 ) -> anyhow::Result<NodeFiles> {
     let host = n.info.host_id.clone();
-    let result = follow(ctx, n, pending).await;
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        let failed = match follow(ctx, n, pending).await {
+            Ok(files) => break Ok(files),
+            Err(FollowError::Other(e)) => break Err(e),
+            Err(FollowError::Call(status)) => status,
+        };
+        let retry = if attempt < MAX_ATTEMPTS {
+            n.after_failure(&failed, ctx.coord.worker_grace(), &ctx.handle.cancel)
+                .await
+        } else {
+            Ok(Retry::GiveUp)
+        };
+        match retry {
+            Ok(Retry::Reissue) => ctx.handle.update_node(&host, |p| {
+                p.retries += 1;
+                p.files_done = 0;
+                p.bytes_done = 0;
+            }),
+            Ok(Retry::GiveUp) => {
+                break Err(anyhow::anyhow!(
+                    "upload failed: {} ({:?})",
+                    failed.message(),
+                    failed.code()
+                ));
+            }
+            Err(e) => break Err(e),
+        }
+    };
     match &result {
         Ok(_) => ctx
             .handle
@@ -83,11 +122,28 @@ async fn upload_node(
     result.with_context(|| n.label())
 }
 
+/// Attempts per node before the stage fails.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Why following one node's upload stopped.
+enum FollowError {
+    /// The call or its stream failed: maybe re-issue.
+    Call(tonic::Status),
+    /// The worker's answer was wrong: never re-issued.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for FollowError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Other(e)
+    }
+}
+
 async fn follow(
     ctx: &RunContext,
     n: &PlannedNode,
     pending: &Mutex<Vec<RunFileRow>>,
-) -> anyhow::Result<NodeFiles> {
+) -> Result<NodeFiles, FollowError> {
     let host = n.info.host_id.clone();
     ctx.handle
         .update_node(&host, |p| p.state = "UPLOADING".into());
@@ -96,15 +152,15 @@ async fn follow(
         tag: ctx.tag.to_string(),
         store_url: ctx.coord.opts.store.clone(),
         selection: Some(ctx.req.selection()),
-        concurrency: ctx.coord.opts.upload_concurrency,
-        bandwidth_bytes_per_sec: ctx.coord.opts.upload_bandwidth,
+        concurrency: ctx.req.limits.upload_concurrency,
+        bandwidth_bytes_per_sec: ctx.req.limits.upload_bandwidth,
     };
     let mut stream = n
         .client
         .clone()
         .upload(req)
         .await
-        .map_err(|e| anyhow::anyhow!("upload refused: {}", e.message()))?
+        .map_err(FollowError::Call)?
         .into_inner();
     let mut plan: Option<pb::UploadPlan> = None;
     let mut files = Vec::new();
@@ -112,7 +168,7 @@ async fn follow(
         let msg = match stream.message().await {
             Ok(Some(m)) => m,
             Ok(None) => break,
-            Err(e) => anyhow::bail!("upload failed: {} ({:?})", e.message(), e.code()),
+            Err(e) => return Err(FollowError::Call(e)),
         };
         match msg.event {
             Some(pb::upload_event::Event::Plan(p)) => {
@@ -160,12 +216,12 @@ async fn follow(
     let plan = plan.ok_or_else(|| anyhow::anyhow!("worker ended the upload without a plan"))?;
     let bytes: u64 = files.iter().map(|f| f.size).sum();
     if files.len() as u64 != plan.total_files || bytes != plan.total_bytes {
-        anyhow::bail!(
+        return Err(FollowError::Other(anyhow::anyhow!(
             "worker reported {} files / {bytes} bytes but planned {} / {}",
             files.len(),
             plan.total_files,
             plan.total_bytes
-        );
+        )));
     }
     Ok(NodeFiles {
         host_id: host,

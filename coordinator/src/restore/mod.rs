@@ -262,6 +262,8 @@ pub async fn start(coord: &Arc<Coordinator>, req: RestoreRequest) -> Result<RunI
         finished_ms: 0,
         error: String::new(),
         source_run_id: planned.backup_run.to_string(),
+        limits: Default::default(),
+        schedule_id: String::new(),
     };
     let nodes: Vec<RunNodeRow> = planned
         .assignments

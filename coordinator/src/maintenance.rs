@@ -1,0 +1,195 @@
+//! Glue between the coordinator's state and its maintenance work: purge with the configured
+//! and per-schedule retention (refused while a backup runs, and backups refused while it
+//! sweeps), and the [`Launcher`] that starts scheduled backups and applies retention after
+//! each one that succeeds.
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ringvault_common::Identifier;
+use tonic::Status;
+
+use crate::backup::{self, BackupRequest};
+use crate::db::ScheduleRow;
+use crate::progress::RunState;
+use crate::purge::{self, PurgeOptions, PurgeReport, RetentionPolicy};
+use crate::schedule::Launcher;
+use crate::{Coordinator, now_ms};
+
+/// What an operator may override for one purge.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeRequest {
+    pub dry_run: bool,
+    /// Replaces the configured policy for backups not started by a schedule.
+    pub policy: Option<RetentionPolicy>,
+    /// Replaces the configured grace period.
+    pub grace: Option<Duration>,
+}
+
+/// Runs a purge now; refuses while any backup runs in this coordinator or another purge runs.
+pub async fn run_purge(coord: &Arc<Coordinator>, req: PurgeRequest) -> Result<PurgeReport, Status> {
+    let _exclusive = coord.purge_lock.try_write().map_err(|_| {
+        Status::failed_precondition(
+            "a purge or a backup start is in progress; try again when it ends",
+        )
+    })?;
+    let busy: Vec<String> = coord
+        .active
+        .lock()
+        .map_err(|_| Status::internal("active runs lock poisoned"))?
+        .values()
+        .map(|h| h.id.clone())
+        .collect();
+    if !busy.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "run(s) {} in progress; purge would race them (nothing was deleted)",
+            busy.join(", ")
+        )));
+    }
+    let schedules = coord
+        .db
+        .call(|db| db.schedules())
+        .await
+        .map_err(|e| Status::internal(format!("{e:#}")))?;
+    let running = coord
+        .db
+        .call(|db| {
+            let runs = db.runs(u32::MAX, Some(RunState::Running.as_str()))?;
+            let blobs = db.running_blobs()?;
+            Ok((runs, blobs))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("{e:#}")))?;
+    let opts = PurgeOptions {
+        dry_run: req.dry_run,
+        default_policy: req.policy.unwrap_or(RetentionPolicy {
+            keep_last: coord.opts.keep_last,
+            keep_days: coord.opts.keep_days,
+        }),
+        schedule_policies: schedules
+            .iter()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    RetentionPolicy {
+                        keep_last: s.keep_last,
+                        keep_days: s.keep_days,
+                    },
+                )
+            })
+            .collect::<HashMap<_, _>>(),
+        grace: req
+            .grace
+            .unwrap_or(Duration::from_secs(coord.opts.purge_grace_secs)),
+        running_blobs: running.1.into_iter().collect(),
+        running_runs: running.0.into_iter().map(|r| r.id).collect::<BTreeSet<_>>(),
+        now_ms: now_ms(),
+    };
+    let report = purge::purge(&coord.store, &opts)
+        .await
+        .map_err(|e| Status::internal(format!("purge: {e:#}")))?;
+    tracing::info!(
+        dry_run = report.dry_run,
+        runs = report.runs_deleted.len(),
+        blobs = report.blobs_deleted,
+        bytes = report.bytes_deleted,
+        leftovers = report.leftovers_deleted,
+        "purge"
+    );
+    Ok(report)
+}
+
+/// Starts scheduled backups.
+pub struct ScheduledBackups {
+    pub coord: Arc<Coordinator>,
+}
+
+impl ScheduledBackups {
+    async fn start(&self, s: &ScheduleRow) -> Result<String, String> {
+        let parse = |kind: &'static str, v: &[String]| {
+            v.iter()
+                .map(|x| Identifier::parse(kind, x))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+        };
+        let req = BackupRequest {
+            tag: None,
+            keyspaces: parse("keyspace", &s.keyspaces)?,
+            tables: parse("table", &s.tables)?,
+            cluster_name: (!s.cluster_name.is_empty()).then(|| s.cluster_name.clone()),
+            limits: s.limits,
+            schedule_id: Some(s.id.clone()),
+        };
+        let (run, _) = backup::start(&self.coord, req)
+            .await
+            .map_err(|e| e.message().to_string())?;
+        let coord = Arc::clone(&self.coord);
+        let (run_id, schedule) = (run.to_string(), s.id.clone());
+        tokio::spawn(async move { retention_after(coord, run_id, schedule).await });
+        Ok(run.to_string())
+    }
+}
+
+impl Launcher for ScheduledBackups {
+    fn launch<'a>(&'a self, schedule: &'a ScheduleRow) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(self.start(schedule))
+    }
+}
+
+/// Waits for a scheduled run to end; when it is done, applies retention (a purge with the
+/// configured grace period). Failures are logged: the backup itself is not affected.
+async fn retention_after(coord: Arc<Coordinator>, run_id: String, schedule: String) {
+    let handle = coord
+        .active
+        .lock()
+        .ok()
+        .and_then(|a| a.get(&run_id).cloned());
+    if let Some(h) = handle {
+        let mut rx = h.view.subscribe();
+        while rx.borrow_and_update().finished_unix_ms == 0 {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    // The run is recorded as ended just after its view; wait for the row.
+    let mut state = String::new();
+    for _ in 0..50 {
+        let id = run_id.clone();
+        if let Ok(Some(r)) = coord.db.call(move |db| db.run(&id)).await
+            && r.state != RunState::Running.as_str()
+        {
+            state = r.state;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if state != RunState::Done.as_str() {
+        return;
+    }
+    // Other runs may still be finishing: retry for a while.
+    for _ in 0..30 {
+        match run_purge(&coord, PurgeRequest::default()).await {
+            Ok(r) => {
+                tracing::info!(
+                    schedule,
+                    run = run_id,
+                    expired = r.runs_deleted.len(),
+                    blobs = r.blobs_deleted,
+                    "retention applied"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = e.message(), "retention postponed");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    tracing::warn!(
+        schedule,
+        run = run_id,
+        "retention not applied: other runs kept the store busy"
+    );
+}
