@@ -4,4 +4,5 @@
 //! against them ([`deployment`]).
 pub mod cluster;
 pub mod deployment;
+pub mod runs;
 pub mod testbed;

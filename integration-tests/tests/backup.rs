@@ -578,11 +578,20 @@ async fn slow_keyspace(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_worker_killed_mid_upload_fails_the_run_and_other_snapshots_are_cleared()
+async fn a_worker_killed_mid_upload_that_does_not_come_back_fails_the_run_naming_it()
 -> anyhow::Result<()> {
     let _g = serial().await;
-    let mut d =
-        Deployment::start_with(&file_store_url("kill")?, &["--upload-bandwidth", "300000"])?;
+    // A worker that comes back in time gets its work re-issued (tests/crash.rs); this one
+    // stays down past the grace period.
+    let mut d = Deployment::start_with(
+        &file_store_url("kill")?,
+        &[
+            "--upload-bandwidth",
+            "300000",
+            "--worker-restart-grace-secs",
+            "3",
+        ],
+    )?;
     let tb = d.testbed.clone();
     let (ks, s) = slow_keyspace(&tb, "killw").await?;
     let started = d.cli_json(&["backup", "-k", &ks])?;
@@ -614,51 +623,6 @@ async fn a_worker_killed_mid_upload_fails_the_run_and_other_snapshots_are_cleare
         "a failed run was committed"
     );
     d.start_worker(2)?;
-    s.query_unpaged(format!("DROP KEYSPACE {ks}"), ()).await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_coordinator_killed_mid_upload_never_leaves_a_run_running() -> anyhow::Result<()> {
-    let _g = serial().await;
-    let mut d =
-        Deployment::start_with(&file_store_url("killc")?, &["--upload-bandwidth", "300000"])?;
-    let tb = d.testbed.clone();
-    let (ks, s) = slow_keyspace(&tb, "killc").await?;
-    let started = d.cli_json(&["backup", "-k", &ks])?;
-    let run = started["id"].as_str().context("id")?.to_string();
-    let tag = started["tag"].as_str().context("tag")?.to_string();
-    wait_for_stage(&d, &run, "upload")?;
-    d.kill_coordinator()?;
-    d.start_coordinator()?;
-    let v = wait_for_end(&d, &run)?;
-    assert_eq!(v["state"], "FAILED", "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("stage upload")),
-        "no reason: {}",
-        v["error"]
-    );
-    // The restarted coordinator clears the snapshots once the workers are back.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left: usize = (1..=tb.nodes()?)
-            .map(|n| cluster::snapshot_dirs(&tb, n, &tag).map(|d| d.len()))
-            .sum::<anyhow::Result<usize>>()?;
-        if left == 0 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{left} snapshot directories of {tag} left after the restart"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    // And the next backup works.
-    d.wait_workers(tb.nodes()?)?;
-    let again = backup(&d, &["-k", &ks])?;
-    assert_eq!(again["state"], "DONE");
     s.query_unpaged(format!("DROP KEYSPACE {ks}"), ()).await?;
     Ok(())
 }
