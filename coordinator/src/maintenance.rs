@@ -100,6 +100,9 @@ pub async fn run_purge(coord: &Arc<Coordinator>, req: PurgeRequest) -> Result<Pu
     Ok(report)
 }
 
+/// How long a scheduled start keeps retrying a refusal that should clear by itself.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Starts scheduled backups.
 pub struct ScheduledBackups {
     pub coord: Arc<Coordinator>,
@@ -121,9 +124,23 @@ impl ScheduledBackups {
             limits: s.limits,
             schedule_id: Some(s.id.clone()),
         };
-        let (run, _) = backup::start(&self.coord, req)
-            .await
-            .map_err(|e| e.message().to_string())?;
+        // Workers re-register within seconds of a coordinator restart, and a purge ends: a
+        // refusal for an unavailable worker or a running purge is retried for a while before
+        // the window is recorded as skipped.
+        let deadline = tokio::time::Instant::now() + START_PATIENCE;
+        let run = loop {
+            match backup::start(&self.coord, req.clone()).await {
+                Ok((run, _)) => break run,
+                Err(e)
+                    if e.code() == tonic::Code::Unavailable
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(schedule = s.id, why = e.message(), "scheduled backup waits");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e.message().to_string()),
+            }
+        };
         let coord = Arc::clone(&self.coord);
         let (run_id, schedule) = (run.to_string(), s.id.clone());
         tokio::spawn(async move { retention_after(coord, run_id, schedule).await });

@@ -1,17 +1,80 @@
-//! Following runs through the CLI, as an operator would: start, poll, wait for the end,
-//! verify. Shared by the crash, purge and schedule tests.
+//! Following runs through the CLI, as an operator would (start, poll, wait for the end,
+//! verify), and reading what they wrote straight from the store. Shared by the backup, crash,
+//! purge and schedule tests.
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ringvault_common::RunId;
+use ringvault_common::layout;
+use ringvault_common::manifest::{NodeManifest, RunManifest};
+use ringvault_common::store::{self, Store};
 use serde_json::Value;
 
 use crate::deployment::Deployment;
+use crate::testbed::Testbed;
 
 /// A fresh `file://` store under the temp directory.
-pub fn file_store_url(tag: &str) -> String {
+pub fn file_store_url(tag: &str) -> anyhow::Result<String> {
     let dir =
         std::env::temp_dir().join(format!("rv-store-{tag}-{}", uuid::Uuid::new_v4().simple()));
-    format!("file://{}", dir.display())
+    Ok(format!("file://{}", dir.display()))
+}
+
+/// A fresh prefix in the test bed's S3 bucket.
+pub fn s3_store_url(tb: &Testbed) -> anyhow::Result<String> {
+    Ok(format!(
+        "s3://{}/e2e-{}?endpoint={}&region={}",
+        tb.var("RV_S3_BUCKET")?,
+        uuid::Uuid::new_v4().simple(),
+        tb.var("RV_S3_ENDPOINT")?,
+        tb.var("RV_S3_REGION")?
+    ))
+}
+
+/// The deployment's store, opened here to check what runs wrote.
+pub async fn open_store(d: &Deployment) -> anyhow::Result<Arc<dyn Store>> {
+    set_aws_env(&d.testbed)?;
+    Ok(store::open(&d.store_url).await?)
+}
+
+/// The S3 backend reads credentials from the standard AWS environment: tests set them
+/// process-wide once, identical for every test.
+pub fn set_aws_env(tb: &Testbed) -> anyhow::Result<()> {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let (k, s, r) = (
+        tb.var("RV_S3_ACCESS_KEY")?,
+        tb.var("RV_S3_SECRET_KEY")?,
+        tb.var("RV_S3_REGION")?,
+    );
+    // SAFETY: set once, before any store is opened by this test process, to the same values.
+    ONCE.call_once(|| unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", k);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", s);
+        std::env::set_var("AWS_REGION", r);
+    });
+    Ok(())
+}
+
+/// A JSON document from the store.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    st: &dyn Store,
+    key: &layout::ObjectKey,
+) -> anyhow::Result<T> {
+    let bytes = store::get_bytes(st, key, 64 << 20)
+        .await
+        .with_context(|| format!("reading {key}"))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {key}"))
+}
+
+/// Every node manifest of a committed run.
+pub async fn node_manifests(st: &dyn Store, run: &RunId) -> anyhow::Result<Vec<NodeManifest>> {
+    let m: RunManifest = read_json(st, &layout::run_manifest(run)).await?;
+    let mut out = Vec::new();
+    for n in &m.nodes {
+        out.push(read_json(st, &layout::node_manifest(run, &n.host_id)).await?);
+    }
+    Ok(out)
 }
 
 /// `ringvault backup --wait ARGS`, which must end DONE.

@@ -8,10 +8,11 @@ use anyhow::Context;
 use futures::StreamExt;
 use ringvault_common::RunId;
 use ringvault_common::layout;
-use ringvault_common::manifest::{NodeManifest, RunManifest};
+use ringvault_common::manifest::NodeManifest;
 use ringvault_common::store::{self, Store};
 use ringvault_integration_tests::cluster;
 use ringvault_integration_tests::deployment::Deployment;
+use ringvault_integration_tests::runs::{file_store_url, node_manifests, open_store, s3_store_url};
 use ringvault_integration_tests::testbed::Testbed;
 use serde_json::Value;
 
@@ -20,63 +21,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
-}
-
-fn file_store_url(tag: &str) -> anyhow::Result<String> {
-    let dir =
-        std::env::temp_dir().join(format!("rv-store-{tag}-{}", uuid::Uuid::new_v4().simple()));
-    Ok(format!("file://{}", dir.display()))
-}
-
-fn s3_store_url(tb: &Testbed) -> anyhow::Result<String> {
-    Ok(format!(
-        "s3://{}/e2e-{}?endpoint={}&region={}",
-        tb.var("RV_S3_BUCKET")?,
-        uuid::Uuid::new_v4().simple(),
-        tb.var("RV_S3_ENDPOINT")?,
-        tb.var("RV_S3_REGION")?
-    ))
-}
-
-async fn open_store(d: &Deployment) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    // SAFETY of env: the S3 backend reads credentials from the standard AWS environment.
-    // Tests set them process-wide once, identical for every test.
-    set_aws_env(&d.testbed)?;
-    Ok(store::open(&d.store_url).await?)
-}
-
-fn set_aws_env(tb: &Testbed) -> anyhow::Result<()> {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    let (k, s, r) = (
-        tb.var("RV_S3_ACCESS_KEY")?,
-        tb.var("RV_S3_SECRET_KEY")?,
-        tb.var("RV_S3_REGION")?,
-    );
-    ONCE.call_once(|| unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", k);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", s);
-        std::env::set_var("AWS_REGION", r);
-    });
-    Ok(())
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(
-    st: &dyn Store,
-    key: &layout::ObjectKey,
-) -> anyhow::Result<T> {
-    let bytes = store::get_bytes(st, key, 64 << 20)
-        .await
-        .with_context(|| format!("reading {key}"))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parsing {key}"))
-}
-
-async fn node_manifests(st: &dyn Store, run: &RunId) -> anyhow::Result<Vec<NodeManifest>> {
-    let m: RunManifest = read_json(st, &layout::run_manifest(run)).await?;
-    let mut out = Vec::new();
-    for n in &m.nodes {
-        out.push(read_json(st, &layout::node_manifest(run, &n.host_id)).await?);
-    }
-    Ok(out)
 }
 
 /// Streams every blob the run refers to and re-hashes it here; returns the number checked.

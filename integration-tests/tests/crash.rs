@@ -108,7 +108,7 @@ async fn strike(tb: &Testbed, ks: &str, target: Target, point: Point) -> anyhow:
     if let Some(n) = point.nodes_at_once() {
         args.extend(["--nodes-at-once", n]);
     }
-    let mut d = Deployment::start_with(&runs::file_store_url("crash"), &args)?;
+    let mut d = Deployment::start_with(&runs::file_store_url("crash")?, &args)?;
     let started = d.cli_json(&["backup", "-k", ks])?;
     let run = started["id"].as_str().context("id")?.to_string();
     let tag = started["tag"].as_str().context("tag")?.to_string();

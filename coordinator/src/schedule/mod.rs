@@ -16,6 +16,8 @@ use crate::db::{Db, ScheduleEventRow, ScheduleRow};
 
 /// A due time older than this when first seen is a missed window, not a late tick.
 pub const MISSED_AFTER_MS: i64 = 90_000;
+/// A due time more than this before the coordinator started passed while it was down.
+pub const DOWN_TOLERANCE_MS: i64 = 30_000;
 
 /// Starts the work a schedule stands for.
 pub trait Launcher: Send + Sync + 'static {
@@ -48,13 +50,16 @@ pub fn next_due(cron: &Cron, now_ms: i64) -> i64 {
     cron.next_after(at(now_ms)).map(ms).unwrap_or(i64::MAX)
 }
 
-/// Decides what to do with `s` at `now_ms`.
-pub fn decide(s: &ScheduleRow, cron: &Cron, now_ms: i64) -> Decision {
+/// Decides what to do with `s` at `now_ms`, in a coordinator that started at `started_ms`. A
+/// due time is missed when it passed while the coordinator was down (well before it started)
+/// or long ago (the coordinator was stalled).
+pub fn decide(s: &ScheduleRow, cron: &Cron, now_ms: i64, started_ms: i64) -> Decision {
     if s.paused || s.next_due_ms > now_ms {
         return Decision::Wait;
     }
     let next_due_ms = next_due(cron, now_ms);
-    if now_ms - s.next_due_ms <= MISSED_AFTER_MS {
+    let while_down = s.next_due_ms < started_ms - DOWN_TOLERANCE_MS;
+    if !while_down && now_ms - s.next_due_ms <= MISSED_AFTER_MS {
         return Decision::Fire {
             missed: 0,
             next_due_ms,
@@ -77,8 +82,9 @@ pub fn decide(s: &ScheduleRow, cron: &Cron, now_ms: i64) -> Decision {
 
 /// Checks every schedule every `tick` until the process ends.
 pub async fn run_forever(db: Db, launcher: Arc<dyn Launcher>, tick: Duration) {
+    let started_ms = crate::now_ms();
     loop {
-        if let Err(e) = tick_once(&db, launcher.as_ref(), crate::now_ms()).await {
+        if let Err(e) = tick_once(&db, launcher.as_ref(), crate::now_ms(), started_ms).await {
             tracing::error!(error = %format!("{e:#}"), "scheduler");
         }
         tokio::time::sleep(tick).await;
@@ -86,7 +92,12 @@ pub async fn run_forever(db: Db, launcher: Arc<dyn Launcher>, tick: Duration) {
 }
 
 /// One pass over the schedules at `now_ms`.
-pub async fn tick_once(db: &Db, launcher: &dyn Launcher, now_ms: i64) -> anyhow::Result<()> {
+pub async fn tick_once(
+    db: &Db,
+    launcher: &dyn Launcher,
+    now_ms: i64,
+    started_ms: i64,
+) -> anyhow::Result<()> {
     let schedules = db.call(|db| db.schedules()).await?;
     for s in schedules {
         let cron = match Cron::parse(&s.cron) {
@@ -111,7 +122,7 @@ pub async fn tick_once(db: &Db, launcher: &dyn Launcher, now_ms: i64) -> anyhow:
                 at(now_ms).format("%Y-%m-%dT%H:%M:%SZ")
             )
         };
-        match decide(&s, &cron, now_ms) {
+        match decide(&s, &cron, now_ms, started_ms) {
             Decision::Wait => {}
             Decision::SkipMissed {
                 missed,
@@ -195,12 +206,13 @@ mod tests {
     fn due_on_time_fires_and_moves_to_the_next_window() -> anyhow::Result<()> {
         let cron = Cron::parse("0 2 * * *")?;
         let s = schedule("0 2 * * *", t("2026-11-25T02:00:00Z"), "run-once");
+        let up = ms(t("2026-11-20T00:00:00Z"));
         assert_eq!(
-            decide(&s, &cron, ms(t("2026-11-25T01:59:59Z"))),
+            decide(&s, &cron, ms(t("2026-11-25T01:59:59Z")), up),
             Decision::Wait
         );
         assert_eq!(
-            decide(&s, &cron, ms(t("2026-11-25T02:00:01Z"))),
+            decide(&s, &cron, ms(t("2026-11-25T02:00:01Z")), up),
             Decision::Fire {
                 missed: 0,
                 next_due_ms: ms(t("2026-11-26T02:00:00Z"))
@@ -208,7 +220,7 @@ mod tests {
         );
         let paused = ScheduleRow { paused: true, ..s };
         assert_eq!(
-            decide(&paused, &cron, ms(t("2026-11-27T00:00:00Z"))),
+            decide(&paused, &cron, ms(t("2026-11-27T00:00:00Z")), up),
             Decision::Wait
         );
         Ok(())
@@ -219,9 +231,10 @@ mod tests {
         let cron = Cron::parse("0 2 * * *")?;
         // Down from before the 25th 02:00 until the 27th 10:00: three windows missed.
         let now = ms(t("2026-11-27T10:00:00Z"));
+        let up = now - 5_000;
         let run_once = schedule("0 2 * * *", t("2026-11-25T02:00:00Z"), "run-once");
         assert_eq!(
-            decide(&run_once, &cron, now),
+            decide(&run_once, &cron, now, up),
             Decision::Fire {
                 missed: 3,
                 next_due_ms: ms(t("2026-11-28T02:00:00Z"))
@@ -229,10 +242,30 @@ mod tests {
         );
         let skip = schedule("0 2 * * *", t("2026-11-25T02:00:00Z"), "skip");
         assert_eq!(
-            decide(&skip, &cron, now),
+            decide(&skip, &cron, now, up),
             Decision::SkipMissed {
                 missed: 3,
                 next_due_ms: ms(t("2026-11-28T02:00:00Z"))
+            }
+        );
+        // Down across a single window 40 s before the restart: missed, though only 45 s late.
+        let every = Cron::parse("* * * * *")?;
+        let due = t("2026-11-27T10:00:00Z");
+        let s = schedule("* * * * *", due, "skip");
+        let restarted = ms(due) + 40_000;
+        assert_eq!(
+            decide(&s, &every, restarted + 5_000, restarted),
+            Decision::SkipMissed {
+                missed: 1,
+                next_due_ms: ms(t("2026-11-27T10:01:00Z"))
+            }
+        );
+        // A due time just before the start is a late tick, not a miss.
+        assert_eq!(
+            decide(&s, &every, ms(due) + 3_000, ms(due) + 1_000),
+            Decision::Fire {
+                missed: 0,
+                next_due_ms: ms(t("2026-11-27T10:01:00Z"))
             }
         );
         Ok(())
