@@ -157,7 +157,7 @@ async fn purge_across_five_overlapping_backups_deletes_exactly_the_unreferenced_
         .sum();
     assert_eq!(real["bytes_deleted"], reclaimed, "{real}");
     let after = listing(&d).await?;
-    for (k, _) in &before {
+    for k in before.keys() {
         let gone = !after.contains_key(k);
         let should_go = doomed.iter().any(|h| k.ends_with(h.as_str()))
             || ids[..3]
