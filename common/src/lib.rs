@@ -1,11 +1,13 @@
 //! Domain types shared by every ringvault crate: identifiers and snapshot tags ([`ids`]), the
 //! manifests written to the store ([`manifest`]), the one module that builds every remote key
 //! ([`layout`]), content hashing ([`hash`]) and the object-store trait with its backends
-//! ([`store`]), and the bandwidth cap ([`throttle`]).
+//! ([`store`]), the bandwidth cap ([`throttle`]), and the Prometheus text renderer both
+//! binaries serve ([`metrics`]).
 pub mod hash;
 pub mod ids;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod service;
 pub mod store;
 pub mod throttle;

@@ -602,6 +602,97 @@ impl Db {
     }
 }
 
+// ---------------------------------------------------------------------- metrics
+// Read-only aggregates for `GET /metrics` (see `crate::metrics`), computed at scrape time so they
+// survive restarts.
+
+/// How many runs of one kind are in one state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStateCount {
+    pub kind: String,
+    pub state: String,
+    pub runs: u64,
+}
+
+/// Files of every backup run of one cluster, split into uploaded and skipped (already stored).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterFileTotals {
+    pub cluster: String,
+    pub files_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub files_skipped: u64,
+    pub bytes_skipped: u64,
+}
+
+impl Db {
+    /// Number of runs by kind and state.
+    pub fn run_state_counts(&self) -> anyhow::Result<Vec<RunStateCount>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT kind, state, COUNT(*) FROM runs GROUP BY kind, state ORDER BY kind, state",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(RunStateCount {
+                    kind: r.get(0)?,
+                    state: r.get(1)?,
+                    runs: r.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Uploaded and skipped files and bytes over every backup run, per cluster.
+    pub fn backup_file_totals(&self) -> anyhow::Result<Vec<ClusterFileTotals>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT r.cluster_name,
+                        COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 1 ELSE 0 END), 0),
+                        COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN f.size ELSE 0 END), 0),
+                        COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE 1 END), 0),
+                        COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE f.size END), 0)
+                 FROM run_files f JOIN runs r ON r.id = f.run_id
+                 WHERE r.kind = 'backup'
+                 GROUP BY r.cluster_name ORDER BY r.cluster_name",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(ClusterFileTotals {
+                    cluster: r.get(0)?,
+                    files_uploaded: r.get::<_, i64>(1)? as u64,
+                    bytes_uploaded: r.get::<_, i64>(2)? as u64,
+                    files_skipped: r.get::<_, i64>(3)? as u64,
+                    bytes_skipped: r.get::<_, i64>(4)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Per cluster, when its newest successful backup finished (ms since the epoch).
+    pub fn last_successful_backups(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT cluster_name, MAX(finished_ms) FROM runs
+                 WHERE kind = 'backup' AND state = 'DONE'
+                 GROUP BY cluster_name ORDER BY cluster_name",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// (cluster, last seen ms) of every registered worker.
+    pub fn worker_last_seen(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT cluster_name, last_seen_ms FROM workers ORDER BY cluster_name, host_id",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,6 +767,122 @@ mod tests {
                 bytes: 14
             }]
         );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    fn run(id: &str, kind: &str, cluster: &str) -> RunRow {
+        RunRow {
+            id: id.into(),
+            kind: kind.into(),
+            tag: "t".into(),
+            cluster_name: cluster.into(),
+            state: "RUNNING".into(),
+            stage: "plan".into(),
+            keyspaces: vec![],
+            tables: vec![],
+            store_url: "file:///x".into(),
+            created_ms: 1,
+            finished_ms: 0,
+            error: String::new(),
+            source_run_id: String::new(),
+            limits: Default::default(),
+            schedule_id: String::new(),
+        }
+    }
+
+    fn file(name: &str, size: u64, uploaded: bool) -> RunFileRow {
+        RunFileRow {
+            host_id: "h".into(),
+            keyspace: "ks".into(),
+            table: "t".into(),
+            table_id: "0".repeat(32),
+            name: name.into(),
+            data_dir_index: 0,
+            size,
+            hash: name.into(),
+            uploaded,
+        }
+    }
+
+    #[test]
+    fn aggregates_runs_files_and_workers() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        assert!(db.run_state_counts()?.is_empty());
+        assert!(db.backup_file_totals()?.is_empty());
+        assert!(db.last_successful_backups()?.is_empty());
+        for (id, kind, cluster) in [
+            ("b1", "backup", "c1"),
+            ("b2", "backup", "c1"),
+            ("b3", "backup", "c2"),
+            ("r1", "restore", "c1"),
+        ] {
+            db.insert_run(&run(id, kind, cluster))?;
+        }
+        db.finish_run("b1", "DONE", "", 5_000)?;
+        db.finish_run("b2", "DONE", "", 9_500)?;
+        db.finish_run("b3", "FAILED", "boom", 7_000)?;
+        db.insert_files("b1", &[file("a", 10, true), file("b", 20, true)])?;
+        db.insert_files("b2", &[file("a", 10, false), file("b", 20, false)])?;
+        db.insert_files("b3", &[file("c", 5, true)])?;
+        db.insert_files("r1", &[file("a", 10, true)])?;
+        assert_eq!(
+            db.run_state_counts()?,
+            vec![
+                RunStateCount {
+                    kind: "backup".into(),
+                    state: "DONE".into(),
+                    runs: 2
+                },
+                RunStateCount {
+                    kind: "backup".into(),
+                    state: "FAILED".into(),
+                    runs: 1
+                },
+                RunStateCount {
+                    kind: "restore".into(),
+                    state: "RUNNING".into(),
+                    runs: 1
+                },
+            ]
+        );
+        assert_eq!(
+            db.backup_file_totals()?,
+            vec![
+                ClusterFileTotals {
+                    cluster: "c1".into(),
+                    files_uploaded: 2,
+                    bytes_uploaded: 30,
+                    files_skipped: 2,
+                    bytes_skipped: 30
+                },
+                ClusterFileTotals {
+                    cluster: "c2".into(),
+                    files_uploaded: 1,
+                    bytes_uploaded: 5,
+                    ..Default::default()
+                },
+            ]
+        );
+        assert_eq!(db.last_successful_backups()?, vec![("c1".into(), 9_500)]);
+        db.upsert_worker(&WorkerRow {
+            host_id: "h1".into(),
+            cluster_name: "c1".into(),
+            address: "127.0.0.1".into(),
+            worker_address: "http://127.0.0.1:7601".into(),
+            datacenter: "dc".into(),
+            rack: "r".into(),
+            tokens: vec![],
+            data_dirs: vec![],
+            cassandra_version: "5.0".into(),
+            last_seen_ms: 42,
+        })?;
+        assert_eq!(db.worker_last_seen()?, vec![("c1".into(), 42)]);
         Ok(())
     }
 }

@@ -1,10 +1,12 @@
 //! The ringvault coordinator: the long-running gRPC service that is the source of truth for
 //! runs. Workers register with its [`registry`]; the CLI calls its [`service`]; each backup is
-//! driven through persisted stages by [`backup`]; all state lives in SQLite behind [`db`].
+//! driven through persisted stages by [`backup`]; all state lives in SQLite behind [`db`];
+//! [`metrics`] serves it to Prometheus.
 pub mod backup;
 pub mod db;
 pub mod limits;
 pub mod maintenance;
+pub mod metrics;
 pub mod progress;
 pub mod purge;
 pub mod registry;
@@ -85,6 +87,9 @@ pub struct CoordinatorOptions {
     /// A worker silent for longer than this is down (milliseconds).
     #[arg(long, default_value_t = 10_000)]
     pub worker_timeout_ms: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address (default: no metrics server).
+    #[arg(long, value_name = "ADDR", env = "RINGVAULT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Shared state of the coordinator.
@@ -151,6 +156,9 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         }),
         Duration::from_secs(1),
     ));
+    if let Some(addr) = opts.metrics_listen {
+        metrics::spawn(addr, Arc::clone(&coord)).await?;
+    }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ringvault_proto::v1::coordinator_server::CoordinatorServer<service::CoordinatorService>>()

@@ -1,6 +1,8 @@
 //! A private ringvault deployment for one test: a coordinator (own port, own SQLite file, own
 //! store URL) and one worker per test-bed node, all real processes built from this workspace.
-//! Tests can kill (`SIGKILL`) and restart any of them.
+//! Tests can kill (`SIGKILL`) and restart any of them. Every process also serves Prometheus
+//! metrics on its own free port ([`Deployment::coordinator_metrics_url`],
+//! [`Deployment::worker_metrics_url`]).
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -31,7 +33,8 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn free_port(ip: &str) -> anyhow::Result<u16> {
+/// A port free on `ip` right now.
+pub fn free_port(ip: &str) -> anyhow::Result<u16> {
     let l = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
     Ok(l.local_addr()?.port())
 }
@@ -72,6 +75,8 @@ pub struct Deployment {
     workers: Vec<Option<Child>>,
     worker_ports: Vec<u16>,
     extra_coordinator_args: Vec<String>,
+    coordinator_metrics_port: u16,
+    worker_metrics_ports: Vec<u16>,
 }
 
 impl Deployment {
@@ -87,9 +92,12 @@ impl Deployment {
         let nodes = testbed.nodes()?;
         let dir = tempfile::Builder::new().prefix("rv-deploy-").tempdir()?;
         let coordinator_port = free_port("127.0.0.1")?;
+        let coordinator_metrics_port = free_port("127.0.0.1")?;
         let mut worker_ports = Vec::new();
+        let mut worker_metrics_ports = Vec::new();
         for n in 1..=nodes {
             worker_ports.push(free_port(&format!("127.0.0.{n}"))?);
+            worker_metrics_ports.push(free_port(&format!("127.0.0.{n}"))?);
         }
         let mut d = Self {
             testbed,
@@ -101,6 +109,8 @@ impl Deployment {
             workers: (0..nodes).map(|_| None).collect(),
             worker_ports,
             extra_coordinator_args: coordinator_args.iter().map(|s| s.to_string()).collect(),
+            coordinator_metrics_port,
+            worker_metrics_ports,
         };
         d.start_coordinator()?;
         for n in 1..=nodes {
@@ -149,6 +159,8 @@ impl Deployment {
             .arg("500")
             .arg("--worker-timeout-ms")
             .arg("3000")
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.coordinator_metrics_port))
             .args(&self.extra_coordinator_args)
             .stdout(Stdio::null())
             .stderr(out);
@@ -189,6 +201,8 @@ impl Deployment {
             .arg(self.testbed.var(&format!("RV_NODE{n}_DATA_DIR"))?)
             .arg("--state-dir")
             .arg(&state)
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.{n}:{}", self.worker_metrics_ports[n - 1]))
             .stdout(Stdio::null())
             .stderr(out);
         self.store_env(&mut cmd)?;
@@ -196,6 +210,19 @@ impl Deployment {
         wait_listening(&listen, &mut child, &format!("worker {n}"), &log)?;
         self.workers[n - 1] = Some(child);
         Ok(())
+    }
+
+    /// URL of the coordinator's Prometheus metrics page.
+    pub fn coordinator_metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.coordinator_metrics_port)
+    }
+
+    /// URL of worker `n`'s (1-based) Prometheus metrics page.
+    pub fn worker_metrics_url(&self, n: usize) -> String {
+        format!(
+            "http://127.0.0.{n}:{}/metrics",
+            self.worker_metrics_ports[n - 1]
+        )
     }
 
     /// Waits until `count` workers are registered and alive.

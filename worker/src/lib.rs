@@ -1,9 +1,11 @@
 //! The ringvault worker: a gRPC server beside one Cassandra node. It registers with the
 //! coordinator and heartbeats; on command it takes and clears snapshots (through [`nodetool`]),
 //! reads the schema (through [`cql`]), and walks, hashes and uploads snapshot files
-//! ([`snapshot_files`], [`upload`]) with hashes of unchanged files reused from [`hash_cache`].
+//! ([`snapshot_files`], [`upload`]) with hashes of unchanged files reused from [`hash_cache`];
+//! [`metrics`] counts what it did for Prometheus.
 pub mod cql;
 pub mod hash_cache;
+pub mod metrics;
 pub mod nodetool;
 pub mod registration;
 pub mod restore;
@@ -75,6 +77,9 @@ pub struct WorkerOptions {
     /// print the result and exit.
     #[arg(long, value_name = "STORE_URL")]
     pub check_storage: Option<String>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address (default: no metrics server).
+    #[arg(long, value_name = "ADDR", env = "RINGVAULT_WORKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Part buffers (8 MiB) are allocated on many blocking threads; glibc would keep freed ones
@@ -104,6 +109,9 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", opts.state_dir.display()))?;
     let cache = hash_cache::HashCache::open(&opts.state_dir.join("hash-cache.sqlite"))?;
     let node = Arc::new(service::LocalNode::new(&opts, cache).await?);
+    if let Some(addr) = opts.metrics_listen {
+        metrics::spawn(addr, Arc::clone(&node.metrics)).await?;
+    }
     let advertise = opts
         .advertise
         .clone()

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::WorkerOptions;
 use crate::cql::{Cql, EXCLUDED_KEYSPACES};
 use crate::hash_cache::HashCache;
+use crate::metrics::{Op, WorkerMetrics};
 use crate::nodetool::{Nodetool, SnapshotScope};
 use crate::upload::{UploadEvent, Uploader};
 
@@ -31,6 +32,8 @@ pub struct LocalNode {
     concurrency: usize,
     /// New for every process start, so the coordinator can tell a restarted worker.
     instance_id: String,
+    /// What `/metrics` reports; counted here as requests end and stream events pass.
+    pub metrics: Arc<WorkerMetrics>,
 }
 
 /// A validated keyspace/table selection.
@@ -76,6 +79,7 @@ impl LocalNode {
             cache,
             concurrency: opts.concurrency.max(1) as usize,
             instance_id: uuid::Uuid::new_v4().to_string(),
+            metrics: Arc::default(),
         })
     }
 
@@ -316,6 +320,7 @@ impl pb::worker_server::Worker for WorkerService {
             .snapshot(&tag, &scope, ttl)
             .await
             .map_err(|e| {
+                self.node.metrics.error(Op::Snapshot);
                 let msg = e.to_string();
                 if msg.contains("already exists") {
                     Status::already_exists(msg)
@@ -323,6 +328,7 @@ impl pb::worker_server::Worker for WorkerService {
                     Status::internal(msg)
                 }
             })?;
+        self.node.metrics.snapshot_taken();
         tracing::info!(%tag, "snapshot taken");
         Ok(Response::new(pb::SnapshotResponse {
             taken_at_unix_ms: now_ms(),
@@ -352,11 +358,13 @@ impl pb::worker_server::Worker for WorkerService {
     ) -> Result<Response<pb::ClearSnapshotResponse>, Status> {
         let tag = parse_tag(&req.into_inner().tag)?;
         let existed = !self.node.snapshot_dirs(&tag).await?.is_empty();
-        self.node
-            .nodetool
-            .clear_snapshot(&tag)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        self.node.nodetool.clear_snapshot(&tag).await.map_err(|e| {
+            self.node.metrics.error(Op::ClearSnapshot);
+            Status::internal(e.to_string())
+        })?;
+        if existed {
+            self.node.metrics.snapshot_cleared();
+        }
         tracing::info!(%tag, existed, "snapshot cleared");
         Ok(Response::new(pb::ClearSnapshotResponse { existed }))
     }
@@ -426,10 +434,12 @@ impl pb::worker_server::Worker for WorkerService {
             concurrency,
             ev_tx,
         ));
+        let metrics = Arc::clone(&self.node.metrics);
         tokio::spawn(async move {
             use crate::restore::DownloadEvent as E;
             use pb::download_event::Event;
             while let Some(ev) = ev_rx.recv().await {
+                metrics.download_event(&ev);
                 let event = match ev {
                     E::Plan {
                         files,
@@ -470,6 +480,7 @@ impl pb::worker_server::Worker for WorkerService {
                 Ok(Err(e)) => Status::failed_precondition(format!("{e:#}")),
                 Err(e) => Status::internal(format!("download task: {e}")),
             };
+            metrics.error(Op::Download);
             tracing::error!(error = %end.message(), "download failed");
             let _ = out_tx.send(Err(end)).await;
         });
@@ -493,7 +504,10 @@ impl pb::worker_server::Worker for WorkerService {
             .nodetool
             .import(&ks, &table, &dir)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| {
+                self.node.metrics.error(Op::Import);
+                Status::internal(e.to_string())
+            })?;
         tracing::info!(%ks, %table, "imported");
         Ok(Response::new(pb::ImportResponse { output }))
     }
@@ -527,7 +541,10 @@ impl pb::worker_server::Worker for WorkerService {
         ];
         let output = crate::nodetool::run_tool(&self.node.sstableloader, &args)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| {
+                self.node.metrics.error(Op::Load);
+                Status::internal(e.to_string())
+            })?;
         tracing::info!(%ks, %table, "loaded with sstableloader");
         Ok(Response::new(pb::LoadResponse { output }))
     }
@@ -585,9 +602,13 @@ impl pb::worker_server::Worker for WorkerService {
         });
         let (ev_tx, mut ev_rx) = mpsc::channel::<UploadEvent>(256);
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::UploadEvent, Status>>(256);
+        let metrics = Arc::clone(&self.node.metrics);
+        let in_progress = metrics.upload_started();
         let job = tokio::spawn(uploader.run(files, ev_tx));
         tokio::spawn(async move {
+            let _in_progress = in_progress;
             while let Some(ev) = ev_rx.recv().await {
+                metrics.upload_event(&ev);
                 if out_tx.send(Ok(to_proto(ev))).await.is_err() {
                     job.abort();
                     return;
@@ -598,6 +619,7 @@ impl pb::worker_server::Worker for WorkerService {
                 Ok(Err(e)) => Status::internal(format!("{e:#}")),
                 Err(e) => Status::internal(format!("upload task: {e}")),
             };
+            metrics.error(Op::Upload);
             tracing::error!(error = %end.message(), "upload failed");
             let _ = out_tx.send(Err(end)).await;
         });
