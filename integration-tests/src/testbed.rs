@@ -80,3 +80,52 @@ pub fn env_file_path() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Testbed::repo_root().join("target/testbed/env"))
 }
+
+impl Testbed {
+    /// Puts the test bed's store credentials in this process's environment, where the store
+    /// backends read them. Call before starting other threads.
+    pub fn export_store_credentials(&self) -> anyhow::Result<()> {
+        let vars = [
+            ("AWS_ACCESS_KEY_ID", self.var("RV_S3_ACCESS_KEY")?),
+            ("AWS_SECRET_ACCESS_KEY", self.var("RV_S3_SECRET_KEY")?),
+            ("AWS_REGION", self.var("RV_S3_REGION")?),
+            ("AZURE_STORAGE_KEY", self.var("RV_AZ_KEY")?),
+        ];
+        for (k, v) in vars {
+            // SAFETY: documented as called before other threads start.
+            unsafe { std::env::set_var(k, v) };
+        }
+        Ok(())
+    }
+
+    /// A store URL under a fresh prefix of one of the test bed's stores (file, s3, gs, az).
+    pub fn fresh_store_url(&self, backend: &str, prefix: &str) -> anyhow::Result<String> {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        Ok(match backend {
+            "file" => format!(
+                "file://{}",
+                std::env::temp_dir()
+                    .join(format!("rv-{prefix}-{run}"))
+                    .display()
+            ),
+            "s3" => format!(
+                "s3://{}/{prefix}-{run}?endpoint={}&region={}",
+                self.var("RV_S3_BUCKET")?,
+                self.var("RV_S3_ENDPOINT")?,
+                self.var("RV_S3_REGION")?
+            ),
+            "gs" => format!(
+                "gs://{}/{prefix}-{run}?endpoint={}",
+                self.var("RV_GCS_BUCKET")?,
+                self.var("RV_GCS_ENDPOINT")?
+            ),
+            "az" => format!(
+                "az://{}/{}/{prefix}-{run}?endpoint={}",
+                self.var("RV_AZ_ACCOUNT")?,
+                self.var("RV_AZ_CONTAINER")?,
+                self.var("RV_AZ_ENDPOINT")?
+            ),
+            other => anyhow::bail!("unknown backend {other:?} (file, s3, gs, az)"),
+        })
+    }
+}

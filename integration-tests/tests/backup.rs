@@ -49,16 +49,7 @@ async fn rehash_all_blobs(st: &dyn Store, manifests: &[NodeManifest]) -> anyhow:
 }
 
 fn backup(d: &Deployment, args: &[&str]) -> anyhow::Result<Value> {
-    let mut all = vec!["backup", "--wait"];
-    all.extend_from_slice(args);
-    let v = d.cli_json(&all)?;
-    anyhow::ensure!(
-        v["state"] == "DONE",
-        "backup {args:?} ended {}: {}",
-        v["state"],
-        v["error"]
-    );
-    Ok(v)
+    ringvault_integration_tests::runs::backup_done(d, args)
 }
 
 fn run_id(v: &Value) -> anyhow::Result<RunId> {

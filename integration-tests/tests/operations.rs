@@ -544,3 +544,67 @@ async fn a_one_minute_schedule_backs_up_on_time_trims_and_runs_a_missed_window_o
     s.query_unpaged(format!("DROP KEYSPACE {ks}"), ()).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_run_limits_bound_nodes_at_once_and_are_recorded_with_the_run() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let tb = Testbed::load()?;
+    let d = Deployment::start(&runs::file_store_url("limits")?)?;
+    let ks = cluster::unique_keyspace("limits");
+    let s = cluster::session(&tb).await?;
+    cluster::create_keyspace(&s, &tb, &ks, &["t"]).await?;
+    for chunk in 0..3 {
+        cluster::write_rows(&s, &ks, "t", chunk * 40, 40, 8192).await?;
+        cluster::flush(&tb, &ks)?;
+    }
+    // Bad limits are refused before anything runs.
+    let out = d.cli(&["backup", "-k", &ks, "--bandwidth", "5X"])?;
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown size unit"));
+
+    let started = d.cli_json(&[
+        "backup",
+        "-k",
+        &ks,
+        "--nodes-at-once",
+        "1",
+        "--bandwidth",
+        "400K",
+        "--concurrency",
+        "2",
+    ])?;
+    let run = id_of(&started)?;
+    // One node at a time, snapshotting and uploading: never two at once.
+    let mut most = 0;
+    let mut seen_upload = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let end = loop {
+        anyhow::ensure!(Instant::now() < deadline, "run {run} did not end");
+        let Some(v) = runs::show(&d, &run) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let busy = v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["state"] == "UPLOADING" || n["state"] == "SNAPSHOTTING")
+            .count();
+        most = most.max(busy);
+        seen_upload |= v["stage"] == "upload";
+        if v["state"] != "RUNNING" {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    };
+    assert_eq!(end["state"], "DONE", "{end}");
+    assert!(seen_upload);
+    assert_eq!(most, 1, "nodes worked at once: {most}");
+    assert_eq!(
+        end["limits"],
+        serde_json::json!({"upload_concurrency": 2, "upload_bandwidth": 409600, "nodes_at_once": 1}),
+        "{end}"
+    );
+    s.query_unpaged(format!("DROP KEYSPACE {ks}"), ()).await?;
+    Ok(())
+}

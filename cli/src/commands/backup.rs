@@ -27,15 +27,8 @@ pub struct BackupOptions {
     /// Follow the run with live progress until it ends.
     #[arg(long)]
     pub wait: bool,
-    /// Upload bandwidth cap per node for this run (e.g. 50M; default: the coordinator's).
-    #[arg(long, value_parser = crate::units::parse_bytes)]
-    pub bandwidth: Option<u64>,
-    /// Parts in flight per node for this run.
-    #[arg(long)]
-    pub concurrency: Option<u32>,
-    /// Nodes that snapshot and upload at the same time for this run.
-    #[arg(long)]
-    pub nodes_at_once: Option<u32>,
+    #[command(flatten)]
+    pub limits: super::LimitArgs,
 }
 
 /// Runs `ringvault backup`.
@@ -53,11 +46,7 @@ pub async fn run(
             tables: o.tables,
             tag: o.tag.unwrap_or_default(),
             cluster_name: o.cluster.unwrap_or_default(),
-            limits: Some(pb::RunLimits {
-                upload_concurrency: o.concurrency.unwrap_or(0),
-                upload_bandwidth: o.bandwidth.unwrap_or(0),
-                nodes_at_once: o.nodes_at_once.unwrap_or(0),
-            }),
+            limits: Some(o.limits.to_proto()),
         })
         .await
         .map_err(status)?

@@ -92,6 +92,31 @@ async fn connect(url: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
     Ok(CoordinatorClient::new(channel))
 }
 
+/// Limit flags shared by `backup` and `schedule add`; unset ones take the coordinator's.
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Upload bandwidth cap per node (e.g. 50M; default: the coordinator's --upload-bandwidth).
+    #[arg(long, value_parser = crate::units::parse_bytes)]
+    pub bandwidth: Option<u64>,
+    /// Parts in flight per node.
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Nodes that snapshot and upload at the same time.
+    #[arg(long)]
+    pub nodes_at_once: Option<u32>,
+}
+
+impl LimitArgs {
+    /// As sent to the coordinator (0 = not set).
+    pub fn to_proto(&self) -> ringvault_proto::v1::RunLimits {
+        ringvault_proto::v1::RunLimits {
+            upload_concurrency: self.concurrency.unwrap_or(0),
+            upload_bandwidth: self.bandwidth.unwrap_or(0),
+            nodes_at_once: self.nodes_at_once.unwrap_or(0),
+        }
+    }
+}
+
 /// Turns a gRPC status into an error carrying the server's message.
 pub fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", e.message())

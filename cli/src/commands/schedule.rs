@@ -52,15 +52,8 @@ pub struct AddOptions {
     /// Windows missed while the coordinator was down: run-once (default) or skip.
     #[arg(long, default_value = "run-once")]
     pub missed: String,
-    /// Upload bandwidth per node (e.g. 50M).
-    #[arg(long, value_parser = crate::units::parse_bytes)]
-    pub bandwidth: Option<u64>,
-    /// Parts in flight per node.
-    #[arg(long)]
-    pub concurrency: Option<u32>,
-    /// Nodes that snapshot and upload at once.
-    #[arg(long)]
-    pub nodes_at_once: Option<u32>,
+    #[command(flatten)]
+    pub limits: super::LimitArgs,
 }
 
 /// Runs a `schedule` subcommand.
@@ -87,11 +80,7 @@ pub async fn run(
                             keep_last: o.keep_last.unwrap_or(0),
                             keep_days: o.keep_days.unwrap_or(0),
                         }),
-                        limits: Some(pb::RunLimits {
-                            upload_concurrency: o.concurrency.unwrap_or(0),
-                            upload_bandwidth: o.bandwidth.unwrap_or(0),
-                            nodes_at_once: o.nodes_at_once.unwrap_or(0),
-                        }),
+                        limits: Some(o.limits.to_proto()),
                         missed: o.missed,
                     })
                     .await

@@ -127,6 +127,9 @@ fn default_tag(run: &RunId) -> Result<SnapshotTag, Status> {
     SnapshotTag::parse(&format!("rv-{ts}-{short}")).map_err(|e| Status::internal(e.to_string()))
 }
 
+/// Attempts of one node's call per stage before the stage fails.
+const MAX_ATTEMPTS: u32 = 5;
+
 /// What every stage of one run needs.
 pub struct RunContext {
     pub coord: Arc<Coordinator>,
@@ -152,6 +155,21 @@ impl RunContext {
             .await?;
         tracing::info!(run = %self.run_id, stage = stage.as_str(), "stage");
         Ok(())
+    }
+
+    /// After attempt `attempt` of a call to node `n` failed: re-issue it (the worker restarted
+    /// and is back) or give up; at most [`MAX_ATTEMPTS`] attempts per node and stage.
+    async fn retry_decision(
+        &self,
+        n: &PlannedNode,
+        failed: &Status,
+        attempt: u32,
+    ) -> anyhow::Result<Retry> {
+        if attempt >= MAX_ATTEMPTS {
+            return Ok(Retry::GiveUp);
+        }
+        n.after_failure(failed, self.coord.worker_grace(), &self.handle.cancel)
+            .await
     }
 
     /// Writes the nodes' progress rows from the live view.

@@ -63,17 +63,10 @@ async fn fail_unresumable(
 }
 
 async fn resume(coord: Arc<Coordinator>, run: RunRow) {
-    let prepared = async {
-        let req = request_of(&run)?;
-        let id = run.id.clone();
-        let rows = coord.db.call(move |db| db.run_nodes(&id)).await?;
-        let nodes = reach_nodes(&coord, &rows).await?;
-        anyhow::Ok((req, rows, nodes))
-    }
-    .await;
-    let (req, rows, nodes) = match prepared {
-        Ok(x) => x,
-        Err(e) => {
+    let fail = |e: anyhow::Error| {
+        let coord = Arc::clone(&coord);
+        let run = run.clone();
+        async move {
             let reason = format!(
                 "the coordinator restarted in stage {} and could not resume the run: {e:#}",
                 run.stage
@@ -81,14 +74,31 @@ async fn resume(coord: Arc<Coordinator>, run: RunRow) {
             if let Err(e) = fail_unresumable(&coord, &run, reason).await {
                 tracing::error!(error = %format!("{e:#}"), "failing an unresumable run");
             }
-            return;
         }
     };
+    let prepared = async {
+        let req = request_of(&run)?;
+        let id = run.id.clone();
+        let rows = coord.db.call(move |db| db.run_nodes(&id)).await?;
+        anyhow::Ok((req, rows))
+    }
+    .await;
+    let (req, rows) = match prepared {
+        Ok(x) => x,
+        Err(e) => return fail(e).await,
+    };
+    // Active (one run per cluster, no purge) from now on, while its workers are reached.
     let handle = match coord.adopt_run(&run, &rows) {
         Ok(h) => h,
+        Err(e) => return fail(e).await,
+    };
+    let nodes = match reach_nodes(&coord, &rows).await {
+        Ok(n) => n,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "resuming");
-            return;
+            if let Ok(mut active) = coord.active.lock() {
+                active.remove(&run.id);
+            }
+            return fail(e).await;
         }
     };
     let (run_id, tag) = match (RunId::parse(&run.id), SnapshotTag::parse(&run.tag)) {

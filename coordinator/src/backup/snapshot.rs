@@ -7,14 +7,11 @@ use ringvault_proto::v1 as pb;
 
 use super::{PlannedNode, Retry, RunContext};
 
-/// Attempts per node before the stage fails.
-const MAX_ATTEMPTS: u32 = 5;
-
 /// Takes the run's snapshot on every node; fails naming each node that refused.
 pub async fn take(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()> {
     for n in nodes {
         ctx.handle.update_node(&n.info.host_id, |p| {
-            p.state = "SNAPSHOTTING".into();
+            p.state = "WAITING".into();
             if p.snapshot != "taken" {
                 p.snapshot = "requested".into();
             }
@@ -39,6 +36,8 @@ pub async fn take(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()>
 
 async fn take_on(ctx: &RunContext, n: &PlannedNode) -> Result<(), String> {
     let host = &n.info.host_id;
+    ctx.handle
+        .update_node(host, |p| p.state = "SNAPSHOTTING".into());
     let mut replace = ctx.resumed;
     let mut attempt = 0;
     loop {
@@ -60,13 +59,7 @@ async fn take_on(ctx: &RunContext, n: &PlannedNode) -> Result<(), String> {
             }
             Err(status) => status,
         };
-        let retry = if attempt < MAX_ATTEMPTS {
-            n.after_failure(&failed, ctx.coord.worker_grace(), &ctx.handle.cancel)
-                .await
-        } else {
-            Ok(Retry::GiveUp)
-        };
-        match retry {
+        match ctx.retry_decision(n, &failed, attempt).await {
             Ok(Retry::Reissue) => {
                 // The earlier attempt may have left a partial snapshot under the tag.
                 replace = true;

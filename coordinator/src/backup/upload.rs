@@ -88,13 +88,7 @@ async fn upload_node(
             Err(FollowError::Other(e)) => break Err(e),
             Err(FollowError::Call(status)) => status,
         };
-        let retry = if attempt < MAX_ATTEMPTS {
-            n.after_failure(&failed, ctx.coord.worker_grace(), &ctx.handle.cancel)
-                .await
-        } else {
-            Ok(Retry::GiveUp)
-        };
-        match retry {
+        match ctx.retry_decision(n, &failed, attempt).await {
             Ok(Retry::Reissue) => ctx.handle.update_node(&host, |p| {
                 p.retries += 1;
                 p.files_done = 0;
@@ -121,9 +115,6 @@ async fn upload_node(
     }
     result.with_context(|| n.label())
 }
-
-/// Attempts per node before the stage fails.
-const MAX_ATTEMPTS: u32 = 5;
 
 /// Why following one node's upload stopped.
 enum FollowError {

@@ -79,38 +79,8 @@ fn parse_args() -> Result<Args> {
 /// providers' standard variables.
 fn testbed_store(backend: &str) -> Result<String> {
     let tb = Testbed::load()?;
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    // SAFETY: single-threaded at this point (before the runtime starts tasks).
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", tb.var("RV_S3_ACCESS_KEY")?);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", tb.var("RV_S3_SECRET_KEY")?);
-        std::env::set_var("AWS_REGION", tb.var("RV_S3_REGION")?);
-        std::env::set_var("AZURE_STORAGE_KEY", tb.var("RV_AZ_KEY")?);
-    }
-    Ok(match backend {
-        "file" => format!(
-            "file://{}",
-            std::env::temp_dir().join(format!("rv-rss-{run}")).display()
-        ),
-        "s3" => format!(
-            "s3://{}/rss-{run}?endpoint={}&region={}",
-            tb.var("RV_S3_BUCKET")?,
-            tb.var("RV_S3_ENDPOINT")?,
-            tb.var("RV_S3_REGION")?
-        ),
-        "gs" => format!(
-            "gs://{}/rss-{run}?endpoint={}",
-            tb.var("RV_GCS_BUCKET")?,
-            tb.var("RV_GCS_ENDPOINT")?
-        ),
-        "az" => format!(
-            "az://{}/{}/rss-{run}?endpoint={}",
-            tb.var("RV_AZ_ACCOUNT")?,
-            tb.var("RV_AZ_CONTAINER")?,
-            tb.var("RV_AZ_ENDPOINT")?
-        ),
-        other => bail!("unknown backend {other:?} (file, s3, gs, az)"),
-    })
+    tb.export_store_credentials()?;
+    tb.fresh_store_url(backend, "rss")
 }
 
 /// Writes `bytes` random bytes to `path` through a 4 MiB buffer.
