@@ -9,7 +9,7 @@
 //!    (it stops being a backup), then the rest of its folder, then unmarked blobs older than
 //!    the grace period, then leftovers older than the grace period (folders of runs that never
 //!    committed, `tmp/` staging). Deletes go in batches of up to 1,000 keys (S3 DeleteObjects;
-//!    the other stores delete in parallel inside a batch).
+//!    GCS and Azure, whose SDKs have no batch call here, delete 16 at a time inside a batch).
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
