@@ -406,8 +406,11 @@ impl Db {
             let tx = c.transaction()?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO run_files (run_id, host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                    "INSERT INTO run_files (run_id, host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)
+                     ON CONFLICT (run_id, host_id, data_dir_index, keyspace, table_id, name) DO UPDATE SET
+                       size = excluded.size, hash = excluded.hash, table_name = excluded.table_name,
+                       uploaded = MAX(run_files.uploaded, excluded.uploaded)",
                 )?;
                 for f in files {
                     st.execute(params![run_id, f.host_id, f.keyspace, f.table, f.table_id, f.name, f.data_dir_index, f.size as i64, f.hash, f.uploaded])?;

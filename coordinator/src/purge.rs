@@ -172,7 +172,7 @@ pub async fn purge(store: &Arc<dyn Store>, opts: &PurgeOptions) -> anyhow::Resul
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let grace_ms = opts.grace.as_millis() as i64;
+    let grace_ms = i64::try_from(opts.grace.as_millis()).unwrap_or(i64::MAX);
     let old_enough = |m: &ObjectMeta| {
         m.modified_ms.is_some_and(|t| opts.now_ms - t >= grace_ms) || grace_ms == 0
     };
@@ -187,12 +187,23 @@ pub async fn purge(store: &Arc<dyn Store>, opts: &PurgeOptions) -> anyhow::Resul
     }
     let mut committed = Vec::new();
     let mut manifests: HashMap<String, RunManifest> = HashMap::new();
+    // Folders that are not ours to judge (a name that is not a run id, or a commit marker this
+    // code cannot place): never deleted, never swept as leftovers.
+    let mut foreign: BTreeSet<String> = BTreeSet::new();
     for (run, objects) in &folders {
-        let Ok(run_id) = RunId::parse(run) else {
+        let canonical = RunId::parse(run).ok().filter(|r| r.as_str() == run);
+        let Some(run_id) = canonical else {
+            foreign.insert(run.clone());
             continue;
         };
         let manifest_key = layout::run_manifest(&run_id);
         if !objects.iter().any(|o| o.key == manifest_key) {
+            if objects
+                .iter()
+                .any(|o| o.key.as_str().ends_with("/manifest.json"))
+            {
+                foreign.insert(run.clone());
+            }
             continue;
         }
         let m: RunManifest = json(store.as_ref(), &manifest_key).await?;
@@ -245,6 +256,28 @@ pub async fn purge(store: &Arc<dyn Store>, opts: &PurgeOptions) -> anyhow::Resul
     delete(store, &doomed_rest, opts.dry_run, &mut report).await?;
     report.runs_deleted = expired;
 
+    // A backup committed (by another coordinator) since the listing above is kept too: its
+    // deduplicated blobs may be old enough to pass the grace period.
+    for o in store.list(layout::RUNS_PREFIX).await? {
+        let Some(run) = run_of(&o.key) else { continue };
+        let Ok(run_id) = RunId::parse(run) else {
+            continue;
+        };
+        if o.key != layout::run_manifest(&run_id) || manifests.contains_key(run) {
+            continue;
+        }
+        let m: RunManifest = json(store.as_ref(), &o.key).await?;
+        for n in &m.nodes {
+            let nm: NodeManifest = json(
+                store.as_ref(),
+                &layout::node_manifest(&m.run_id, &n.host_id),
+            )
+            .await?;
+            referenced.extend(nm.files.iter().map(|f| f.hash.to_string()));
+        }
+        report.backups_kept += 1;
+    }
+
     // Sweep 2: unreferenced blobs past the grace period.
     let blob_objects = store.list(layout::BLOBS_PREFIX).await?;
     report.blobs_total = blob_objects.len() as u64;
@@ -269,7 +302,7 @@ pub async fn purge(store: &Arc<dyn Store>, opts: &PurgeOptions) -> anyhow::Resul
     // Sweep 3: leftovers past the grace period: uncommitted run folders and tmp/ staging.
     let mut leftovers = Vec::new();
     for (run, objects) in &folders {
-        if manifests.contains_key(run) || opts.running_runs.contains(run) {
+        if manifests.contains_key(run) || opts.running_runs.contains(run) || foreign.contains(run) {
             continue;
         }
         if objects.iter().all(old_enough) {

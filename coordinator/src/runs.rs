@@ -16,8 +16,10 @@ impl Coordinator {
         row: &RunRow,
         nodes: &[RunNodeRow],
     ) -> Result<Arc<RunHandle>, Status> {
+        let handle = Arc::new(RunHandle::new(crate::backup::run_view(row, nodes, &[])));
+        // Checked and claimed under one lock: two starts on one cluster cannot both pass.
         {
-            let active = self
+            let mut active = self
                 .active
                 .lock()
                 .map_err(|_| Status::internal("active runs lock poisoned"))?;
@@ -27,20 +29,22 @@ impl Coordinator {
                     other.id, row.cluster_name
                 )));
             }
+            active.insert(row.id.clone(), Arc::clone(&handle));
         }
-        let handle = Arc::new(RunHandle::new(crate::backup::run_view(row, nodes, &[])));
         let (r, n) = (row.clone(), nodes.to_vec());
-        self.db
+        let recorded = self
+            .db
             .call(move |db| {
                 db.insert_run(&r)?;
                 db.put_run_nodes(&r.id, &n)
             })
-            .await
-            .map_err(|e| Status::internal(format!("{e:#}")))?;
-        self.active
-            .lock()
-            .map_err(|_| Status::internal("active runs lock poisoned"))?
-            .insert(row.id.clone(), Arc::clone(&handle));
+            .await;
+        if let Err(e) = recorded {
+            if let Ok(mut active) = self.active.lock() {
+                active.remove(&row.id);
+            }
+            return Err(Status::internal(format!("{e:#}")));
+        }
         Ok(handle)
     }
 

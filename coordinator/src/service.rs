@@ -458,8 +458,11 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                 16
             },
         };
+        // Held for the whole verify: a purge cannot sweep what is being checked.
+        let coord = Arc::clone(&self.coord);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
+            let _no_purge = coord.purge_lock.read().await;
             let observer = ProgressToStream(tx.clone());
             let out = match crate::verify::verify(&store, &run, &opts, &observer).await {
                 Ok(report) => Ok(pb::VerifyEvent {
@@ -488,23 +491,16 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         req: Request<pb::PurgeRequest>,
     ) -> Result<Response<pb::PurgeReport>, Status> {
         let r = req.into_inner();
-        let policy = r.has_policy.then(|| {
-            let p = r.policy.unwrap_or_default();
-            crate::purge::RetentionPolicy {
-                keep_last: p.keep_last,
-                keep_days: p.keep_days,
-            }
-        });
-        let grace = match r.grace_secs {
-            -1 => None,
-            g if g >= 0 => Some(Duration::from_secs(g as u64)),
-            g => return Err(Status::invalid_argument(format!("grace {g}s is negative"))),
+        let policy = crate::purge::RetentionPolicy {
+            keep_last: r.keep_last.unwrap_or(self.coord.opts.keep_last),
+            keep_days: r.keep_days.unwrap_or(self.coord.opts.keep_days),
         };
+        let grace = r.grace_secs.map(Duration::from_secs);
         let report = crate::maintenance::run_purge(
             &self.coord,
             crate::maintenance::PurgeRequest {
                 dry_run: r.dry_run,
-                policy,
+                policy: Some(policy),
                 grace,
             },
         )
@@ -519,6 +515,12 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         let r = req.into_inner();
         let id = schedule_id(&r.id)?;
         let cron = Cron::parse(&r.cron).map_err(invalid)?;
+        if cron.next_after(chrono::Utc::now()).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "cron expression {:?} never fires",
+                r.cron
+            )));
+        }
         let (keyspaces, tables) = selection(&r.keyspaces, &r.tables)?;
         let missed = match r.missed.as_str() {
             "" | "run-once" => "run-once",

@@ -532,7 +532,18 @@ async fn a_worker_killed_mid_upload_that_does_not_come_back_fails_the_run_naming
     let started = d.cli_json(&["backup", "-k", &ks])?;
     let run = started["id"].as_str().context("id")?.to_string();
     let tag = started["tag"].as_str().context("tag")?.to_string();
-    wait_for_stage(&d, &run, "upload")?;
+    // Replicas hold identical SSTables, so a node can find its blobs already sent by another
+    // and finish early: strike node 2 while its own upload is under half done.
+    ringvault_integration_tests::runs::wait_until(&d, &run, "node 2 mid-upload", |v| {
+        let n2 = v["nodes"].as_array()?.iter().find(|n| {
+            n["address"]
+                .as_str()
+                .and_then(ringvault_integration_tests::runs::node_number)
+                == Some(2)
+        })?;
+        let (done, total) = (n2["bytes_done"].as_u64()?, n2["bytes_total"].as_u64()?);
+        (v["stage"] == "upload" && done > 0 && done * 2 < total).then_some(())
+    })?;
     d.kill_worker(2)?;
     let v = wait_for_end(&d, &run)?;
     assert_eq!(v["state"], "FAILED", "{v}");

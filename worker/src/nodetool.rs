@@ -144,12 +144,13 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
     // SAFETY: the closure runs in the forked child before exec and only calls prctl and
     // getppid, both async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        let worker = std::process::id() as libc::pid_t;
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may already have died between fork and prctl.
-            if libc::getppid() == 1 {
+            if libc::getppid() != worker {
                 return Err(std::io::Error::other("the worker exited"));
             }
             Ok(())

@@ -578,6 +578,12 @@ impl pb::worker_server::Worker for WorkerService {
             .node
             .resolve(&req.selection.unwrap_or_default())
             .await?;
+        // A snapshot that is gone (cleared, or expired by its TTL) must never upload as empty.
+        if self.node.snapshot_dirs(&tag).await?.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "snapshot {tag} does not exist on this node (cleared, or expired by its TTL)"
+            )));
+        }
         let store = ringvault_common::store::open(&req.store_url)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -36,19 +36,12 @@ pub async fn run(
     o: PurgeOptions,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let has_policy = o.keep_last.is_some() || o.keep_days.is_some();
     let r = client
         .purge(pb::PurgeRequest {
             dry_run: o.dry_run,
-            policy: Some(pb::RetentionPolicy {
-                keep_last: o.keep_last.unwrap_or(0),
-                keep_days: o.keep_days.unwrap_or(0),
-            }),
-            has_policy,
-            grace_secs: o
-                .grace_secs
-                .map(|g| g.min(i64::MAX as u64) as i64)
-                .unwrap_or(-1),
+            keep_last: o.keep_last,
+            keep_days: o.keep_days,
+            grace_secs: o.grace_secs,
         })
         .await
         .map_err(status)?

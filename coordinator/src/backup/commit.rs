@@ -23,6 +23,15 @@ pub async fn commit(
     files: Vec<NodeFiles>,
 ) -> anyhow::Result<()> {
     let store = &ctx.coord.store;
+    // A resumed run may have committed before the restart: its marker is never rewritten.
+    if store
+        .head(&layout::run_manifest(&ctx.run_id))
+        .await?
+        .is_some()
+    {
+        tracing::info!(run = %ctx.run_id, "already committed before the restart");
+        return Ok(());
+    }
     let mut blobs: BTreeMap<ContentHash, u64> = BTreeMap::new();
     for nf in &files {
         for f in &nf.files {

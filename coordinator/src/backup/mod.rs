@@ -181,7 +181,7 @@ impl RunContext {
 /// Moves the run from stage `from` to its end; cleanup runs whatever happened.
 async fn drive(ctx: RunContext, planned: plan::Plan, from: Stage) {
     let nodes = planned.nodes.clone();
-    let result = if from == Stage::Cleanup {
+    let result = if from == Stage::Cleanup || from == Stage::Done {
         resume::outcome_before_cleanup(&ctx).await
     } else {
         run_stages(&ctx, &nodes, &planned, from).await

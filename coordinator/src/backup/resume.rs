@@ -25,7 +25,11 @@ pub async fn recover_unfinished(coord: &Arc<Coordinator>) -> anyhow::Result<()> 
     for run in runs {
         if run.kind == "backup" {
             tracing::warn!(run = %run.id, stage = run.stage, "resuming a backup left running");
-            tokio::spawn(resume(Arc::clone(coord), run));
+            // Active before the server answers anyone: no second run on the cluster, no purge.
+            let id = run.id.clone();
+            let rows = coord.db.call(move |db| db.run_nodes(&id)).await?;
+            let handle = coord.adopt_run(&run, &rows)?;
+            tokio::spawn(resume(Arc::clone(coord), run, rows, handle));
         } else {
             let reason = format!(
                 "the coordinator stopped while the {} was in stage {}; start it again to resume (staged files are kept)",
@@ -62,11 +66,19 @@ async fn fail_unresumable(
     Ok(())
 }
 
-async fn resume(coord: Arc<Coordinator>, run: RunRow) {
+async fn resume(
+    coord: Arc<Coordinator>,
+    run: RunRow,
+    rows: Vec<RunNodeRow>,
+    handle: Arc<crate::progress::RunHandle>,
+) {
     let fail = |e: anyhow::Error| {
         let coord = Arc::clone(&coord);
         let run = run.clone();
         async move {
+            if let Ok(mut active) = coord.active.lock() {
+                active.remove(&run.id);
+            }
             let reason = format!(
                 "the coordinator restarted in stage {} and could not resume the run: {e:#}",
                 run.stage
@@ -76,30 +88,13 @@ async fn resume(coord: Arc<Coordinator>, run: RunRow) {
             }
         }
     };
-    let prepared = async {
-        let req = request_of(&run)?;
-        let id = run.id.clone();
-        let rows = coord.db.call(move |db| db.run_nodes(&id)).await?;
-        anyhow::Ok((req, rows))
-    }
-    .await;
-    let (req, rows) = match prepared {
-        Ok(x) => x,
-        Err(e) => return fail(e).await,
-    };
-    // Active (one run per cluster, no purge) from now on, while its workers are reached.
-    let handle = match coord.adopt_run(&run, &rows) {
-        Ok(h) => h,
+    let req = match request_of(&run) {
+        Ok(r) => r,
         Err(e) => return fail(e).await,
     };
     let nodes = match reach_nodes(&coord, &rows).await {
         Ok(n) => n,
-        Err(e) => {
-            if let Ok(mut active) = coord.active.lock() {
-                active.remove(&run.id);
-            }
-            return fail(e).await;
-        }
+        Err(e) => return fail(e).await,
     };
     let (run_id, tag) = match (RunId::parse(&run.id), SnapshotTag::parse(&run.tag)) {
         (Ok(r), Ok(t)) => (r, t),

@@ -241,6 +241,9 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
 
 /// Validates and plans a restore, records it and starts it.
 pub async fn start(coord: &Arc<Coordinator>, req: RestoreRequest) -> Result<RunId, Status> {
+    let _no_purge = coord.purge_lock.try_read().map_err(|_| {
+        Status::unavailable("a purge is sweeping the store; start the restore when it ends")
+    })?;
     let planned = plan(coord, &req).await?;
     let cluster = planned
         .nodes

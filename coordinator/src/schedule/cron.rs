@@ -69,8 +69,9 @@ impl Cron {
             days,
             months,
             weekdays,
-            days_any: fields[2] == "*",
-            weekdays_any: fields[4] == "*",
+            // As in Vixie cron: a day field starting with `*` (also `*/n`) does not restrict.
+            days_any: fields[2].starts_with('*'),
+            weekdays_any: fields[4].starts_with('*'),
         })
     }
 
@@ -159,8 +160,8 @@ fn field(text: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, String> 
         let (range, step) = match part.split_once('/') {
             Some((r, s)) => {
                 let step: u32 = s.parse().map_err(|_| format!("bad step {s:?}"))?;
-                if step == 0 {
-                    return Err("step 0".into());
+                if step == 0 || step > max {
+                    return Err(format!("step {step} is outside 1-{max}"));
                 }
                 (r, step)
             }
@@ -239,6 +240,16 @@ mod tests {
             every.count_between(at("2026-11-25T10:00:00Z"), at("2026-11-25T10:05:00Z"), 100),
             5
         );
+        // `*/2` in the day of month does not restrict: only Sundays on odd days match (AND).
+        let odd_sundays = Cron::parse("0 0 */2 * sun")?;
+        assert_eq!(
+            odd_sundays.next_after(at("2026-11-25T00:00:00Z")),
+            Some(at("2026-11-29T00:00:00Z"))
+        );
+        assert_eq!(
+            Cron::parse("0 0 30 2 *")?.next_after(at("2026-11-25T00:00:00Z")),
+            None
+        );
         Ok(())
     }
 
@@ -252,6 +263,7 @@ mod tests {
             ("* * * 13 *", "month"),
             ("* * * * 8", "day of week"),
             ("*/0 * * * *", "step 0"),
+            ("*/4294967295 * * * *", "step 4294967295"),
             ("5-1 * * * *", "backwards"),
             ("a * * * *", "not a number"),
         ] {
