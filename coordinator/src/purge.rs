@@ -158,6 +158,19 @@ async fn json<T: serde::de::DeserializeOwned>(
         .with_context(|| format!("{key} is not a valid ringvault document"))
 }
 
+/// Marks every blob a committed backup's node manifests name.
+async fn mark(
+    st: &dyn Store,
+    m: &RunManifest,
+    referenced: &mut BTreeSet<String>,
+) -> anyhow::Result<()> {
+    for n in &m.nodes {
+        let nm: NodeManifest = json(st, &layout::node_manifest(&m.run_id, &n.host_id)).await?;
+        referenced.extend(nm.files.iter().map(|f| f.hash.to_string()));
+    }
+    Ok(())
+}
+
 /// The run folder a key under `runs/` belongs to.
 fn run_of(key: &ObjectKey) -> Option<&str> {
     key.as_str()
@@ -230,14 +243,7 @@ pub async fn purge(store: &Arc<dyn Store>, opts: &PurgeOptions) -> anyhow::Resul
         let Some(m) = manifests.get(&b.run_id) else {
             continue;
         };
-        for n in &m.nodes {
-            let nm: NodeManifest = json(
-                store.as_ref(),
-                &layout::node_manifest(&m.run_id, &n.host_id),
-            )
-            .await?;
-            referenced.extend(nm.files.iter().map(|f| f.hash.to_string()));
-        }
+        mark(store.as_ref(), m, &mut referenced).await?;
     }
 
     // Sweep 1: expired runs, commit marker first.
@@ -267,14 +273,7 @@ pub async fn purge(store: &Arc<dyn Store>, opts: &PurgeOptions) -> anyhow::Resul
             continue;
         }
         let m: RunManifest = json(store.as_ref(), &o.key).await?;
-        for n in &m.nodes {
-            let nm: NodeManifest = json(
-                store.as_ref(),
-                &layout::node_manifest(&m.run_id, &n.host_id),
-            )
-            .await?;
-            referenced.extend(nm.files.iter().map(|f| f.hash.to_string()));
-        }
+        mark(store.as_ref(), &m, &mut referenced).await?;
         report.backups_kept += 1;
     }
 
