@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
 use ringvault_common::RunId;
 use ringvault_common::hash::ContentHash;
 use ringvault_common::layout::{self, ObjectKey};
@@ -23,6 +24,8 @@ use ringvault_common::store::{self, ObjectMeta, Store};
 
 /// Keys per delete request.
 pub const DELETE_BATCH: usize = 1000;
+/// Batches deleted at once (each a single request on S3, a few batch requests elsewhere).
+const DELETES_IN_FLIGHT: usize = 4;
 const MANIFEST_LIMIT: usize = 1 << 30;
 const DAY_MS: i64 = 86_400_000;
 
@@ -331,16 +334,23 @@ async fn delete(
     dry_run: bool,
     report: &mut PurgeReport,
 ) -> anyhow::Result<()> {
-    for batch in keys.chunks(DELETE_BATCH) {
-        if !dry_run {
-            store
-                .delete_many(batch)
-                .await
-                .with_context(|| format!("deleting {} objects", batch.len()))?;
-            report.delete_requests += 1;
-        }
-        report.objects_deleted += batch.len() as u64;
+    if !dry_run {
+        let batches: Vec<Vec<ObjectKey>> = keys.chunks(DELETE_BATCH).map(<[_]>::to_vec).collect();
+        futures::stream::iter(batches)
+            .map(|batch| async move {
+                store
+                    .delete_many(&batch)
+                    .await
+                    .with_context(|| format!("deleting {} objects", batch.len()))
+            })
+            .buffer_unordered(DELETES_IN_FLIGHT)
+            .try_for_each(|()| {
+                report.delete_requests += 1;
+                futures::future::ready(Ok(()))
+            })
+            .await?;
     }
+    report.objects_deleted += keys.len() as u64;
     Ok(())
 }
 

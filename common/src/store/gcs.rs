@@ -37,7 +37,10 @@ use google_cloud_auth::credentials::{CacheableResource, Credentials};
 use google_cloud_storage::client::Storage;
 use serde_json::{Value, json};
 
-use super::{ByteStream, MultipartUpload, ObjectMeta, Store, StoreError, StoreResult};
+use super::{
+    ByteStream, MultipartUpload, ObjectMeta, Store, StoreError, StoreResult, batch, error_chain,
+    reqwest_err,
+};
 use crate::layout::ObjectKey;
 
 const PART_SIZE: usize = 8 << 20;
@@ -45,8 +48,10 @@ const PART_SIZE: usize = 8 << 20;
 const SINGLE_SHOT_MAX: usize = 64 << 20;
 /// GCS composes at most 32 sources per call.
 const COMPOSE_MAX: usize = 32;
-/// Deletes in flight at once.
-const DELETE_PARALLEL: usize = 16;
+/// Calls per JSON batch request (the endpoint's limit).
+const BATCH_MAX: usize = 100;
+/// Batch requests in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 const LIST_PAGE: &str = "1000";
 const GOOGLE_API: &str = "https://storage.googleapis.com";
 
@@ -84,32 +89,6 @@ fn gcs_err(op: &'static str, key: &str) -> impl FnOnce(google_cloud_storage::Err
             None => StoreError::Backend { op, key, message },
         }
     }
-}
-
-fn http_err(op: &'static str, key: &str) -> impl FnOnce(reqwest::Error) -> StoreError {
-    let key = key.to_string();
-    move |e| {
-        let message = error_chain(&e);
-        if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() {
-            StoreError::Transient { op, key, message }
-        } else {
-            StoreError::Backend { op, key, message }
-        }
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// The checksum mismatch the client reports when the service stored other bytes than it sent.
@@ -224,24 +203,26 @@ impl Inner {
 
     /// `{api}/storage/v1/b/{bucket}/o[/{object}][/{tail...}]`, each segment percent-encoded.
     fn url(&self, object: Option<&str>, tail: &[&str]) -> StoreResult<reqwest::Url> {
+        let b: &str = &self.bucket;
+        let base = ["storage", "v1", "b", b, "o"];
+        self.api_url(base.into_iter().chain(object).chain(tail.iter().copied()))
+    }
+
+    /// `{api}/{segments...}`, each segment percent-encoded.
+    fn api_url<'a>(&self, segments: impl Iterator<Item = &'a str>) -> StoreResult<reqwest::Url> {
         let mut url = reqwest::Url::parse(&self.api).map_err(|e| StoreError::Backend {
             op: "open",
             key: String::new(),
             message: format!("endpoint: {e}"),
         })?;
-        {
-            let mut seg = url.path_segments_mut().map_err(|()| StoreError::Backend {
+        url.path_segments_mut()
+            .map_err(|()| StoreError::Backend {
                 op: "open",
                 key: String::new(),
                 message: "endpoint cannot be a base URL".into(),
-            })?;
-            seg.pop_if_empty()
-                .extend(["storage", "v1", "b", &self.bucket, "o"]);
-            if let Some(o) = object {
-                seg.push(o);
-            }
-            seg.extend(tail);
-        }
+            })?
+            .pop_if_empty()
+            .extend(segments);
         Ok(url)
     }
 
@@ -284,12 +265,12 @@ impl Inner {
         op: &'static str,
         key: &str,
     ) -> StoreResult<Option<Value>> {
-        let resp = req.send().await.map_err(http_err(op, key))?;
+        let resp = req.send().await.map_err(reqwest_err(op, key))?;
         let status = resp.status().as_u16();
         if status == 404 {
             return Ok(None);
         }
-        let text = resp.text().await.map_err(http_err(op, key))?;
+        let text = resp.text().await.map_err(reqwest_err(op, key))?;
         if !(200..300).contains(&status) {
             let detail = serde_json::from_str::<Value>(&text)
                 .ok()
@@ -367,13 +348,42 @@ impl Inner {
         self.send(req, "delete", name).await.map(|_| ())
     }
 
+    /// Deletes `names` through the JSON batch endpoint, [`BATCH_MAX`] per request and
+    /// [`BATCHES_IN_FLIGHT`] requests at once; an object already gone counts as deleted.
     async fn delete_names(&self, names: Vec<String>) -> StoreResult<()> {
-        futures::stream::iter(names)
-            .map(|n| async move { self.delete_one(&n, None).await })
-            .buffer_unordered(DELETE_PARALLEL)
+        if let [only] = names.as_slice() {
+            return self.delete_one(only, None).await;
+        }
+        let chunks: Vec<Vec<String>> = names.chunks(BATCH_MAX).map(<[String]>::to_vec).collect();
+        futures::stream::iter(chunks)
+            .map(|chunk| async move { self.delete_batch(&chunk).await })
+            .buffer_unordered(BATCHES_IN_FLIGHT)
             .try_collect::<Vec<()>>()
             .await
             .map(|_| ())
+    }
+
+    async fn delete_batch(&self, names: &[String]) -> StoreResult<()> {
+        let Some(first) = names.first() else {
+            return Ok(());
+        };
+        let parts = names
+            .iter()
+            .map(|n| {
+                Ok(batch::SubRequest {
+                    method: "DELETE",
+                    target: self.url(Some(n), &[])?.path().to_string(),
+                    headers: Vec::new(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let url = self.api_url(["batch", "storage", "v1"].into_iter())?;
+        let req = self
+            .request(reqwest::Method::POST, url, "delete", first)
+            .await?;
+        let body = batch::encode(&parts, batch::ContentIds::Angle);
+        let answers = batch::send(req, body, first).await?;
+        batch::check_deletes(names, &answers)
     }
 
     /// Composes `sources` (in order) into `dest`; returns the new object's CRC32C.
@@ -508,8 +518,7 @@ impl Store for GcsStore {
         Ok(out)
     }
 
-    /// Parallel per-object deletes (the JSON batch endpoint takes multipart/mixed bodies of
-    /// up to 100 calls; per-object calls are simpler and as fast at this concurrency).
+    /// Batched deletes (the JSON batch endpoint, 100 calls per request).
     async fn delete_many(&self, keys: &[ObjectKey]) -> StoreResult<()> {
         let names = keys.iter().map(|k| self.inner.full(k)).collect();
         self.inner.delete_names(names).await

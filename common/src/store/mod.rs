@@ -15,6 +15,7 @@
 //! [`RetryingStore`], so transient failures (5xx, 429, timeouts, resets) are retried in one
 //! place; backends disable their SDKs' own retries so attempts do not multiply.
 mod azure;
+mod batch;
 mod file;
 mod gcs;
 mod retry;
@@ -94,6 +95,38 @@ impl StoreError {
 /// HTTP statuses worth retrying: request timeout, too many requests, server errors.
 pub(crate) fn status_is_transient(status: u16) -> bool {
     status == 408 || status == 429 || (500..=599).contains(&status)
+}
+
+/// `e` and its sources, each once, joined by `: `.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// A failed `reqwest` call of `op` on `key`: transient when the connection, the request or the
+/// body failed or timed out.
+pub(crate) fn reqwest_err(
+    op: &'static str,
+    key: &str,
+) -> impl FnOnce(reqwest::Error) -> StoreError {
+    let key = key.to_string();
+    move |e| {
+        let message = error_chain(&e);
+        if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() {
+            StoreError::Transient { op, key, message }
+        } else {
+            StoreError::Backend { op, key, message }
+        }
+    }
 }
 
 fn io_is_transient(e: &std::io::Error) -> bool {
