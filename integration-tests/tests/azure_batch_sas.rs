@@ -42,15 +42,15 @@ fn container_sas(account: &str, container: &str, key: &str, sp: &str) -> Result<
     let to_sign =
         format!("{sp}\n{st}\n{se}\n{resource}\n\n\nhttps,http\n{VERSION}\nc\n\n\n\n\n\n\n");
     let sig = sign(key, &to_sign)?;
-    Ok(url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("sv", VERSION)
-        .append_pair("sr", "c")
-        .append_pair("sp", sp)
-        .append_pair("st", &st)
-        .append_pair("se", &se)
-        .append_pair("spr", "https,http")
-        .append_pair("sig", &sig)
-        .finish())
+    Ok(query(&[
+        ("sv", VERSION),
+        ("sr", "c"),
+        ("sp", sp),
+        ("st", &st),
+        ("se", &se),
+        ("spr", "https,http"),
+        ("sig", &sig),
+    ]))
 }
 
 /// An account SAS for the blob service, with permissions `sp`.
@@ -58,16 +58,22 @@ fn account_sas(account: &str, key: &str, sp: &str) -> Result<String> {
     let (st, se) = window();
     let to_sign = format!("{account}\n{sp}\nb\nsco\n{st}\n{se}\n\nhttps,http\n{VERSION}\n\n");
     let sig = sign(key, &to_sign)?;
-    Ok(url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("sv", VERSION)
-        .append_pair("ss", "b")
-        .append_pair("srt", "sco")
-        .append_pair("sp", sp)
-        .append_pair("st", &st)
-        .append_pair("se", &se)
-        .append_pair("spr", "https,http")
-        .append_pair("sig", &sig)
-        .finish())
+    Ok(query(&[
+        ("sv", VERSION),
+        ("ss", "b"),
+        ("srt", "sco"),
+        ("sp", sp),
+        ("st", &st),
+        ("se", &se),
+        ("spr", "https,http"),
+        ("sig", &sig),
+    ]))
+}
+
+fn query(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 fn key(s: &str) -> Result<ObjectKey> {
