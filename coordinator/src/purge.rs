@@ -8,8 +8,8 @@
 //! 3. Sweep, in an order that is safe to interrupt: each expired run's `manifest.json` first
 //!    (it stops being a backup), then the rest of its folder, then unmarked blobs older than
 //!    the grace period, then leftovers older than the grace period (folders of runs that never
-//!    committed, `tmp/` staging). Deletes go in batches of up to 1,000 keys (S3 DeleteObjects;
-//!    GCS and Azure, whose SDKs have no batch call here, delete 16 at a time inside a batch).
+//!    committed, `tmp/` staging). Deletes go in batches of up to 1,000 keys, four at once, each
+//!    sent in the store's batch form (S3 DeleteObjects, GCS JSON batch, Azure Blob Batch).
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -10,6 +10,9 @@
 //! per-part credentials differ) and send the body; the format lives here once.
 use super::{StoreError, StoreResult};
 
+/// Error codes of a 404 that mean the object itself is absent.
+const OBJECT_NOT_FOUND: &[&str] = &["BlobNotFound"];
+
 /// One sub-request of a batch: `METHOD path?query HTTP/1.1` and its headers.
 pub(crate) struct SubRequest {
     pub method: &'static str,
@@ -30,6 +33,8 @@ pub(crate) struct BatchBody {
 pub(crate) struct SubResponse {
     pub index: Option<usize>,
     pub status: u16,
+    /// The service's error code header, when it sends one (`x-ms-error-code`).
+    pub error_code: Option<String>,
     /// Status line and error-code headers, for error messages.
     pub detail: String,
 }
@@ -111,18 +116,29 @@ pub(crate) fn decode(content_type: &str, body: &str) -> Result<Vec<SubResponse>,
             .ok_or_else(|| format!("unreadable status line {status_line:?}"))?;
         // The status line and any error-code header (Azure's `x-ms-error-code`).
         let mut detail = status_line.trim().to_string();
-        for l in rest.lines().take_while(|l| !l.trim().is_empty()) {
-            if l.split(':')
-                .next()
-                .is_some_and(|n| n.to_ascii_lowercase().contains("error"))
-            {
+        let mut error_code = None;
+        let headers = rest
+            .lines()
+            .skip_while(|l| !l.starts_with("HTTP/"))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty());
+        for l in headers {
+            let Some((name, value)) = l.split_once(':') else {
+                continue;
+            };
+            let name = name.trim().to_ascii_lowercase();
+            if name.contains("error") {
                 detail.push_str("; ");
                 detail.push_str(l.trim());
+            }
+            if name.ends_with("error-code") {
+                error_code = Some(value.trim().to_string());
             }
         }
         out.push(SubResponse {
             index,
             status,
+            error_code,
             detail: detail.chars().take(400).collect(),
         });
     }
@@ -146,12 +162,18 @@ fn parse_content_id(value: &str) -> Option<usize> {
 }
 
 /// The outcome of a batch of deletes of `names` (part `i` deletes `names[i]`): every part must
-/// be answered with 2xx or 404. The first failure is returned, transient when its status is
+/// be answered with 2xx, or 404 for the object itself (a 404 whose error code names something
+/// else, e.g. Azure's `ContainerNotFound` when a path is wrong, is a failure: the blob may well
+/// still exist). The first failure is returned, transient when its status is
 /// (so the whole batch is retried: deletes are idempotent).
 pub(crate) fn check_deletes(names: &[String], responses: &[SubResponse]) -> StoreResult<()> {
     let mut answered = vec![false; names.len()];
     for r in responses {
-        let ok = (200..300).contains(&r.status) || r.status == 404;
+        let gone = r.status == 404
+            && r.error_code
+                .as_deref()
+                .is_none_or(|c| OBJECT_NOT_FOUND.contains(&c));
+        let ok = (200..300).contains(&r.status) || gone;
         match r.index.filter(|&i| i < names.len()) {
             Some(i) if ok => answered[i] = true,
             Some(i) => {
@@ -278,6 +300,8 @@ mod tests {
         let got: Vec<(Option<usize>, u16)> = r.iter().map(|s| (s.index, s.status)).collect();
         assert_eq!(got, [(Some(0), 202), (Some(1), 404), (Some(2), 403)]);
         assert!(r[2].detail.contains("AuthorizationPermissionMismatch"));
+        assert_eq!(r[1].error_code.as_deref(), Some("BlobNotFound"));
+        assert_eq!(r[0].error_code, None);
     }
 
     #[test]
@@ -310,6 +334,7 @@ mod tests {
         SubResponse {
             index,
             status,
+            error_code: None,
             detail: format!("HTTP/1.1 {status}"),
         }
     }
@@ -331,6 +356,15 @@ mod tests {
         let busy =
             check_deletes(&n, &[answer(Some(0), 503), answer(Some(1), 202)]).expect_err("503");
         assert!(busy.is_transient());
+
+        let mut wrong_place = answer(Some(1), 404);
+        wrong_place.error_code = Some("ContainerNotFound".into());
+        let err = check_deletes(&n, &[answer(Some(0), 202), wrong_place])
+            .expect_err("a 404 for the container is not a deleted blob");
+        assert!(err.to_string().contains("blob1"), "{err}");
+        let mut blob_gone = answer(Some(1), 404);
+        blob_gone.error_code = Some("BlobNotFound".into());
+        assert!(check_deletes(&n, &[answer(Some(0), 202), blob_gone]).is_ok());
 
         let whole = check_deletes(&n, &[answer(None, 400)]).expect_err("batch refused");
         assert!(
