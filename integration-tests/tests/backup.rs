@@ -499,14 +499,27 @@ fn wait_for_end(d: &Deployment, run: &str) -> anyhow::Result<Value> {
     }
 }
 
-/// A keyspace big enough that a throttled upload lasts several seconds.
+/// A keyspace big enough that a throttled upload lasts several seconds. With `own_data`, every
+/// row lives on one node only (replication factor 1), so no node finds its SSTables already
+/// uploaded by a replica and each node's upload takes its own time.
 async fn slow_keyspace(
     tb: &Testbed,
     prefix: &str,
+    own_data: bool,
 ) -> anyhow::Result<(String, scylla::client::session::Session)> {
     let ks = cluster::unique_keyspace(prefix);
     let s = cluster::session(tb).await?;
     cluster::create_keyspace(&s, tb, &ks, &["big"]).await?;
+    if own_data {
+        s.query_unpaged(
+            format!(
+                "ALTER KEYSPACE {ks} WITH replication = \
+                 {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+            ),
+            (),
+        )
+        .await?;
+    }
     cluster::write_rows(&s, &ks, "big", 0, 400, 8192).await?;
     cluster::flush(tb, &ks)?;
     Ok((ks, s))
@@ -522,18 +535,18 @@ async fn a_worker_killed_mid_upload_that_does_not_come_back_fails_the_run_naming
         &file_store_url("kill")?,
         &[
             "--upload-bandwidth",
-            "300000",
+            "150000",
             "--worker-restart-grace-secs",
             "3",
         ],
     )?;
     let tb = d.testbed.clone();
-    let (ks, s) = slow_keyspace(&tb, "killw").await?;
+    let (ks, s) = slow_keyspace(&tb, "killw", true).await?;
     let started = d.cli_json(&["backup", "-k", &ks])?;
     let run = started["id"].as_str().context("id")?.to_string();
     let tag = started["tag"].as_str().context("tag")?.to_string();
-    // Replicas hold identical SSTables, so a node can find its blobs already sent by another
-    // and finish early: strike node 2 while its own upload is under half done.
+    // Each node holds its own rows (replication factor 1), so node 2 cannot find its files
+    // already uploaded by a replica: strike it while its upload is under way.
     ringvault_integration_tests::runs::wait_until(&d, &run, "node 2 mid-upload", |v| {
         let n2 = v["nodes"].as_array()?.iter().find(|n| {
             n["address"]
@@ -542,7 +555,7 @@ async fn a_worker_killed_mid_upload_that_does_not_come_back_fails_the_run_naming
                 == Some(2)
         })?;
         let (done, total) = (n2["bytes_done"].as_u64()?, n2["bytes_total"].as_u64()?);
-        (v["stage"] == "upload" && done > 0 && done * 2 < total).then_some(())
+        (v["stage"] == "upload" && n2["state"] == "UPLOADING" && done < total).then_some(())
     })?;
     d.kill_worker(2)?;
     let v = wait_for_end(&d, &run)?;
@@ -632,7 +645,7 @@ async fn an_unusable_store_fails_clearly_and_is_never_reported_done() -> anyhow:
     }
     let url = format!("s3://bkt/p?endpoint=http://127.0.0.1:{port}&region=us-east-1");
     let d = Deployment::start_with(&url, &["--upload-bandwidth", "300000"])?;
-    let (ks, s) = slow_keyspace(&tb, "gone").await?;
+    let (ks, s) = slow_keyspace(&tb, "gone", false).await?;
     let started = d.cli_json(&["backup", "-k", &ks])?;
     let run = started["id"].as_str().context("id")?.to_string();
     let tag = started["tag"].as_str().context("tag")?.to_string();
