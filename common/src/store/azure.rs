@@ -53,8 +53,6 @@ use crate::layout::ObjectKey;
 const PART_SIZE: usize = 8 << 20;
 /// Sub-requests per Blob Batch request (the service's limit).
 const BATCH_MAX: usize = 256;
-/// Batch requests in flight at once.
-const BATCHES_IN_FLIGHT: usize = 4;
 /// Blob Batch at container scope needs 2020-04-08 or later; the SAS is signed for this one.
 const BATCH_API_VERSION: &str = "2025-01-05";
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
@@ -285,15 +283,11 @@ impl AzureStore {
             key: format!("az://{account}/{container}/{prefix}"),
             message,
         })?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| StoreError::Backend {
-                op: "open",
-                key: format!("az://{account}/{container}/{prefix}"),
-                message: format!("HTTP client: {e}"),
-            })?;
+        let http = super::http_client().map_err(|e| StoreError::Backend {
+            op: "open",
+            key: format!("az://{account}/{container}/{prefix}"),
+            message: format!("HTTP client: {e}"),
+        })?;
         let inner = Inner {
             custom_endpoint: endpoint.is_some(),
             endpoint: endpoint
@@ -401,18 +395,15 @@ impl Inner {
     }
 
     /// Deletes `names` with Blob Batch requests ([`BATCH_MAX`] sub-requests each,
-    /// [`BATCHES_IN_FLIGHT`] at once); a blob already gone counts as deleted.
+    /// a few at once); a blob already gone counts as deleted.
     async fn delete_names(&self, names: Vec<String>) -> StoreResult<()> {
         if let [only] = names.as_slice() {
             return self.delete_one(only).await;
         }
-        let chunks: Vec<Vec<String>> = names.chunks(BATCH_MAX).map(<[String]>::to_vec).collect();
-        futures::stream::iter(chunks)
-            .map(|chunk| async move { self.delete_batch(&chunk).await.map_err(scrubbed) })
-            .buffer_unordered(BATCHES_IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
+        batch::in_batches(names, BATCH_MAX, |chunk| async move {
+            self.delete_batch(&chunk).await.map_err(scrubbed)
+        })
+        .await
     }
 
     /// One Blob Batch request deleting `names`. Each sub-request carries the same

@@ -10,6 +10,26 @@
 //! per-part credentials differ) and send the body; the format lives here once.
 use super::{StoreError, StoreResult};
 
+/// Batch requests in flight at once.
+const IN_FLIGHT: usize = 4;
+
+/// Sends `names` as batches of at most `max`, [`IN_FLIGHT`] at once, through `send`; the first
+/// failure is returned.
+pub(crate) async fn in_batches<F, Fut>(names: Vec<String>, max: usize, send: F) -> StoreResult<()>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<()>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    let chunks: Vec<Vec<String>> = names.chunks(max).map(<[String]>::to_vec).collect();
+    futures::stream::iter(chunks)
+        .map(send)
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+}
+
 /// Error codes of a 404 that mean the object itself is absent.
 const OBJECT_NOT_FOUND: &[&str] = &["BlobNotFound"];
 

@@ -32,7 +32,6 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use google_cloud_auth::credentials::{CacheableResource, Credentials};
 use google_cloud_storage::client::Storage;
 use serde_json::{Value, json};
@@ -50,8 +49,6 @@ const SINGLE_SHOT_MAX: usize = 64 << 20;
 const COMPOSE_MAX: usize = 32;
 /// Calls per JSON batch request (the endpoint's limit).
 const BATCH_MAX: usize = 100;
-/// Batch requests in flight at once.
-const BATCHES_IN_FLIGHT: usize = 4;
 const LIST_PAGE: &str = "1000";
 const GOOGLE_API: &str = "https://storage.googleapis.com";
 
@@ -173,11 +170,7 @@ impl GcsStore {
             .build()
             .await
             .map_err(|e| bad(format!("GCS client: {}", error_chain(&e))))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(300))
-            .build()
-            .map_err(|e| bad(format!("HTTP client: {e}")))?;
+        let http = super::http_client().map_err(|e| bad(format!("HTTP client: {e}")))?;
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
                 storage,
@@ -348,19 +341,16 @@ impl Inner {
         self.send(req, "delete", name).await.map(|_| ())
     }
 
-    /// Deletes `names` through the JSON batch endpoint, [`BATCH_MAX`] per request and
-    /// [`BATCHES_IN_FLIGHT`] requests at once; an object already gone counts as deleted.
+    /// Deletes `names` through the JSON batch endpoint, [`BATCH_MAX`] per request, a few
+    /// requests at once; an object already gone counts as deleted.
     async fn delete_names(&self, names: Vec<String>) -> StoreResult<()> {
         if let [only] = names.as_slice() {
             return self.delete_one(only, None).await;
         }
-        let chunks: Vec<Vec<String>> = names.chunks(BATCH_MAX).map(<[String]>::to_vec).collect();
-        futures::stream::iter(chunks)
-            .map(|chunk| async move { self.delete_batch(&chunk).await })
-            .buffer_unordered(BATCHES_IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
+        batch::in_batches(names, BATCH_MAX, |chunk| async move {
+            self.delete_batch(&chunk).await
+        })
+        .await
     }
 
     async fn delete_batch(&self, names: &[String]) -> StoreResult<()> {

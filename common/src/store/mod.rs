@@ -129,6 +129,14 @@ pub(crate) fn reqwest_err(
     }
 }
 
+/// The HTTP client of the calls a backend makes itself (GCS JSON API, Azure Blob Batch).
+pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(300))
+        .build()
+}
+
 fn io_is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind as K;
     matches!(
