@@ -8,6 +8,7 @@ pub mod ids;
 pub mod layout;
 pub mod manifest;
 pub mod metrics;
+pub mod security;
 pub mod service;
 pub mod store;
 pub mod throttle;

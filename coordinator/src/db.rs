@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_restore.sql"),
     include_str!("../migrations/0003_operations.sql"),
+    include_str!("../migrations/0004_identity.sql"),
 ];
 
 /// Handle to the coordinator's database.
@@ -106,6 +107,19 @@ impl Db {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        // Owner-only from the first byte: run requests and store URLs are nobody else's business
+        // (SQLite gives its -wal and -shm files the database file's mode).
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {} to its owner", path.display()))?;
+        }
         let conn = rusqlite::Connection::open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -182,6 +196,78 @@ impl Db {
     }
 
     /// Records a heartbeat; false when the worker is unknown.
+    /// Registers a worker under `identity` (its certificate's URI; `None` over insecure
+    /// loopback). A host id already bound to another identity is left unchanged and the bound
+    /// identity returned as the error.
+    pub fn register_worker(
+        &self,
+        w: &WorkerRow,
+        identity: Option<&str>,
+    ) -> anyhow::Result<Result<(), String>> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let bound: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT identity FROM workers WHERE host_id=?1",
+                    params![w.host_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(Some(b)) = &bound
+                && Some(b.as_str()) != identity
+            {
+                return Ok(Err(b.clone()));
+            }
+            tx.execute(
+                "INSERT INTO workers (host_id, cluster_name, address, worker_address, datacenter, rack, tokens_json, data_dirs_json, cassandra_version, registered_ms, last_seen_ms, identity)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?10,?11)
+                 ON CONFLICT(host_id) DO UPDATE SET cluster_name=?2, address=?3, worker_address=?4, datacenter=?5, rack=?6,
+                   tokens_json=?7, data_dirs_json=?8, cassandra_version=?9, last_seen_ms=?10, identity=?11",
+                params![
+                    w.host_id, w.cluster_name, w.address, w.worker_address, w.datacenter, w.rack,
+                    serde_json::to_string(&w.tokens)?, serde_json::to_string(&w.data_dirs)?, w.cassandra_version, w.last_seen_ms,
+                    identity
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+    }
+
+    /// Records a heartbeat of `host_id` from `identity`; false when no worker with that host id
+    /// is bound to that identity (the worker then registers again).
+    pub fn touch_worker_as(
+        &self,
+        host_id: &str,
+        identity: Option<&str>,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE workers SET last_seen_ms=?2 WHERE host_id=?1 AND identity IS ?3",
+                params![host_id, now_ms, identity],
+            )? == 1)
+        })
+    }
+
+    /// Forgets a worker and its identity binding; false when there was none.
+    pub fn remove_worker(&self, host_id: &str) -> anyhow::Result<bool> {
+        self.with(|c| Ok(c.execute("DELETE FROM workers WHERE host_id=?1", params![host_id])? == 1))
+    }
+
+    /// The identity a host id is bound to (`None`: unknown host or insecure registration).
+    pub fn worker_identity(&self, host_id: &str) -> anyhow::Result<Option<String>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT identity FROM workers WHERE host_id=?1",
+                params![host_id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+        })
+    }
+
     pub fn touch_worker(&self, host_id: &str, now_ms: i64) -> anyhow::Result<bool> {
         self.with(|c| {
             Ok(c.execute(

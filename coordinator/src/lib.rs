@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use ringvault_common::security::{self, ClientSecurity, ServerSecurity};
 use ringvault_common::store::Store;
 
 /// Command-line options of `ringvault-coordinator`.
@@ -90,6 +91,21 @@ pub struct CoordinatorOptions {
     /// Serve Prometheus metrics (`GET /metrics`) on this address (default: no metrics server).
     #[arg(long, value_name = "ADDR", env = "RINGVAULT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Stores `--from-store` may name (exact URLs or prefixes; repeat). The coordinator's own
+    /// --store is always allowed; anything else is refused.
+    #[arg(
+        long = "allow-from-store",
+        value_name = "URL",
+        env = "RINGVAULT_ALLOW_FROM_STORE",
+        value_delimiter = ','
+    )]
+    pub allow_from_store: Vec<String>,
+    /// Bearer tokens for CLI users without certificates: lines `NAME ROLE sha256:HEX` (see
+    /// `ringvault certs --token`); re-read when it changes.
+    #[arg(long, value_name = "FILE", env = "RINGVAULT_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: ringvault_common::security::TlsArgs,
 }
 
 /// Shared state of the coordinator.
@@ -101,6 +117,8 @@ pub struct Coordinator {
     pub active: Mutex<HashMap<String, Arc<progress::RunHandle>>>,
     /// Backup starts hold it shared while they plan and record; a purge holds it exclusively.
     pub purge_lock: tokio::sync::RwLock<()>,
+    /// Stores `--from-store` may name.
+    pub from_store_allowlist: ringvault_common::security::StoreAllowlist,
 }
 
 impl Coordinator {
@@ -134,6 +152,16 @@ pub fn now_ms() -> i64 {
 
 /// Opens the database and store, settles unfinished runs, and serves until SIGTERM.
 pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
+    let security = ServerSecurity::from_args(&opts.tls, opts.listen)?;
+    backup::set_worker_security(ClientSecurity {
+        tls: opts.tls.load()?,
+    });
+    let tokens = match &opts.tokens_file {
+        Some(p) => Some(Arc::new(security::tokens::TokenFile::open(p)?)),
+        None => None,
+    };
+    let from_store_allowlist =
+        security::StoreAllowlist::new(&opts.allow_from_store)?.with(&opts.store)?;
     let db = db::Db::open(&opts.db)?;
     let store = ringvault_common::store::open(&opts.store).await?;
     store
@@ -147,6 +175,7 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         store,
         active: Mutex::new(HashMap::new()),
         purge_lock: tokio::sync::RwLock::new(()),
+        from_store_allowlist,
     });
     backup::recover_unfinished(&coord).await?;
     tokio::spawn(schedule::run_forever(
@@ -164,8 +193,13 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         .set_serving::<ringvault_proto::v1::coordinator_server::CoordinatorServer<service::CoordinatorService>>()
         .await;
     tracing::info!(listen = %opts.listen, "coordinator serving");
+    let incoming = security::serve::incoming(opts.listen, security).await?;
     tonic::transport::Server::builder()
         .tcp_keepalive(Some(Duration::from_secs(30)))
+        .layer(security::AuthLayer::new(
+            Arc::new(security::authz::CoordinatorPolicy),
+            tokens,
+        ))
         .add_service(health_service)
         .add_service(ringvault_proto::v1::registry_server::RegistryServer::new(
             registry::RegistryService::new(Arc::clone(&coord)),
@@ -175,7 +209,7 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
                 service::CoordinatorService::new(coord),
             ),
         )
-        .serve_with_shutdown(opts.listen, ringvault_common::service::shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, ringvault_common::service::shutdown_signal())
         .await
         .context("gRPC server")?;
     Ok(())

@@ -4,6 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringvault_common::security::Role;
+use ringvault_common::security::authz::principal;
 use ringvault_common::{Identifier, RunId, SnapshotTag};
 use ringvault_proto::v1 as pb;
 use tokio_stream::Stream;
@@ -46,6 +48,23 @@ impl CoordinatorService {
             .await
             .map_err(internal)?;
         found.ok_or_else(|| Status::not_found(format!("run {run_id} not found")))
+    }
+
+    /// Opens a `--from-store` URL, refused unless it is inside `--allow-from-store` (or is the
+    /// coordinator's own store).
+    async fn from_store(
+        &self,
+        url: &str,
+    ) -> Result<Arc<dyn ringvault_common::store::Store>, Status> {
+        self.check_from_store(url)?;
+        ringvault_common::store::open(url).await.map_err(invalid)
+    }
+
+    fn check_from_store(&self, url: &str) -> Result<(), Status> {
+        self.coord.from_store_allowlist.check(url).map_err(|e| {
+            tracing::warn!(error = %e, "refused --from-store");
+            Status::permission_denied(e.to_string())
+        })
     }
 
     fn active(&self, id: &str) -> Option<Arc<crate::progress::RunHandle>> {
@@ -91,13 +110,24 @@ fn selection(
 type RunStream = Pin<Box<dyn Stream<Item = Result<pb::Run, Status>> + Send>>;
 type VerifyStream = Pin<Box<dyn Stream<Item = Result<pb::VerifyEvent, Status>> + Send>>;
 
-fn limits_from(l: Option<pb::RunLimits>) -> RunLimits {
-    l.map(|l| RunLimits {
-        upload_concurrency: l.upload_concurrency,
-        upload_bandwidth: l.upload_bandwidth,
-        nodes_at_once: l.nodes_at_once,
-    })
-    .unwrap_or_default()
+/// The most parts in flight per node a run may ask for.
+pub const MAX_UPLOAD_CONCURRENCY: u32 = 256;
+
+fn limits_from(l: Option<pb::RunLimits>) -> Result<RunLimits, Status> {
+    let l = l
+        .map(|l| RunLimits {
+            upload_concurrency: l.upload_concurrency,
+            upload_bandwidth: l.upload_bandwidth,
+            nodes_at_once: l.nodes_at_once,
+        })
+        .unwrap_or_default();
+    if l.upload_concurrency > MAX_UPLOAD_CONCURRENCY {
+        return Err(Status::invalid_argument(format!(
+            "concurrency {} is over the limit of {MAX_UPLOAD_CONCURRENCY} parts in flight per node",
+            l.upload_concurrency
+        )));
+    }
+    Ok(l)
 }
 
 fn limits_to(l: RunLimits) -> pb::RunLimits {
@@ -300,7 +330,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                 keyspaces,
                 tables,
                 cluster_name,
-                limits: limits_from(r.limits),
+                limits: limits_from(r.limits)?,
                 schedule_id: None,
             },
         )
@@ -412,6 +442,9 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         req: Request<pb::StartRestoreRequest>,
     ) -> Result<Response<pb::StartBackupResponse>, Status> {
         let r = req.into_inner();
+        if !r.from_store_url.is_empty() {
+            self.check_from_store(&r.from_store_url)?;
+        }
         let backup_run = RunId::parse(&r.backup_run_id).map_err(invalid)?;
         let (keyspaces, tables) = selection(&r.keyspaces, &r.tables)?;
         let req = crate::restore::RestoreRequest {
@@ -436,14 +469,17 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         &self,
         req: Request<pb::VerifyRequest>,
     ) -> Result<Response<Self::VerifyBackupStream>, Status> {
+        let who = principal(&req)?;
         let r = req.into_inner();
+        if r.deep {
+            who.require(Role::Operator, "verify --deep")?;
+        }
         let run = RunId::parse(&r.run_id).map_err(invalid)?;
         let store = if r.from_store_url.is_empty() {
             Arc::clone(&self.coord.store)
         } else {
-            ringvault_common::store::open(&r.from_store_url)
-                .await
-                .map_err(invalid)?
+            who.require(Role::Admin, "--from-store")?;
+            self.from_store(&r.from_store_url).await?
         };
         let opts = crate::verify::VerifyOptions {
             deep: r.deep,
@@ -541,7 +577,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             tables: tables.iter().map(ToString::to_string).collect(),
             keep_last: retention.keep_last,
             keep_days: retention.keep_days,
-            limits: limits_from(r.limits),
+            limits: limits_from(r.limits)?,
             missed: missed.into(),
             paused: false,
             next_due_ms: crate::schedule::next_due(&cron, now),
@@ -611,11 +647,13 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         &self,
         req: Request<pb::ListBackupsRequest>,
     ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        let who = principal(&req)?;
         let url = req.into_inner().from_store_url;
         let store = if url.is_empty() {
             Arc::clone(&self.coord.store)
         } else {
-            ringvault_common::store::open(&url).await.map_err(invalid)?
+            who.require(Role::Admin, "--from-store")?;
+            self.from_store(&url).await?
         };
         let backups = crate::restore::list_backups(&store)
             .await
@@ -655,5 +693,29 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             })
             .collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn remove_worker(
+        &self,
+        req: Request<pb::RemoveWorkerRequest>,
+    ) -> Result<Response<pb::RemoveWorkerResponse>, Status> {
+        let who = principal(&req)?;
+        let host_id = ringvault_common::manifest::HostId::parse(&req.into_inner().host_id)
+            .map_err(invalid)?
+            .to_string();
+        let id = host_id.clone();
+        let removed = self
+            .coord
+            .db
+            .call(move |db| db.remove_worker(&id))
+            .await
+            .map_err(internal)?;
+        if !removed {
+            return Err(Status::not_found(format!(
+                "no worker with host id {host_id}"
+            )));
+        }
+        tracing::info!(host_id, by = %who, "worker removed");
+        Ok(Response::new(pb::RemoveWorkerResponse {}))
     }
 }

@@ -3,6 +3,10 @@
 //! Tests can kill (`SIGKILL`) and restart any of them. Every process also serves Prometheus
 //! metrics on its own free port ([`Deployment::coordinator_metrics_url`],
 //! [`Deployment::worker_metrics_url`]).
+//!
+//! Every hop runs mutual TLS, as in production: each deployment makes its own CA and
+//! certificates ([`Deployment::certs`]): the coordinator's, one per worker, and one CLI user per
+//! role (`admin`, `operator`, `viewer`; the CLI runs as `admin` unless told otherwise).
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -77,6 +81,88 @@ pub struct Deployment {
     extra_coordinator_args: Vec<String>,
     coordinator_metrics_port: u16,
     worker_metrics_ports: Vec<u16>,
+    /// Store URLs the workers (and the coordinator's --from-store) may use.
+    pub allowed_stores: Vec<String>,
+}
+
+/// The cluster name of the test bed's nodes (what worker certificates are issued for).
+pub const TESTBED_CLUSTER: &str = "ringvault_testbed";
+
+/// Paths of one certificate and its key.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The certificate directory of a deployment.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl Certs {
+    /// Makes a CA and the certificates of a coordinator, `nodes` workers and one user per role
+    /// in `dir`.
+    pub fn make(dir: &Path, nodes: usize) -> anyhow::Result<Self> {
+        use ringvault_common::security::certs::CertAuthority;
+        use ringvault_common::security::{Identity, Role};
+        let ca = CertAuthority::load_or_create(dir, "ringvault test CA")?;
+        ca.write(
+            dir,
+            "coordinator",
+            &Identity::Coordinator,
+            &["127.0.0.1".into(), "localhost".into()],
+        )?;
+        for n in 1..=nodes {
+            ca.write(
+                dir,
+                &format!("worker{n}"),
+                &Identity::Worker {
+                    cluster: TESTBED_CLUSTER.into(),
+                    name: format!("node{n}"),
+                },
+                &[format!("127.0.0.{n}")],
+            )?;
+        }
+        for role in [Role::Viewer, Role::Operator, Role::Admin] {
+            ca.write(
+                dir,
+                role.as_str(),
+                &Identity::User {
+                    name: format!("test-{role}"),
+                    role,
+                },
+                &[],
+            )?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            ca: dir.join("ca.pem"),
+        })
+    }
+
+    /// The files of certificate `name` (coordinator, worker1.., admin, operator, viewer).
+    pub fn get(&self, name: &str) -> CertFiles {
+        CertFiles {
+            cert: self.dir.join(format!("{name}.pem")),
+            key: self.dir.join(format!("{name}.key")),
+        }
+    }
+
+    /// The `--tls-*` flags that make a component present certificate `name`.
+    pub fn flags(&self, name: &str) -> Vec<String> {
+        let f = self.get(name);
+        vec![
+            "--tls-ca".into(),
+            self.ca.display().to_string(),
+            "--tls-cert".into(),
+            f.cert.display().to_string(),
+            "--tls-key".into(),
+            f.key.display().to_string(),
+        ]
+    }
 }
 
 impl Deployment {
@@ -88,6 +174,16 @@ impl Deployment {
 
     /// Like [`Deployment::start`] with extra coordinator flags.
     pub fn start_with(store_url: &str, coordinator_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_allowing(store_url, coordinator_args, &[])
+    }
+
+    /// Like [`Deployment::start_with`], with more stores the workers (and `--from-store`) may
+    /// use besides `store_url`.
+    pub fn start_allowing(
+        store_url: &str,
+        coordinator_args: &[&str],
+        more_stores: &[&str],
+    ) -> anyhow::Result<Self> {
         let testbed = Testbed::load()?;
         let nodes = testbed.nodes()?;
         let dir = tempfile::Builder::new().prefix("rv-deploy-").tempdir()?;
@@ -99,11 +195,15 @@ impl Deployment {
             worker_ports.push(free_port(&format!("127.0.0.{n}"))?);
             worker_metrics_ports.push(free_port(&format!("127.0.0.{n}"))?);
         }
+        Certs::make(&dir.path().join("certs"), nodes)?;
+        let mut allowed_stores = vec![store_url.to_string()];
+        allowed_stores.extend(more_stores.iter().map(|s| s.to_string()));
         let mut d = Self {
             testbed,
             dir,
+            allowed_stores,
             store_url: store_url.to_string(),
-            coordinator_url: format!("http://127.0.0.1:{coordinator_port}"),
+            coordinator_url: format!("https://127.0.0.1:{coordinator_port}"),
             coordinator_port,
             coordinator: None,
             workers: (0..nodes).map(|_| None).collect(),
@@ -134,6 +234,35 @@ impl Deployment {
         Ok(())
     }
 
+    /// This deployment's certificates.
+    pub fn certs(&self) -> Certs {
+        let dir = self.dir.path().join("certs");
+        Certs {
+            ca: dir.join("ca.pem"),
+            dir,
+        }
+    }
+
+    /// The coordinator's gRPC port.
+    pub fn coordinator_port(&self) -> u16 {
+        self.coordinator_port
+    }
+
+    /// Worker `n`'s (1-based) gRPC URL.
+    pub fn worker_url(&self, n: usize) -> String {
+        format!("https://127.0.0.{n}:{}", self.worker_ports[n - 1])
+    }
+
+    /// Process id of worker `n` (1-based), while it runs.
+    pub fn worker_pid(&self, n: usize) -> Option<u32> {
+        self.workers[n - 1].as_ref().map(Child::id)
+    }
+
+    /// Process id of the coordinator, while it runs.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.as_ref().map(Child::id)
+    }
+
     /// Log file of a component.
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
@@ -161,6 +290,12 @@ impl Deployment {
             .arg("3000")
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{}", self.coordinator_metrics_port))
+            .args(self.certs().flags("coordinator"))
+            .args(
+                self.allowed_stores
+                    .iter()
+                    .flat_map(|s| ["--allow-from-store".to_string(), s.clone()]),
+            )
             .args(&self.extra_coordinator_args)
             .stdout(Stdio::null())
             .stderr(out);
@@ -203,6 +338,12 @@ impl Deployment {
             .arg(&state)
             .arg("--metrics-listen")
             .arg(format!("127.0.0.{n}:{}", self.worker_metrics_ports[n - 1]))
+            .args(self.certs().flags(&format!("worker{n}")))
+            .args(
+                self.allowed_stores
+                    .iter()
+                    .flat_map(|s| ["--allow-store".to_string(), s.clone()]),
+            )
             .stdout(Stdio::null())
             .stderr(out);
         self.store_env(&mut cmd)?;
@@ -267,11 +408,18 @@ impl Deployment {
         Ok(())
     }
 
-    /// Runs the CLI against this coordinator.
+    /// Runs the CLI against this coordinator as the `admin` user.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.cli_as("admin", args)
+    }
+
+    /// Runs the CLI against this coordinator with certificate `who` (admin, operator, viewer,
+    /// or any name under [`Deployment::certs`]).
+    pub fn cli_as(&self, who: &str, args: &[&str]) -> anyhow::Result<Output> {
         Command::new(bin("ringvault")?)
             .arg("--coordinator")
             .arg(&self.coordinator_url)
+            .args(self.certs().flags(who))
             .args(args)
             .output()
             .context("running ringvault")

@@ -595,7 +595,7 @@ async fn an_unusable_store_fails_clearly_and_is_never_reported_done() -> anyhow:
     let out = std::process::Command::new(ringvault_integration_tests::deployment::bin(
         "ringvault-coordinator",
     )?)
-    .args(["--listen", "127.0.0.1:0", "--db"])
+    .args(["--listen", "127.0.0.1:0", "--insecure-loopback", "--db"])
     .arg(std::env::temp_dir().join(format!("rv-bad-{}.db", uuid::Uuid::new_v4().simple())))
     .args(["--store", &bad])
     .env("AWS_ACCESS_KEY_ID", "wrong")

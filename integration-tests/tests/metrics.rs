@@ -92,6 +92,7 @@ async fn coordinator_serves_metrics_without_cassandra() -> anyhow::Result<()> {
             .arg(format!("file://{}", store.display()))
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{metrics}"))
+            .arg("--insecure-loopback")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

@@ -303,7 +303,7 @@ async fn a_coordinator_with_an_empty_database_lists_and_restores_from_the_bucket
     let f = fixture("rbucket").await?;
     let url = f.d.store_url.clone();
     // Another coordinator, its own empty database and an unrelated default store.
-    let fresh = Deployment::start(&store_url("other"))?;
+    let fresh = Deployment::start_allowing(&store_url("other"), &[], &[&url])?;
     let listed = fresh.cli_json(&["backups", "list", "--from-store", &url])?;
     assert!(
         listed

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use ringvault_common::security::{self, ClientSecurity, ServerSecurity};
 
 /// Command-line options of `ringvault-worker`.
 #[derive(Debug, Clone, Parser)]
@@ -80,6 +81,28 @@ pub struct WorkerOptions {
     /// Serve Prometheus metrics (`GET /metrics`) on this address (default: no metrics server).
     #[arg(long, value_name = "ADDR", env = "RINGVAULT_WORKER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Store URLs this worker may upload to or download from (exact URLs or prefixes; repeat).
+    /// A request naming any other store, endpoint or directory is refused before any request
+    /// leaves the machine, so a caller can never aim the worker's credentials elsewhere.
+    #[arg(
+        long = "allow-store",
+        value_name = "URL",
+        env = "RINGVAULT_ALLOW_STORE",
+        value_delimiter = ','
+    )]
+    pub allow_store: Vec<String>,
+    /// Largest parts-in-flight a request may ask for (Upload, Download); more is refused.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrency: u32,
+    /// RPCs served at once; more wait.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent_rpcs: usize,
+    /// Free bytes a restore leaves on the staging filesystem: a Download that would go below
+    /// it is refused (restores never take the last free bytes of a data disk).
+    #[arg(long, default_value_t = 1 << 30)]
+    pub staging_reserve_bytes: u64,
+    #[command(flatten)]
+    pub tls: ringvault_common::security::TlsArgs,
 }
 
 /// Part buffers (8 MiB) are allocated on many blocking threads; glibc would keep freed ones
@@ -105,6 +128,15 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         println!("store {} is usable", store.describe());
         return Ok(());
     }
+    let security = ServerSecurity::from_args(&opts.tls, opts.listen)?;
+    let client = ClientSecurity {
+        tls: opts.tls.load()?,
+    };
+    if opts.allow_store.is_empty() {
+        anyhow::bail!(
+            "no --allow-store given: name the store URLs (or prefixes) this worker may use"
+        );
+    }
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("creating state directory {}", opts.state_dir.display()))?;
     let cache = hash_cache::HashCache::open(&opts.state_dir.join("hash-cache.sqlite"))?;
@@ -112,12 +144,17 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     if let Some(addr) = opts.metrics_listen {
         metrics::spawn(addr, Arc::clone(&node.metrics)).await?;
     }
+    let scheme = match security {
+        ServerSecurity::Tls(_) => "https",
+        ServerSecurity::InsecureLoopback => "http",
+    };
     let advertise = opts
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{}", opts.listen));
+        .unwrap_or_else(|| format!("{scheme}://{}", opts.listen));
     tokio::spawn(registration::register_forever(
         opts.coordinator.clone(),
+        client,
         Arc::clone(&node),
         advertise,
     ));
@@ -126,12 +163,21 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         .set_serving::<ringvault_proto::v1::worker_server::WorkerServer<service::WorkerService>>()
         .await;
     tracing::info!(listen = %opts.listen, "worker serving");
+    let incoming = security::serve::incoming(opts.listen, security).await?;
     tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(opts.max_concurrent_rpcs.max(1))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            opts.max_concurrent_rpcs.max(1),
+        ))
+        .layer(security::AuthLayer::new(
+            Arc::new(security::authz::WorkerPolicy),
+            None,
+        ))
         .add_service(health_service)
         .add_service(ringvault_proto::v1::worker_server::WorkerServer::new(
             service::WorkerService::new(node),
         ))
-        .serve_with_shutdown(opts.listen, ringvault_common::service::shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, ringvault_common::service::shutdown_signal())
         .await
         .context("gRPC server")?;
     Ok(())

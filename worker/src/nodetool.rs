@@ -111,6 +111,8 @@ impl Nodetool {
 pub async fn run_tool(program: &std::path::Path, args: &[String]) -> Result<String, NodetoolError> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).kill_on_drop(true);
+    // Cloud credentials stay with the worker: a JVM tool has no use for them.
+    ringvault_common::security::scrub_child_env(&mut cmd);
     die_with_parent(&mut cmd);
     let out = cmd.output().await.map_err(|source| NodetoolError::Spawn {
         program: program.display().to_string(),

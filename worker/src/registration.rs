@@ -3,16 +3,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringvault_common::security::ClientSecurity;
 use ringvault_proto::v1 as pb;
 use ringvault_proto::v1::registry_client::RegistryClient;
 
 use crate::service::LocalNode;
 
 /// Never returns: registers, heartbeats, and starts over on any failure.
-pub async fn register_forever(coordinator: String, node: Arc<LocalNode>, advertise: String) {
+pub async fn register_forever(
+    coordinator: String,
+    security: ClientSecurity,
+    node: Arc<LocalNode>,
+    advertise: String,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session(&coordinator, &node, &advertise).await {
+        match session(&coordinator, &security, &node, &advertise).await {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), coordinator, retry_in = ?backoff, "registration with the coordinator failed");
@@ -24,8 +30,19 @@ pub async fn register_forever(coordinator: String, node: Arc<LocalNode>, adverti
 }
 
 /// One registration followed by heartbeats until one fails or the coordinator forgets us.
-async fn session(coordinator: &str, node: &LocalNode, advertise: &str) -> anyhow::Result<()> {
-    let mut client = RegistryClient::connect(coordinator.to_string()).await?;
+async fn session(
+    coordinator: &str,
+    security: &ClientSecurity,
+    node: &LocalNode,
+    advertise: &str,
+) -> anyhow::Result<()> {
+    let channel = security
+        .connect(coordinator, |ep| {
+            ep.connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+        })
+        .await?;
+    let mut client = RegistryClient::new(channel);
     let mut info = node.info().await?;
     info.worker_address = advertise.to_string();
     let (host_id, cluster_name) = (info.host_id.clone(), info.cluster_name.clone());

@@ -30,6 +30,12 @@ pub struct LocalNode {
     pub data_dirs: Vec<PathBuf>,
     cache: HashCache,
     concurrency: usize,
+    /// The largest concurrency a request may ask for.
+    max_concurrency: u32,
+    /// Stores requests may name.
+    allow_store: ringvault_common::security::StoreAllowlist,
+    /// Free bytes a Download leaves on the staging filesystem.
+    staging_reserve_bytes: u64,
     /// New for every process start, so the coordinator can tell a restarted worker.
     instance_id: String,
     /// What `/metrics` reports; counted here as requests end and stream events pass.
@@ -78,9 +84,66 @@ impl LocalNode {
             data_dirs: opts.data_dirs.clone(),
             cache,
             concurrency: opts.concurrency.max(1) as usize,
+            max_concurrency: opts.max_concurrency.max(1),
+            allow_store: ringvault_common::security::StoreAllowlist::new(&opts.allow_store)?,
+            staging_reserve_bytes: opts.staging_reserve_bytes,
             instance_id: uuid::Uuid::new_v4().to_string(),
             metrics: Arc::default(),
         })
+    }
+
+    /// Opens a store named by a request, refused before any request leaves the machine unless
+    /// it is inside this worker's `--allow-store` list.
+    pub async fn open_store(
+        &self,
+        url: &str,
+    ) -> Result<Arc<dyn ringvault_common::store::Store>, Status> {
+        self.check_store(url)?;
+        ringvault_common::store::open(url)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// PERMISSION_DENIED unless `url` is inside `--allow-store`; handlers call it first, before
+    /// anything else happens.
+    pub fn check_store(&self, url: &str) -> Result<(), Status> {
+        self.allow_store.check(url).map_err(|e| {
+            tracing::warn!(error = %e, "refused a store outside the allowlist");
+            Status::permission_denied(e.to_string())
+        })
+    }
+
+    /// The parts in flight a request asks for (0: this worker's own setting), refused over
+    /// `--max-concurrency`.
+    pub fn concurrency_for(&self, asked: u32) -> Result<usize, Status> {
+        match asked {
+            0 => Ok(self.concurrency),
+            n if n > self.max_concurrency => Err(Status::invalid_argument(format!(
+                "concurrency {n} exceeds this worker's --max-concurrency {}",
+                self.max_concurrency
+            ))),
+            n => Ok(n as usize),
+        }
+    }
+
+    /// Refuses a download of `bytes` that would leave less than the staging reserve free.
+    pub fn check_staging_space(&self, bytes: u64) -> Result<(), Status> {
+        let mut probe = self.staging.as_path();
+        while !probe.exists() {
+            match probe.parent() {
+                Some(p) => probe = p,
+                None => break,
+            }
+        }
+        let free = free_bytes(probe).map_err(internal)?;
+        if free < bytes.saturating_add(self.staging_reserve_bytes) {
+            return Err(Status::resource_exhausted(format!(
+                "staging {} needs {bytes} bytes and keeps {} in reserve, but only {free} are free",
+                self.staging.display(),
+                self.staging_reserve_bytes
+            )));
+        }
+        Ok(())
     }
 
     /// The CQL session, connected on first use.
@@ -238,9 +301,7 @@ impl pb::worker_server::Worker for WorkerService {
         req: Request<pb::CheckStorageRequest>,
     ) -> Result<Response<pb::CheckStorageResponse>, Status> {
         let url = req.into_inner().store_url;
-        let store = ringvault_common::store::open(&url)
-            .await
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let store = self.node.open_store(&url).await?;
         store.check().await.map_err(|e| {
             Status::failed_precondition(format!("store {} is not usable: {e}", store.describe()))
         })?;
@@ -409,6 +470,8 @@ impl pb::worker_server::Worker for WorkerService {
         req: Request<pb::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let req = req.into_inner();
+        self.node.check_store(&req.store_url)?;
+        let concurrency = self.node.concurrency_for(req.concurrency)?;
         let run = RunId::parse(&req.backup_run_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let files = req
@@ -416,14 +479,9 @@ impl pb::worker_server::Worker for WorkerService {
             .into_iter()
             .map(staged_file)
             .collect::<Result<Vec<_>, _>>()?;
-        let store = ringvault_common::store::open(&req.store_url)
-            .await
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let concurrency = if req.concurrency > 0 {
-            req.concurrency as usize
-        } else {
-            self.node.concurrency
-        };
+        self.node
+            .check_staging_space(files.iter().map(|f| f.size).sum())?;
+        let store = self.node.open_store(&req.store_url).await?;
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::DownloadEvent, Status>>(256);
         let job = tokio::spawn(crate::restore::download(
@@ -571,6 +629,8 @@ impl pb::worker_server::Worker for WorkerService {
         req: Request<pb::UploadRequest>,
     ) -> Result<Response<Self::UploadStream>, Status> {
         let req = req.into_inner();
+        self.node.check_store(&req.store_url)?;
+        let concurrency = self.node.concurrency_for(req.concurrency)?;
         let tag = parse_tag(&req.tag)?;
         let run_id =
             RunId::parse(&req.run_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -584,9 +644,7 @@ impl pb::worker_server::Worker for WorkerService {
                 "snapshot {tag} does not exist on this node (cleared, or expired by its TTL)"
             )));
         }
-        let store = ringvault_common::store::open(&req.store_url)
-            .await
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let store = self.node.open_store(&req.store_url).await?;
         let data_dirs = self.node.data_dirs.clone();
         let files = tokio::task::spawn_blocking(move || {
             crate::snapshot_files::list(&data_dirs, &tag, &|k, t| resolved.keeps(k, t))
@@ -594,11 +652,6 @@ impl pb::worker_server::Worker for WorkerService {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(internal)?;
-        let concurrency = if req.concurrency > 0 {
-            req.concurrency as usize
-        } else {
-            self.node.concurrency
-        };
         let uploader = Arc::new(Uploader {
             run_id,
             store,

@@ -1,10 +1,9 @@
 //! `ringvault backup`: starts a cluster-wide backup and, with `--wait`, follows it to the end.
 use std::process::ExitCode;
 
+use super::Client;
 use clap::Args;
 use ringvault_proto::v1 as pb;
-use ringvault_proto::v1::coordinator_client::CoordinatorClient;
-use tonic::transport::Channel;
 
 use super::status;
 use crate::output::Format;
@@ -32,11 +31,7 @@ pub struct BackupOptions {
 }
 
 /// Runs `ringvault backup`.
-pub async fn run(
-    mut client: CoordinatorClient<Channel>,
-    o: BackupOptions,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(mut client: Client, o: BackupOptions, format: Format) -> anyhow::Result<ExitCode> {
     if !o.tables.is_empty() && o.keyspaces.len() != 1 {
         anyhow::bail!("-t/--table needs exactly one -k/--keyspace");
     }

@@ -2,11 +2,10 @@
 //! manifests (so it works with an empty coordinator database).
 use std::process::ExitCode;
 
+use super::Client;
 use clap::Subcommand;
 use ringvault_proto::v1 as pb;
-use ringvault_proto::v1::coordinator_client::CoordinatorClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::status;
 use crate::output::{self, Format};
@@ -24,7 +23,7 @@ pub enum BackupsCommand {
 
 /// Runs a `backups` subcommand.
 pub async fn run(
-    mut client: CoordinatorClient<Channel>,
+    mut client: Client,
     cmd: BackupsCommand,
     format: Format,
 ) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch, one file per command.
 mod backup;
 mod backups;
+mod certs;
 mod purge;
 mod restore;
 mod runs;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ringvault_proto::v1::coordinator_client::CoordinatorClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::output::Format;
@@ -37,6 +39,11 @@ pub struct Cli {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Human)]
     pub output: Format,
+    /// File holding a bearer token (for users without a client certificate; sent over TLS only).
+    #[arg(long, global = true, env = "RINGVAULT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub tls: ringvault_common::security::TlsArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -64,11 +71,16 @@ pub enum Command {
     /// Backup schedules run by the coordinator.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Make a private CA and certificates for the coordinator, workers and CLI users (offline).
+    Certs(certs::CertsOptions),
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = connect(&cli.coordinator).await?;
+    if let Command::Certs(o) = cli.command {
+        return certs::run(o, cli.output);
+    }
+    let client = connect(&cli).await?;
     match cli.command {
         Command::Backup(o) => backup::run(client, o, cli.output).await,
         Command::Restore(o) => restore::run(client, o, cli.output).await,
@@ -78,18 +90,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(o) => verify::run(client, o, cli.output).await,
         Command::Purge(o) => purge::run(client, o, cli.output).await,
         Command::Schedule(c) => schedule::run(client, c, cli.output).await,
+        Command::Certs(_) => unreachable!("handled before connecting"),
     }
 }
 
-async fn connect(url: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("invalid coordinator URL {url:?}"))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = ep
-        .connect()
+/// The coordinator client every command uses: TLS channel plus the bearer token, if any.
+pub type Client = CoordinatorClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer <token>` to every call when a token file was given.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let url = &cli.coordinator;
+    let token = match &cli.token_file {
+        Some(path) => {
+            anyhow::ensure!(
+                url.starts_with("https://"),
+                "a bearer token is sent over https:// only, not to {url}"
+            );
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading token file {}", path.display()))?;
+            let mut v: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+                format!("Bearer {}", text.trim()).parse().with_context(|| {
+                    format!("token file {} holds no usable token", path.display())
+                })?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+        None => None,
+    };
+    let security = ringvault_common::security::ClientSecurity {
+        tls: cli.tls.load()?,
+    };
+    let channel = security
+        .connect(url, |ep| ep.connect_timeout(Duration::from_secs(5)))
         .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
-    Ok(CoordinatorClient::new(channel))
+        .with_context(|| "cannot reach the coordinator".to_string())?;
+    Ok(
+        CoordinatorClient::with_interceptor(channel, BearerToken(token))
+            .max_decoding_message_size(64 << 20),
+    )
 }
 
 /// Limit flags shared by `backup` and `schedule add`; unset ones take the coordinator's.
@@ -117,7 +167,12 @@ impl LimitArgs {
     }
 }
 
-/// Turns a gRPC status into an error carrying the server's message.
+/// Turns a gRPC status into an error carrying the server's message (prefixed by the code when
+/// the call was refused for who made it).
 pub fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.message())
+    match e.code() {
+        tonic::Code::Unauthenticated => anyhow::anyhow!("unauthenticated: {}", e.message()),
+        tonic::Code::PermissionDenied => anyhow::anyhow!("permission denied: {}", e.message()),
+        _ => anyhow::anyhow!("{}", e.message()),
+    }
 }

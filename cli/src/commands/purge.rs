@@ -2,11 +2,10 @@
 //! (mark and sweep over the store), then prints what was (or would be) reclaimed.
 use std::process::ExitCode;
 
+use super::Client;
 use clap::Args;
 use ringvault_proto::v1 as pb;
-use ringvault_proto::v1::coordinator_client::CoordinatorClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::status;
 use crate::output::{self, Format};
@@ -31,11 +30,7 @@ pub struct PurgeOptions {
 }
 
 /// Runs `ringvault purge`.
-pub async fn run(
-    mut client: CoordinatorClient<Channel>,
-    o: PurgeOptions,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(mut client: Client, o: PurgeOptions, format: Format) -> anyhow::Result<ExitCode> {
     let r = client
         .purge(pb::PurgeRequest {
             dry_run: o.dry_run,

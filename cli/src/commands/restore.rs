@@ -2,10 +2,9 @@
 //! follows it with the same live progress as a backup.
 use std::process::ExitCode;
 
+use super::Client;
 use clap::Args;
 use ringvault_proto::v1 as pb;
-use ringvault_proto::v1::coordinator_client::CoordinatorClient;
-use tonic::transport::Channel;
 
 use super::status;
 use crate::output::Format;
@@ -42,7 +41,7 @@ pub struct RestoreOptions {
 
 /// Runs `ringvault restore`.
 pub async fn run(
-    mut client: CoordinatorClient<Channel>,
+    mut client: Client,
     o: RestoreOptions,
     format: Format,
 ) -> anyhow::Result<ExitCode> {

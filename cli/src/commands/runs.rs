@@ -1,10 +1,9 @@
 //! `ringvault runs list|show|watch|cancel`.
 use std::process::ExitCode;
 
+use super::Client;
 use clap::Subcommand;
 use ringvault_proto::v1 as pb;
-use ringvault_proto::v1::coordinator_client::CoordinatorClient;
-use tonic::transport::Channel;
 
 use super::status;
 use crate::output::{self, Format, ProgressPrinter};
@@ -27,11 +26,7 @@ pub enum RunsCommand {
 }
 
 /// Runs a `runs` subcommand.
-pub async fn run(
-    mut client: CoordinatorClient<Channel>,
-    cmd: RunsCommand,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(mut client: Client, cmd: RunsCommand, format: Format) -> anyhow::Result<ExitCode> {
     match cmd {
         RunsCommand::List { limit } => {
             let runs = client
@@ -78,7 +73,7 @@ pub async fn run(
 
 /// After a start: prints the new run (and returns) or, with `wait`, follows it to its end.
 pub async fn started(
-    client: &mut CoordinatorClient<Channel>,
+    client: &mut Client,
     run_id: &str,
     kind: &str,
     wait: bool,
@@ -110,7 +105,7 @@ pub async fn started(
 /// Follows a run to its end; JSON prints one object per update (the last is final), human
 /// output redraws per-node progress with throughput and ETA, then a summary.
 pub async fn watch(
-    client: &mut CoordinatorClient<Channel>,
+    client: &mut Client,
     run_id: &str,
     format: Format,
     json_lines: bool,

@@ -2,11 +2,10 @@
 //! (cron, UTC), each with its selection, retention, limits and missed-window policy.
 use std::process::ExitCode;
 
+use super::Client;
 use clap::{Args, Subcommand};
 use ringvault_proto::v1 as pb;
-use ringvault_proto::v1::coordinator_client::CoordinatorClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::status;
 use crate::output::{self, Format};
@@ -58,7 +57,7 @@ pub struct AddOptions {
 
 /// Runs a `schedule` subcommand.
 pub async fn run(
-    mut client: CoordinatorClient<Channel>,
+    mut client: Client,
     cmd: ScheduleCommand,
     format: Format,
 ) -> anyhow::Result<ExitCode> {

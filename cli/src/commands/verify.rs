@@ -4,11 +4,10 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use super::Client;
 use clap::Args;
 use ringvault_proto::v1 as pb;
-use ringvault_proto::v1::coordinator_client::CoordinatorClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::status;
 use crate::output::{self, Format};
@@ -34,11 +33,7 @@ pub struct VerifyOptions {
 }
 
 /// Runs `ringvault verify`.
-pub async fn run(
-    mut client: CoordinatorClient<Channel>,
-    o: VerifyOptions,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(mut client: Client, o: VerifyOptions, format: Format) -> anyhow::Result<ExitCode> {
     let mut stream = client
         .verify_backup(pb::VerifyRequest {
             run_id: o.run_id,

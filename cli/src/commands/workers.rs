@@ -1,11 +1,10 @@
 //! `ringvault workers list`.
 use std::process::ExitCode;
 
+use super::Client;
 use clap::Subcommand;
 use ringvault_proto::v1 as pb;
-use ringvault_proto::v1::coordinator_client::CoordinatorClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::status;
 use crate::output::{self, Format};
@@ -15,15 +14,33 @@ use crate::output::{self, Format};
 pub enum WorkersCommand {
     /// Registered workers with their node, DC, rack and liveness.
     List,
+    /// Forget a worker and the identity its host id is bound to (admin), e.g. a node rebuilt
+    /// with a new worker certificate.
+    Remove {
+        /// The node's host id.
+        host_id: String,
+    },
 }
 
 /// Runs a `workers` subcommand.
 pub async fn run(
-    mut client: CoordinatorClient<Channel>,
+    mut client: Client,
     cmd: WorkersCommand,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let WorkersCommand::List = cmd;
+    if let WorkersCommand::Remove { host_id } = cmd {
+        client
+            .remove_worker(pb::RemoveWorkerRequest {
+                host_id: host_id.clone(),
+            })
+            .await
+            .map_err(status)?;
+        match format {
+            Format::Json => output::print_json(&json!({ "removed": host_id })),
+            Format::Human => println!("worker {host_id} removed"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let workers = client
         .list_workers(pb::ListWorkersRequest {})
         .await

@@ -79,7 +79,7 @@ impl StoreUrl {
                 let mut region = None;
                 for (k, v) in u.query_pairs() {
                     match k.as_ref() {
-                        "endpoint" => endpoint = Some(v.into_owned()),
+                        "endpoint" => endpoint = Some(check_endpoint(&v).map_err(|r| bad(&r))?),
                         "region" => region = Some(v.into_owned()),
                         other => {
                             return Err(bad(&format!(
@@ -154,26 +154,37 @@ impl StoreUrl {
     }
 }
 
+/// Validates an `endpoint=` value: http(s), no credentials in it, and plain http only to a
+/// loopback address (an emulator), since the provider's credentials travel with every request.
+fn check_endpoint(v: &str) -> Result<String, String> {
+    let e = url::Url::parse(v).map_err(|e| format!("endpoint: {e}"))?;
+    if !matches!(e.scheme(), "http" | "https") {
+        return Err("endpoint must be an http:// or https:// URL".into());
+    }
+    if e.query().is_some() || !e.username().is_empty() || e.password().is_some() {
+        return Err(
+            "credentials do not belong in the endpoint; use the provider's standard environment"
+                .into(),
+        );
+    }
+    if e.scheme() == "http"
+        && !crate::security::connect::is_loopback_host(e.host_str().unwrap_or_default())
+    {
+        return Err(
+            "endpoint must be https:// (credentials are sent in clear over http://, allowed only to a loopback emulator)"
+                .into(),
+        );
+    }
+    Ok(v.trim_end_matches('/').to_string())
+}
+
 /// The `endpoint` parameter, the only one gs:// and az:// take. A SAS or key in the query is
 /// refused: credentials come from the environment.
 fn endpoint_only(u: &url::Url) -> Result<Option<String>, String> {
     let mut endpoint = None;
     for (k, v) in u.query_pairs() {
         match k.as_ref() {
-            "endpoint" => {
-                let e = url::Url::parse(&v).map_err(|e| format!("endpoint: {e}"))?;
-                if !matches!(e.scheme(), "http" | "https") {
-                    return Err("endpoint must be an http:// or https:// URL".into());
-                }
-                if e.query().is_some() || !e.username().is_empty() || e.password().is_some() {
-                    return Err(
-                        "credentials do not belong in the endpoint; use the provider's \
-                         standard environment"
-                            .into(),
-                    );
-                }
-                endpoint = Some(v.trim_end_matches('/').to_string());
-            }
+            "endpoint" => endpoint = Some(check_endpoint(&v)?),
             "sig" | "sv" | "se" | "sp" | "key" | "sas" => {
                 return Err("credentials do not belong in the URL; use the provider's \
                      standard environment"

@@ -50,14 +50,27 @@ impl BackupRequest {
     }
 }
 
-/// Connects to a worker's gRPC address.
+static WORKER_SECURITY: std::sync::OnceLock<ringvault_common::security::ClientSecurity> =
+    std::sync::OnceLock::new();
+
+/// How this process reaches workers (its certificate and CA); set once at start.
+pub fn set_worker_security(s: ringvault_common::security::ClientSecurity) {
+    let _ = WORKER_SECURITY.set(s);
+}
+
+/// Connects to a worker's gRPC address: `https://` with this coordinator's certificate, or
+/// `http://` on loopback only.
 pub async fn connect_worker(addr: &str) -> anyhow::Result<WorkerClient<Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(addr.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_keepalive(Some(Duration::from_secs(10)))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
-    Ok(WorkerClient::new(ep.connect().await?))
+    let security = WORKER_SECURITY.get().cloned().unwrap_or_default();
+    let channel = security
+        .connect(addr, |ep| {
+            ep.connect_timeout(Duration::from_secs(5))
+                .tcp_keepalive(Some(Duration::from_secs(10)))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(20))
+        })
+        .await?;
+    Ok(WorkerClient::new(channel))
 }
 
 /// Validates, plans and starts a backup; returns once the run is recorded and running.
