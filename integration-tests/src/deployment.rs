@@ -77,6 +77,10 @@ pub struct Deployment {
     extra_coordinator_args: Vec<String>,
     coordinator_metrics_port: u16,
     worker_metrics_ports: Vec<u16>,
+    /// Per worker: a nodetool program replacing the test bed's (e.g. a wrapper script).
+    worker_nodetool: Vec<Option<PathBuf>>,
+    /// Per worker: extra command-line arguments (e.g. another `--data-dir`).
+    worker_extra_args: Vec<Vec<String>>,
 }
 
 impl Deployment {
@@ -88,6 +92,18 @@ impl Deployment {
 
     /// Like [`Deployment::start`] with extra coordinator flags.
     pub fn start_with(store_url: &str, coordinator_args: &[&str]) -> anyhow::Result<Self> {
+        let nodes = Testbed::load()?.nodes()?;
+        let all: Vec<usize> = (1..=nodes).collect();
+        Self::start_some(store_url, coordinator_args, &all)
+    }
+
+    /// Like [`Deployment::start_with`], with workers only beside the nodes `workers` (1-based);
+    /// the others can be started later with [`Deployment::start_worker`].
+    pub fn start_some(
+        store_url: &str,
+        coordinator_args: &[&str],
+        workers: &[usize],
+    ) -> anyhow::Result<Self> {
         let testbed = Testbed::load()?;
         let nodes = testbed.nodes()?;
         let dir = tempfile::Builder::new().prefix("rv-deploy-").tempdir()?;
@@ -111,13 +127,51 @@ impl Deployment {
             extra_coordinator_args: coordinator_args.iter().map(|s| s.to_string()).collect(),
             coordinator_metrics_port,
             worker_metrics_ports,
+            worker_nodetool: vec![None; nodes],
+            worker_extra_args: vec![Vec::new(); nodes],
         };
         d.start_coordinator()?;
-        for n in 1..=nodes {
+        for &n in workers {
             d.start_worker(n)?;
         }
-        d.wait_workers(nodes)?;
+        d.wait_workers(workers.len())?;
         Ok(d)
+    }
+
+    /// Makes worker `n` (1-based) use `program` as nodetool from its next start on.
+    pub fn set_worker_nodetool(&mut self, n: usize, program: PathBuf) {
+        self.worker_nodetool[n - 1] = Some(program);
+    }
+
+    /// Extra arguments for worker `n` (1-based) from its next start on.
+    pub fn set_worker_extra_args(&mut self, n: usize, args: &[&str]) {
+        self.worker_extra_args[n - 1] = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Starts worker `n` (1-based) and returns its exit status and log if it exits (refuses
+    /// to start) within `within`; `None` when it is still running then (it is killed).
+    pub fn worker_start_refused(
+        &mut self,
+        n: usize,
+        within: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        let log = self.log(&format!("worker{n}-refused"));
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = self.worker_command(n, &log)?;
+        let mut child = cmd.spawn().context("starting ringvault-worker")?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(format!(
+                    "{status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(None)
     }
 
     fn store_env(&self, cmd: &mut Command) -> anyhow::Result<()> {
@@ -179,10 +233,19 @@ impl Deployment {
     /// (Re)starts worker `n` (1-based).
     pub fn start_worker(&mut self, n: usize) -> anyhow::Result<()> {
         let log = self.log(&format!("worker{n}"));
+        let listen = format!("127.0.0.{n}:{}", self.worker_ports[n - 1]);
+        let mut cmd = self.worker_command(n, &log)?;
+        let mut child = cmd.spawn().context("starting ringvault-worker")?;
+        wait_listening(&listen, &mut child, &format!("worker {n}"), &log)?;
+        self.workers[n - 1] = Some(child);
+        Ok(())
+    }
+
+    fn worker_command(&self, n: usize, log: &Path) -> anyhow::Result<Command> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)?;
+            .open(log)?;
         let state = self.dir.path().join(format!("worker{n}"));
         std::fs::create_dir_all(&state)?;
         let listen = format!("127.0.0.{n}:{}", self.worker_ports[n - 1]);
@@ -194,7 +257,10 @@ impl Deployment {
             .arg("--cql")
             .arg(self.testbed.var(&format!("RV_NODE{n}_CQL"))?)
             .arg("--nodetool")
-            .arg(self.testbed.var(&format!("RV_NODE{n}_NODETOOL"))?)
+            .arg(match &self.worker_nodetool[n - 1] {
+                Some(p) => p.display().to_string(),
+                None => self.testbed.var(&format!("RV_NODE{n}_NODETOOL"))?,
+            })
             .arg("--sstableloader")
             .arg(self.testbed.var(&format!("RV_NODE{n}_SSTABLELOADER"))?)
             .arg("--data-dir")
@@ -203,13 +269,26 @@ impl Deployment {
             .arg(&state)
             .arg("--metrics-listen")
             .arg(format!("127.0.0.{n}:{}", self.worker_metrics_ports[n - 1]))
+            .args(&self.worker_extra_args[n - 1])
             .stdout(Stdio::null())
             .stderr(out);
         self.store_env(&mut cmd)?;
-        let mut child = cmd.spawn().context("starting ringvault-worker")?;
-        wait_listening(&listen, &mut child, &format!("worker {n}"), &log)?;
-        self.workers[n - 1] = Some(child);
-        Ok(())
+        Ok(cmd)
+    }
+
+    /// Process id of worker `n` (1-based), while it runs.
+    pub fn worker_pid(&self, n: usize) -> Option<u32> {
+        self.workers[n - 1].as_ref().map(Child::id)
+    }
+
+    /// Process id of the coordinator, while it runs.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.as_ref().map(Child::id)
+    }
+
+    /// gRPC URL of worker `n` (1-based).
+    pub fn worker_url(&self, n: usize) -> String {
+        format!("http://127.0.0.{n}:{}", self.worker_ports[n - 1])
     }
 
     /// URL of the coordinator's Prometheus metrics page.

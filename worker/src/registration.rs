@@ -25,7 +25,10 @@ pub async fn register_forever(coordinator: String, node: Arc<LocalNode>, adverti
 
 /// One registration followed by heartbeats until one fails or the coordinator forgets us.
 async fn session(coordinator: &str, node: &LocalNode, advertise: &str) -> anyhow::Result<()> {
-    let mut client = RegistryClient::connect(coordinator.to_string()).await?;
+    let mut client = RegistryClient::connect(coordinator.to_string())
+        .await?
+        .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE);
     let mut info = node.info().await?;
     info.worker_address = advertise.to_string();
     let (host_id, cluster_name) = (info.host_id.clone(), info.cluster_name.clone());

@@ -89,7 +89,9 @@ async fn connect(url: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;
-    Ok(CoordinatorClient::new(channel))
+    Ok(CoordinatorClient::new(channel)
+        .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE))
 }
 
 /// Limit flags shared by `backup` and `schedule add`; unset ones take the coordinator's.
