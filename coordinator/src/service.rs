@@ -482,7 +482,11 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                         let ev = pb::verify_event::Event::Tables(pb::VerifyTables {
                             tables: c.to_vec(),
                         });
-                        if tx.send(Ok(pb::VerifyEvent { event: Some(ev) })).await.is_err() {
+                        if tx
+                            .send(Ok(pb::VerifyEvent { event: Some(ev) }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -490,7 +494,11 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                         let ev = pb::verify_event::Event::Problems(pb::VerifyProblems {
                             problems: c.to_vec(),
                         });
-                        if tx.send(Ok(pb::VerifyEvent { event: Some(ev) })).await.is_err() {
+                        if tx
+                            .send(Ok(pb::VerifyEvent { event: Some(ev) }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }

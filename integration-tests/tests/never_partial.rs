@@ -119,10 +119,8 @@ async fn a_worker_whose_data_dirs_differ_from_the_node_refuses_to_start() -> any
 async fn a_table_snapshot_removed_before_a_reissued_upload_fails_the_run_naming_it()
 -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
-    let mut d = Deployment::start_with(
-        &file_store_url("tsnap")?,
-        &["--upload-bandwidth", "150000"],
-    )?;
+    let mut d =
+        Deployment::start_with(&file_store_url("tsnap")?, &["--upload-bandwidth", "150000"])?;
     let tb = d.testbed.clone();
     let ks = cluster::unique_keyspace("tsnap");
     let s = cluster::session(&tb).await?;
@@ -167,7 +165,10 @@ async fn a_table_snapshot_removed_before_a_reissued_upload_fails_the_run_naming_
     let v: Value = wait_for_end(&d, &run, Duration::from_secs(180))?;
     assert_eq!(v["state"], "FAILED", "{v}");
     let err = v["error"].as_str().unwrap_or_default();
-    assert!(err.contains(&format!("{ks}.small")), "error does not name {ks}.small: {err}");
+    assert!(
+        err.contains(&format!("{ks}.small")),
+        "error does not name {ks}.small: {err}"
+    );
     cluster::assert_no_snapshot(&tb, &tag)?;
     s.query_unpaged(format!("DROP KEYSPACE {ks}"), ()).await?;
     Ok(())
@@ -217,7 +218,8 @@ async fn planted_leftovers_in_staging_are_never_imported() -> anyhow::Result<()>
     assert_eq!(v["state"], "DONE", "{v}");
     let run = v["id"].as_str().context("id")?.to_string();
     let employee = cluster::all_rows(&s, &ks, "employee").await?;
-    s.query_unpaged(format!("TRUNCATE {ks}.employee"), ()).await?;
+    s.query_unpaged(format!("TRUNCATE {ks}.employee"), ())
+        .await?;
     // On every node, in the staging directory of this backup's employee files: a complete
     // real SSTable of `department` renamed to generation 999, a lone `nb-999-big-Data.db`,
     // and an `x.partial`.
@@ -230,7 +232,11 @@ async fn planted_leftovers_in_staging_are_never_imported() -> anyhow::Result<()>
             .join("employee");
         std::fs::create_dir_all(&dir)?;
         for f in one_sstable(&d, n, &ks, "department")? {
-            let name = f.file_name().context("name")?.to_string_lossy().into_owned();
+            let name = f
+                .file_name()
+                .context("name")?
+                .to_string_lossy()
+                .into_owned();
             // <version>-<generation>-big-<Component>
             let mut parts = name.splitn(3, '-');
             let (ver, _gen, rest) = (
@@ -262,8 +268,7 @@ async fn a_download_listing_one_file_twice_is_refused_before_anything_is_written
 -> anyhow::Result<()> {
     let _g = SERIAL.lock().await;
     let d = Deployment::start_some(&file_store_url("dup")?, &[], &[1])?;
-    let mut client =
-        pb::worker_client::WorkerClient::connect(d.worker_url(1)).await?;
+    let mut client = pb::worker_client::WorkerClient::connect(d.worker_url(1)).await?;
     let backup_run = ringvault_common::RunId::new().to_string();
     let entry = |hash: &str| pb::RestoreFile {
         source_host_id: "4e5dcf79-dd51-4419-9aaf-4510118f5425".into(),
@@ -384,7 +389,10 @@ async fn a_node_with_100k_files_backs_up_verifies_and_plans_its_restore() -> any
     let (code, report) = ringvault_integration_tests::runs::verify(&d, &run, false)?;
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["ok"], true, "{report}");
-    assert!(report["files"].as_u64().unwrap_or(0) >= MANY_FILES as u64, "{report}");
+    assert!(
+        report["files"].as_u64().unwrap_or(0) >= MANY_FILES as u64,
+        "{report}"
+    );
     // The restore plan (100k files for node 1) is built and its file list delivered: every
     // file is staged and verified by the worker.
     let started = std::time::Instant::now();

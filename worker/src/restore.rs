@@ -479,8 +479,18 @@ mod tests {
         );
         let kept = table_dir(&staging, &other, &f.source_host, &f.keyspace, &f.table);
         assert!(names(&kept)?.is_empty(), "corrupt or partial file left");
-        let linked = attempt_table_dir(&staging, &other, &first, &f.source_host, &f.keyspace, &f.table);
-        assert!(!linked.join("nb-1-big-Data.db").exists(), "corrupt file linked");
+        let linked = attempt_table_dir(
+            &staging,
+            &other,
+            &first,
+            &f.source_host,
+            &f.keyspace,
+            &f.table,
+        );
+        assert!(
+            !linked.join("nb-1-big-Data.db").exists(),
+            "corrupt file linked"
+        );
         Ok(())
     }
 
@@ -505,13 +515,22 @@ mod tests {
         std::fs::write(kept.join("x.partial"), b"planted")?;
         std::fs::write(kept.join("nb-1-big-Data.db.partial"), b"planted")?;
         let attempt = RunId::new();
-        let linked =
-            attempt_table_dir(&staging, &run, &attempt, &f.source_host, &f.keyspace, &f.table);
+        let linked = attempt_table_dir(
+            &staging,
+            &run,
+            &attempt,
+            &f.source_host,
+            &f.keyspace,
+            &f.table,
+        );
         std::fs::create_dir_all(&linked)?;
         std::fs::write(linked.join("nb-998-big-Data.db"), b"stale")?;
         run_download(&store, &staging, &run, &attempt, vec![f]).await?;
         assert_eq!(names(&linked)?, vec!["nb-1-big-Data.db"]);
-        assert_eq!(std::fs::read(linked.join("nb-1-big-Data.db"))?, data.to_vec());
+        assert_eq!(
+            std::fs::read(linked.join("nb-1-big-Data.db"))?,
+            data.to_vec()
+        );
         Ok(())
     }
 

@@ -122,7 +122,10 @@ fn describe(missing: &[PathBuf], extra: &[PathBuf]) -> String {
             list(extra)
         ));
     }
-    format!("data directories differ from the node's: {}", parts.join("; "))
+    format!(
+        "data directories differ from the node's: {}",
+        parts.join("; ")
+    )
 }
 
 /// Compares the configured directories with the node's, both resolved (symlinks, `..`).
