@@ -81,6 +81,8 @@ pub struct Deployment {
     worker_nodetool: Vec<Option<PathBuf>>,
     /// Per worker: extra command-line arguments (e.g. another `--data-dir`).
     worker_extra_args: Vec<Vec<String>>,
+    /// Per worker: `--data-dir`s replacing the test bed's.
+    worker_data_dirs: Vec<Option<Vec<PathBuf>>>,
 }
 
 impl Deployment {
@@ -129,6 +131,7 @@ impl Deployment {
             worker_metrics_ports,
             worker_nodetool: vec![None; nodes],
             worker_extra_args: vec![Vec::new(); nodes],
+            worker_data_dirs: vec![None; nodes],
         };
         d.start_coordinator()?;
         for &n in workers {
@@ -141,6 +144,11 @@ impl Deployment {
     /// Makes worker `n` (1-based) use `program` as nodetool from its next start on.
     pub fn set_worker_nodetool(&mut self, n: usize, program: PathBuf) {
         self.worker_nodetool[n - 1] = Some(program);
+    }
+
+    /// `--data-dir`s of worker `n` (1-based) from its next start on (`None`: the test bed's).
+    pub fn set_worker_data_dirs(&mut self, n: usize, dirs: Option<Vec<PathBuf>>) {
+        self.worker_data_dirs[n - 1] = dirs;
     }
 
     /// Extra arguments for worker `n` (1-based) from its next start on.
@@ -263,8 +271,16 @@ impl Deployment {
             })
             .arg("--sstableloader")
             .arg(self.testbed.var(&format!("RV_NODE{n}_SSTABLELOADER"))?)
-            .arg("--data-dir")
-            .arg(self.testbed.var(&format!("RV_NODE{n}_DATA_DIR"))?)
+            .args(match &self.worker_data_dirs[n - 1] {
+                Some(dirs) => dirs
+                    .iter()
+                    .flat_map(|d| ["--data-dir".to_string(), d.display().to_string()])
+                    .collect(),
+                None => vec![
+                    "--data-dir".to_string(),
+                    self.testbed.var(&format!("RV_NODE{n}_DATA_DIR"))?,
+                ],
+            })
             .arg("--state-dir")
             .arg(&state)
             .arg("--metrics-listen")

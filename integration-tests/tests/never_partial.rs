@@ -108,8 +108,20 @@ async fn a_worker_whose_data_dirs_differ_from_the_node_refuses_to_start() -> any
         refused.contains(&extra_s) && refused.contains("data_file_directories"),
         "refusal does not name {extra_s}: {refused}"
     );
-    // With the node's own set it starts and registers.
+    // Started with another directory instead of the node's: refused naming the node's
+    // directory it lacks.
     d.set_worker_extra_args(1, &[]);
+    d.set_worker_data_dirs(1, Some(vec![extra.clone()]));
+    let node_dir = d.testbed.var("RV_NODE1_DATA_DIR")?;
+    let refused = d
+        .worker_start_refused(1, Duration::from_secs(60))?
+        .context("worker without the node's data dir kept running")?;
+    assert!(
+        refused.contains(&format!("data_file_directories include {node_dir}")),
+        "refusal does not name the missing {node_dir}: {refused}"
+    );
+    // With the node's own set it starts and registers.
+    d.set_worker_data_dirs(1, None);
     d.start_worker(1)?;
     d.wait_workers(1)?;
     Ok(())
