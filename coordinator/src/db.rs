@@ -733,6 +733,38 @@ impl Db {
 }
 
 #[cfg(test)]
+mod datacenter_tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_datacenters_round_trip() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        db.insert_run(&RunRow {
+            id: "r1".into(),
+            kind: "backup".into(),
+            tag: "t".into(),
+            cluster_name: "c".into(),
+            state: "RUNNING".into(),
+            stage: "plan".into(),
+            keyspaces: vec![],
+            tables: vec![],
+            store_url: "file:///x".into(),
+            created_ms: 1,
+            finished_ms: 0,
+            error: String::new(),
+            source_run_id: String::new(),
+            limits: Default::default(),
+            schedule_id: String::new(),
+        })?;
+        assert!(db.run_datacenters("r1")?.is_empty());
+        db.set_run_datacenters("r1", &["dc2".into(), "dc1".into()])?;
+        assert_eq!(db.run_datacenters("r1")?, vec!["dc1", "dc2"]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

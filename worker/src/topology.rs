@@ -164,7 +164,7 @@ mod tests {
         let a = PathBuf::from("/nonexistent-rv/a");
         let b = PathBuf::from("/nonexistent-rv/b");
         assert!(compare(&[a.clone(), b.clone()], &[b.clone(), a.clone()]).is_ok());
-        let e = compare(&[a.clone()], &[a.clone(), b.clone()]).expect_err("accepted");
+        let e = compare(std::slice::from_ref(&a), &[a.clone(), b.clone()]).expect_err("accepted");
         assert_eq!(e.missing, vec![b.clone()]);
         assert!(e.to_string().contains("/nonexistent-rv/b"), "{e}");
         let e = compare(&[a.clone(), b.clone()], &[a]).expect_err("accepted");

@@ -357,3 +357,17 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod datacenter_tests {
+    #[test]
+    fn dc_names_are_checked_and_deduplicated() {
+        let ok = super::datacenters(&["dc1".into(), "dc2".into(), "dc1".into()]);
+        assert_eq!(ok.ok(), Some(vec!["dc1".to_string(), "dc2".to_string()]));
+        for bad in ["", "a\nb"] {
+            let e = super::datacenters(&[bad.to_string()]).expect_err("accepted");
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        }
+        assert!(super::datacenters(&["x".repeat(129)]).is_err());
+    }
+}

@@ -228,6 +228,12 @@ pub async fn check_ring_coverage(
     nodes: &[PlannedNode],
     datacenters: &[String],
 ) -> Result<(), Status> {
+    if nodes.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "the run did not start: no live worker registered in datacenter {}",
+            datacenters.join(", ")
+        )));
+    }
     let calls = nodes.iter().map(|n| async move {
         tokio::time::timeout(CALL_TIMEOUT, n.client.clone().get_ring(pb::GetRingRequest {}))
             .await
