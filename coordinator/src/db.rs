@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_restore.sql"),
     include_str!("../migrations/0003_operations.sql"),
     include_str!("../migrations/0004_identity.sql"),
+    include_str!("../migrations/0005_run_datacenters.sql"),
 ];
 
 /// Handle to the coordinator's database.
@@ -779,6 +780,73 @@ impl Db {
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
+    }
+}
+
+/// The datacenters a backup was limited to (`--dc`).
+impl Db {
+    /// Records the datacenters of a run.
+    pub fn set_run_datacenters(&self, run_id: &str, dcs: &[String]) -> anyhow::Result<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM run_datacenters WHERE run_id=?1",
+                params![run_id],
+            )?;
+            for dc in dcs {
+                tx.execute(
+                    "INSERT INTO run_datacenters (run_id, datacenter) VALUES (?1, ?2)",
+                    params![run_id, dc],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The datacenters a run was limited to (empty: the whole ring).
+    pub fn run_datacenters(&self, run_id: &str) -> anyhow::Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT datacenter FROM run_datacenters WHERE run_id=?1 ORDER BY datacenter",
+            )?;
+            let rows = st
+                .query_map(params![run_id], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+}
+
+#[cfg(test)]
+mod datacenter_tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_datacenters_round_trip() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        db.insert_run(&RunRow {
+            id: "r1".into(),
+            kind: "backup".into(),
+            tag: "t".into(),
+            cluster_name: "c".into(),
+            state: "RUNNING".into(),
+            stage: "plan".into(),
+            keyspaces: vec![],
+            tables: vec![],
+            store_url: "file:///x".into(),
+            created_ms: 1,
+            finished_ms: 0,
+            error: String::new(),
+            source_run_id: String::new(),
+            limits: Default::default(),
+            schedule_id: String::new(),
+        })?;
+        assert!(db.run_datacenters("r1")?.is_empty());
+        db.set_run_datacenters("r1", &["dc2".into(), "dc1".into()])?;
+        assert_eq!(db.run_datacenters("r1")?, vec!["dc1", "dc2"]);
+        Ok(())
     }
 }
 

@@ -201,13 +201,19 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
             tokens,
         ))
         .add_service(health_service)
-        .add_service(ringvault_proto::v1::registry_server::RegistryServer::new(
-            registry::RegistryService::new(Arc::clone(&coord)),
-        ))
+        .add_service(
+            ringvault_proto::v1::registry_server::RegistryServer::new(
+                registry::RegistryService::new(Arc::clone(&coord)),
+            )
+            .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE),
+        )
         .add_service(
             ringvault_proto::v1::coordinator_server::CoordinatorServer::new(
                 service::CoordinatorService::new(coord),
-            ),
+            )
+            .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE),
         )
         .serve_with_incoming_shutdown(incoming, ringvault_common::service::shutdown_signal())
         .await

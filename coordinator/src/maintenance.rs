@@ -123,6 +123,7 @@ impl ScheduledBackups {
             cluster_name: (!s.cluster_name.is_empty()).then(|| s.cluster_name.clone()),
             limits: s.limits,
             schedule_id: Some(s.id.clone()),
+            datacenters: Vec::new(),
         };
         // Workers re-register within seconds of a coordinator restart, and a purge ends: a
         // refusal for an unavailable worker or a running purge is retried for a while before

@@ -43,7 +43,9 @@ impl CoordinatorService {
                 };
                 let nodes = db.run_nodes(&id)?;
                 let tables = db.table_totals(&id)?;
-                Ok(Some(backup::run_view(&run, &nodes, &tables)))
+                let mut view = backup::run_view(&run, &nodes, &tables);
+                view.datacenters = db.run_datacenters(&id)?;
+                Ok(Some(view))
             })
             .await
             .map_err(internal)?;
@@ -182,6 +184,9 @@ fn schedule_view(s: &ScheduleRow, events: &[ScheduleEventRow]) -> pb::Schedule {
             .collect(),
     }
 }
+
+/// Tables or problems per verify message (each a few hundred bytes).
+const VERIFY_CHUNK: usize = 2_000;
 
 fn verify_report(r: &crate::verify::VerifyReport) -> pb::VerifyReport {
     pb::VerifyReport {
@@ -323,6 +328,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         };
         let (keyspaces, tables) = selection(&r.keyspaces, &r.tables)?;
         let cluster_name = (!r.cluster_name.is_empty()).then_some(r.cluster_name);
+        let datacenters = backup::datacenters(&r.datacenters)?;
         let (run_id, tag) = backup::start(
             &self.coord,
             BackupRequest {
@@ -332,6 +338,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                 cluster_name,
                 limits: limits_from(r.limits)?,
                 schedule_id: None,
+                datacenters,
             },
         )
         .await?;
@@ -501,9 +508,40 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             let _no_purge = coord.purge_lock.read().await;
             let observer = ProgressToStream(tx.clone());
             let out = match crate::verify::verify(&store, &run, &opts, &observer).await {
-                Ok(report) => Ok(pb::VerifyEvent {
-                    event: Some(pb::verify_event::Event::Report(verify_report(&report))),
-                }),
+                Ok(report) => {
+                    // Tables and problems in chunks ahead of the report: never one message
+                    // the size of the backup.
+                    let mut r = verify_report(&report);
+                    let tables = std::mem::take(&mut r.tables);
+                    let problems = std::mem::take(&mut r.problems);
+                    for c in tables.chunks(VERIFY_CHUNK) {
+                        let ev = pb::verify_event::Event::Tables(pb::VerifyTables {
+                            tables: c.to_vec(),
+                        });
+                        if tx
+                            .send(Ok(pb::VerifyEvent { event: Some(ev) }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    for c in problems.chunks(VERIFY_CHUNK) {
+                        let ev = pb::verify_event::Event::Problems(pb::VerifyProblems {
+                            problems: c.to_vec(),
+                        });
+                        if tx
+                            .send(Ok(pb::VerifyEvent { event: Some(ev) }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(pb::VerifyEvent {
+                        event: Some(pb::verify_event::Event::Report(r)),
+                    })
+                }
                 Err(e) => {
                     let msg = format!("{e:#}");
                     Err(

@@ -58,6 +58,11 @@ impl Cql {
         Ok(Self { session })
     }
 
+    /// The driver session (to the local node only), for [`crate::topology`].
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
     /// Reads `system.local`.
     pub async fn local_info(&self) -> anyhow::Result<LocalInfo> {
         let res = self
