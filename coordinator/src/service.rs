@@ -86,11 +86,23 @@ fn invalid(e: impl ToString) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-/// Validates a keyspace/table selection: plain names, and tables only with exactly one keyspace.
+/// Validates a keyspace/table selection: plain names, never a keyspace without data of its own
+/// (`system`, `system_schema`, the virtual ones), and tables only with exactly one keyspace.
 fn selection(
     keyspaces: &[String],
     tables: &[String],
 ) -> Result<(Vec<Identifier>, Vec<Identifier>), Status> {
+    if let Some(k) = keyspaces.iter().find(|k| {
+        ringvault_common::cql::NON_DATA_KEYSPACES
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(k))
+    }) {
+        return Err(Status::invalid_argument(format!(
+            "keyspace {k} cannot be backed up or restored: {} hold node-local state, the schema \
+             (saved with every backup and recreated from it) or virtual tables, not data",
+            ringvault_common::cql::NON_DATA_KEYSPACES.join(", ")
+        )));
+    }
     let keyspaces = keyspaces
         .iter()
         .map(|k| Identifier::parse("keyspace", k))

@@ -469,6 +469,11 @@ impl Deployment {
         Ok(cmd)
     }
 
+    /// gRPC URL of worker `n` (1-based), for tests that call the Worker service directly.
+    pub fn worker_url(&self, n: usize) -> String {
+        format!("http://127.0.0.{n}:{}", self.worker_ports[n - 1])
+    }
+
     /// URL of the coordinator's Prometheus metrics page.
     pub fn coordinator_metrics_url(&self) -> String {
         format!("http://127.0.0.1:{}/metrics", self.coordinator_metrics_port)

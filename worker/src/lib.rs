@@ -1,7 +1,8 @@
 //! The ringvault worker: a gRPC server beside one Cassandra node. It registers with the
 //! coordinator and heartbeats; on command it takes and clears snapshots (through [`nodetool`]),
-//! reads the schema (through [`cql`]), and walks, hashes and uploads snapshot files
-//! ([`snapshot_files`], [`upload`]) with hashes of unchanged files reused from [`hash_cache`];
+//! reads the schema (through [`cql`]), creates checked schema objects ([`schema`]), and walks,
+//! hashes and uploads snapshot files ([`snapshot_files`], [`upload`]) with hashes of unchanged
+//! files reused from [`hash_cache`];
 //! [`metrics`] counts what it did for Prometheus.
 pub mod cql;
 pub mod hash_cache;
@@ -9,6 +10,7 @@ pub mod metrics;
 pub mod nodetool;
 pub mod registration;
 pub mod restore;
+pub mod schema;
 pub mod service;
 pub mod snapshot_files;
 pub mod topology;

@@ -340,6 +340,11 @@ impl LocalNode {
                 .collect()
         } else {
             for k in &sel.keyspaces {
+                if EXCLUDED_KEYSPACES.contains(&k.as_str()) {
+                    return Err(Status::invalid_argument(format!(
+                        "keyspace {k} holds no data of its own and is never backed up"
+                    )));
+                }
                 if !existing.contains(k) {
                     return Err(Status::not_found(format!("keyspace {k} does not exist")));
                 }
@@ -606,16 +611,41 @@ impl pb::worker_server::Worker for WorkerService {
         }))
     }
 
-    async fn execute_cql(
+    async fn apply_schema(
         &self,
-        req: Request<pb::ExecuteCqlRequest>,
-    ) -> Result<Response<pb::ExecuteCqlResponse>, Status> {
-        let statements = req.into_inner().statements;
+        req: Request<pb::ApplySchemaRequest>,
+    ) -> Result<Response<pb::ApplySchemaResponse>, Status> {
+        let req = req.into_inner();
+        let objects = crate::schema::check(&req.objects).inspect_err(|e| {
+            tracing::warn!(code = ?e.code(), error = %e.message(), "schema request refused");
+        })?;
         let cql = self.node.cql().await.map_err(internal)?;
-        cql.execute_schema(&statements)
+        // Functions, aggregates and views need the node to allow them: refuse before anything
+        // runs, naming the first object that needs a disabled setting.
+        let mut checked = BTreeSet::new();
+        for o in &objects {
+            let Some(setting) = crate::schema::needed_setting(o.kind) else {
+                continue;
+            };
+            if !checked.insert(setting) {
+                continue;
+            }
+            if cql.setting(setting).await.map_err(internal)?.as_deref() == Some("false") {
+                return Err(Status::failed_precondition(format!(
+                    "{} needs {setting}: true in cassandra.yaml on this cluster; nothing was created",
+                    o.label()
+                )));
+            }
+        }
+        if req.dry_run {
+            return Ok(Response::new(pb::ApplySchemaResponse { applied: 0 }));
+        }
+        let applied = cql
+            .apply_schema(&objects)
             .await
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
-        Ok(Response::new(pb::ExecuteCqlResponse {}))
+        tracing::info!(objects = objects.len(), applied, "schema applied");
+        Ok(Response::new(pb::ApplySchemaResponse { applied }))
     }
 
     type DownloadStream =
