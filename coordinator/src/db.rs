@@ -777,7 +777,7 @@ fn count_files(c: &rusqlite::Connection, run_id: &str) -> rusqlite::Result<()> {
                     COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN f.size ELSE 0 END), 0),
                     COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE 1 END), 0),
                     COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE f.size END), 0)
-             FROM runs r LEFT JOIN run_files f ON f.run_id = r.id WHERE r.id=?1 GROUP BY r.cluster_name
+             FROM runs r JOIN run_files f ON f.run_id = r.id WHERE r.id=?1 GROUP BY r.cluster_name
              ON CONFLICT(cluster_name) DO UPDATE SET
                files_uploaded = files_uploaded + excluded.files_uploaded,
                bytes_uploaded = bytes_uploaded + excluded.bytes_uploaded,
@@ -1045,13 +1045,14 @@ mod metrics_tests {
         ] {
             db.insert_run(&run(id, kind, cluster))?;
         }
-        db.finish_run("b1", "DONE", "", 5_000)?;
-        db.finish_run("b2", "DONE", "", 9_500)?;
-        db.finish_run("b3", "FAILED", "boom", 7_000)?;
+        // Files are recorded while runs run; finished runs' files move to the counters.
         db.insert_files("b1", &[file("a", 10, true), file("b", 20, true)])?;
         db.insert_files("b2", &[file("a", 10, false), file("b", 20, false)])?;
         db.insert_files("b3", &[file("c", 5, true)])?;
         db.insert_files("r1", &[file("a", 10, true)])?;
+        db.finish_run("b1", "DONE", "", 5_000)?;
+        db.finish_run("b2", "DONE", "", 9_500)?;
+        db.finish_run("b3", "FAILED", "boom", 7_000)?;
         assert_eq!(
             db.run_state_counts()?,
             vec![
