@@ -265,6 +265,9 @@ fn purge_report(r: &crate::purge::PurgeReport) -> pb::PurgeReport {
         delete_requests: r.delete_requests,
         leftovers_deleted: r.leftovers_deleted,
         elapsed_ms: r.elapsed_ms,
+        blobs_age_unknown: r.blobs_age_unknown,
+        blobs_protected_late: r.blobs_protected_late,
+        foreign_kept: r.foreign_kept,
     }
 }
 
@@ -588,6 +591,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                 dry_run: r.dry_run,
                 policy: Some(policy),
                 grace,
+                force: r.force,
             },
         )
         .await?;
