@@ -38,6 +38,7 @@ pub fn run_json(r: &pb::Run) -> Value {
             "error": n.error, "retries": n.retries,
         })).collect::<Vec<_>>(),
         "schedule_id": r.schedule_id,
+        "datacenters": r.datacenters,
         "limits": r.limits.map(|l| json!({
             "upload_concurrency": l.upload_concurrency, "upload_bandwidth": l.upload_bandwidth,
             "nodes_at_once": l.nodes_at_once,

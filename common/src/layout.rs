@@ -8,8 +8,15 @@
 //! runs/<run-id>/topology.json         nodes: host id, address, DC, rack, tokens
 //! runs/<run-id>/nodes/<host-id>.json  that node's files
 //! runs/<run-id>/manifest.json         written last: the commit marker
-//! tmp/<run-id>/<unique>               staging for large uploads until their hash is known
+//! runs/<run-id>/lease.json            blobs a run is about to commit (purge keeps them)
+//! tmp/<run-id>/<uuid>                 staging for large uploads until their hash is known
+//! tmp/<run-id>/<uuid>.rv-parts-<id>/… GCS multipart parts of a staging object
+//! tmp/check-<uuid>                    the probe object of a store check
+//! purges/<uuid>.json                  a purge's sweep window (backups wait for it)
 //! ```
+//!
+//! Parsing lives here too ([`parse_tmp`]): purge deletes under `tmp/` only keys of the shapes
+//! above, never anything else a shared bucket or directory may hold.
 use std::fmt;
 
 use crate::hash::ContentHash;
@@ -77,6 +84,78 @@ pub fn run_manifest(run: &RunId) -> ObjectKey {
 /// Prefix under which uploads are staged until their hash is known.
 pub const TMP_PREFIX: &str = "tmp/";
 
+/// The lease of a run about to commit: the blobs it names are kept by any purge that sees it.
+pub fn run_lease(run: &RunId) -> ObjectKey {
+    ObjectKey(format!("runs/{run}/lease.json"))
+}
+
+/// Prefix under which purges announce their sweep windows.
+pub const PURGES_PREFIX: &str = "purges/";
+
+/// The marker of one purge's sweep window.
+pub fn purge_marker(id: &uuid::Uuid) -> ObjectKey {
+    ObjectKey(format!("{PURGES_PREFIX}{}.json", id.hyphenated()))
+}
+
+/// The purge id a key under [`PURGES_PREFIX`] names, if it is a marker ringvault writes.
+pub fn parse_purge_marker(key: &ObjectKey) -> Option<uuid::Uuid> {
+    let id = key
+        .as_str()
+        .strip_prefix(PURGES_PREFIX)?
+        .strip_suffix(".json")?;
+    canonical_uuid(id)
+}
+
+/// What a key under [`TMP_PREFIX`] is, when ringvault wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TmpKey {
+    /// Staging of run `0` (or a GCS part of it).
+    Staging(RunId),
+    /// The probe object of [`crate::store::Store::check`].
+    Check,
+}
+
+/// A hyphenated lowercase UUID, exactly as ringvault writes them.
+fn canonical_uuid(s: &str) -> Option<uuid::Uuid> {
+    let u = uuid::Uuid::try_parse(s).ok()?;
+    (u.hyphenated().to_string() == s).then_some(u)
+}
+
+/// Recognises the keys ringvault writes under `tmp/`: `tmp/<run-id>/<uuid>`, its GCS parts
+/// `tmp/<run-id>/<uuid>.rv-parts-<hex>/<part>`, and `tmp/check-<uuid>`. Anything else is not
+/// ours (`None`).
+pub fn parse_tmp(key: &ObjectKey) -> Option<TmpKey> {
+    let rest = key.as_str().strip_prefix(TMP_PREFIX)?;
+    if let Some(id) = rest.strip_prefix("check-") {
+        return canonical_uuid(id).map(|_| TmpKey::Check);
+    }
+    let (run, rest) = rest.split_once('/')?;
+    let run_id = RunId::parse(run).ok().filter(|r| r.as_str() == run)?;
+    let (unique, parts) = match rest.split_once(".rv-parts-") {
+        Some((u, p)) => (u, Some(p)),
+        None => (rest, None),
+    };
+    canonical_uuid(unique)?;
+    if let Some(p) = parts {
+        let (id, part) = p.split_once('/')?;
+        let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+        // `000001` (a part) or `c01-000000` (an intermediate compose).
+        let part_ok = part.bytes().all(|b| b.is_ascii_digit())
+            || part
+                .strip_prefix('c')
+                .and_then(|x| x.split_once('-'))
+                .is_some_and(|(a, b)| {
+                    [a, b]
+                        .iter()
+                        .all(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+                });
+        if !hex(id) || part.is_empty() || !part_ok {
+            return None;
+        }
+    }
+    Some(TmpKey::Staging(run_id))
+}
+
 /// A staging key for an upload whose hash is not known yet.
 pub fn staging(run: &RunId, unique: &str) -> ObjectKey {
     let unique: String = unique
@@ -103,5 +182,34 @@ mod tests {
         assert_eq!(staging(&run, "a/../b").as_str(), format!("tmp/{run}/ab"));
         assert!(ObjectKey::from_listing("runs/../x").is_none());
         assert!(ObjectKey::from_listing("/abs").is_none());
+    }
+
+    #[test]
+    fn only_the_tmp_keys_ringvault_writes_are_recognised() {
+        let run = RunId::new();
+        let u = uuid::Uuid::new_v4().hyphenated().to_string();
+        let key = |s: String| ObjectKey::from_listing(&s).expect("valid key");
+        let staged = staging(&run, &u);
+        assert_eq!(parse_tmp(&staged), Some(TmpKey::Staging(run.clone())));
+        let part = key(format!("{staged}.rv-parts-0123456789ab/000001"));
+        assert_eq!(parse_tmp(&part), Some(TmpKey::Staging(run.clone())));
+        let compose = key(format!("{staged}.rv-parts-0123456789ab/c01-000002"));
+        assert_eq!(parse_tmp(&compose), Some(TmpKey::Staging(run.clone())));
+        assert_eq!(parse_tmp(&key(format!("tmp/check-{u}"))), Some(TmpKey::Check));
+        for foreign in [
+            "tmp/foreign.txt".to_string(),
+            format!("tmp/{run}/notes.txt"),
+            format!("tmp/{run}/{u}/deeper"),
+            format!("tmp/{run}/{u}.rv-parts-xyz/1"),
+            format!("tmp/{}/{u}", run.as_str().to_uppercase()),
+            format!("tmp/check-{u}.bak"),
+            format!("tmp/not-a-run/{u}"),
+            format!("runs/{run}/{u}"),
+        ] {
+            assert_eq!(parse_tmp(&key(foreign.clone())), None, "{foreign}");
+        }
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(parse_purge_marker(&purge_marker(&id)), Some(id));
+        assert_eq!(parse_purge_marker(&key("purges/x.json".into())), None);
     }
 }

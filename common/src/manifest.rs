@@ -120,6 +120,38 @@ pub struct RunManifest {
     /// The schedule that made this backup ("" by hand): retention counts backups per schedule.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub schedule: String,
+    /// The schedule's retention when the backup was made: purge applies it to the schedule's
+    /// backups even after the schedule is removed (or from another coordinator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RecordedRetention>,
+}
+
+/// A retention rule as recorded with a scheduled backup (0: no limit of that kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedRetention {
+    pub keep_last: u32,
+    pub keep_days: u32,
+}
+
+/// `runs/<run>/lease.json`: the blobs a run is about to commit (including those it reuses
+/// without uploading). A purge that sees a lease before `expires_unix_ms` keeps every blob it
+/// names; the run deletes it once committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLease {
+    pub run_id: RunId,
+    pub written_unix_ms: i64,
+    pub expires_unix_ms: i64,
+    pub blobs: Vec<ContentHash>,
+}
+
+/// `purges/<id>.json`: a purge deletes blobs only until `sweep_until_unix_ms`, and only blobs
+/// no manifest or lease named when it last looked (after `written_unix_ms`). A backup about to
+/// commit waits for such windows to close before it checks its blobs are there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeMarker {
+    pub purge_id: String,
+    pub written_unix_ms: i64,
+    pub sweep_until_unix_ms: i64,
 }
 
 #[cfg(test)]

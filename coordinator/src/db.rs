@@ -1,6 +1,11 @@
 //! The one module that talks to SQLite: versioned migrations, and typed reads and writes of
-//! workers, runs, per-node tasks, files and known blobs. One connection in WAL mode behind a
-//! mutex; callers run these blocking calls on the blocking pool ([`Db::call`]).
+//! workers, runs, per-node tasks, files and known blobs. One writing connection in WAL mode
+//! behind a mutex, plus a read-only connection for the metrics page's aggregates (a WAL reader
+//! never waits for the writer, and heartbeats never wait behind a scrape); callers run these
+//! blocking calls on the blocking pool ([`Db::call`]). State stays bounded: file rows of
+//! finished runs are rolled up to per-table totals ([`Db::roll_up_files`]), old runs and
+//! events are pruned ([`Db::prune_history`]) and the freed pages returned to the filesystem
+//! in small steps ([`Db::vacuum_step`]).
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -13,12 +18,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_restore.sql"),
     include_str!("../migrations/0003_operations.sql"),
     include_str!("../migrations/0004_identity.sql"),
+    include_str!("../migrations/0005_run_datacenters.sql"),
+    include_str!("../migrations/0006_bounded.sql"),
 ];
 
 /// Handle to the coordinator's database.
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<rusqlite::Connection>>,
+    /// Read-only, for aggregates that may take a while (metrics).
+    read: Arc<Mutex<rusqlite::Connection>>,
 }
 
 /// A registered worker.
@@ -122,15 +131,46 @@ impl Db {
         }
         let conn = rusqlite::Connection::open(path)
             .with_context(|| format!("opening {}", path.display()))?;
+        // Pages freed by pruning go back to the filesystem ([`Db::vacuum_step`]): a database
+        // made before this setting is rebuilt once, here, before anything else uses it.
+        let auto_vacuum: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+        if auto_vacuum != 2 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            conn.execute_batch("VACUUM")
+                .context("enabling incremental vacuum")?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let db = Self {
-            conn: Arc::new(Mutex::new(conn)),
+        let conn = Arc::new(Mutex::new(conn));
+        let migrating = Self {
+            conn: Arc::clone(&conn),
+            read: Arc::clone(&conn),
         };
-        db.migrate()?;
-        Ok(db)
+        migrating.migrate()?;
+        let read = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {} for reading", path.display()))?;
+        read.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Self {
+            conn,
+            read: Arc::new(Mutex::new(read)),
+        })
+    }
+
+    /// Runs `f` on the read-only connection.
+    fn with_read<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self
+            .read
+            .lock()
+            .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
+        f(&mut conn)
     }
 
     fn migrate(&self) -> anyhow::Result<()> {
@@ -357,10 +397,16 @@ impl Db {
         now_ms: i64,
     ) -> anyhow::Result<()> {
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "UPDATE runs SET state=?2, error=?3, finished_ms=?4 WHERE id=?1",
                 params![run_id, state, error, now_ms],
             )?;
+            // The metrics counters take the run's files once, when it ends.
+            if state != "RUNNING" {
+                count_files(&tx, run_id)?;
+            }
+            tx.commit()?;
             Ok(())
         })
     }
@@ -510,9 +556,19 @@ impl Db {
     /// Per-table totals of a run's files.
     pub fn table_totals(&self, run_id: &str) -> anyhow::Result<Vec<TableTotals>> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT keyspace, table_name, COUNT(*), COALESCE(SUM(size),0) FROM run_files WHERE run_id=?1 GROUP BY keyspace, table_name ORDER BY keyspace, table_name",
-            )?;
+            let rolled: bool = c
+                .query_row(
+                    "SELECT files_rolled_up FROM runs WHERE id=?1",
+                    params![run_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(false);
+            let mut st = c.prepare(if rolled {
+                "SELECT keyspace, table_name, files, bytes FROM run_table_totals WHERE run_id=?1 ORDER BY keyspace, table_name"
+            } else {
+                "SELECT keyspace, table_name, COUNT(*), COALESCE(SUM(size),0) FROM run_files WHERE run_id=?1 GROUP BY keyspace, table_name ORDER BY keyspace, table_name"
+            })?;
             let rows = st.query_map(params![run_id], |r| {
                 Ok(TableTotals { keyspace: r.get(0)?, table: r.get(1)?, files: r.get::<_, i64>(2)? as u64, bytes: r.get::<_, i64>(3)? as u64 })
             })?;
@@ -716,9 +772,12 @@ pub struct ClusterFileTotals {
 impl Db {
     /// Number of runs by kind and state.
     pub fn run_state_counts(&self) -> anyhow::Result<Vec<RunStateCount>> {
-        self.with(|c| {
+        self.with_read(|c| {
             let mut st = c.prepare(
-                "SELECT kind, state, COUNT(*) FROM runs GROUP BY kind, state ORDER BY kind, state",
+                "SELECT kind, state, SUM(n) FROM (
+                    SELECT kind, state, COUNT(*) AS n FROM runs GROUP BY kind, state
+                    UNION ALL SELECT kind, state, runs AS n FROM pruned_run_counts
+                 ) GROUP BY kind, state ORDER BY kind, state",
             )?;
             let rows = st.query_map([], |r| {
                 Ok(RunStateCount {
@@ -731,18 +790,25 @@ impl Db {
         })
     }
 
-    /// Uploaded and skipped files and bytes over every backup run, per cluster.
+    /// Uploaded and skipped files and bytes over every backup run, per cluster: the counters
+    /// of finished runs plus the file rows of runs still running (never a scan of every row).
     pub fn backup_file_totals(&self) -> anyhow::Result<Vec<ClusterFileTotals>> {
-        self.with(|c| {
+        self.with_read(|c| {
             let mut st = c.prepare(
-                "SELECT r.cluster_name,
+                "SELECT cluster_name, SUM(fu), SUM(bu), SUM(fs), SUM(bs) FROM (
+                    SELECT cluster_name, files_uploaded AS fu, bytes_uploaded AS bu,
+                           files_skipped AS fs, bytes_skipped AS bs
+                    FROM backup_file_counters
+                    UNION ALL
+                    SELECT r.cluster_name,
                         COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 1 ELSE 0 END), 0),
                         COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN f.size ELSE 0 END), 0),
                         COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE 1 END), 0),
                         COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE f.size END), 0)
-                 FROM run_files f JOIN runs r ON r.id = f.run_id
-                 WHERE r.kind = 'backup'
-                 GROUP BY r.cluster_name ORDER BY r.cluster_name",
+                    FROM runs r JOIN run_files f ON f.run_id = r.id
+                    WHERE r.kind = 'backup' AND r.files_counted = 0
+                    GROUP BY r.cluster_name
+                 ) GROUP BY cluster_name ORDER BY cluster_name",
             )?;
             let rows = st.query_map([], |r| {
                 Ok(ClusterFileTotals {
@@ -759,7 +825,7 @@ impl Db {
 
     /// Per cluster, when its newest successful backup finished (ms since the epoch).
     pub fn last_successful_backups(&self) -> anyhow::Result<Vec<(String, i64)>> {
-        self.with(|c| {
+        self.with_read(|c| {
             let mut st = c.prepare(
                 "SELECT cluster_name, MAX(finished_ms) FROM runs
                  WHERE kind = 'backup' AND state = 'DONE'
@@ -772,13 +838,482 @@ impl Db {
 
     /// (cluster, last seen ms) of every registered worker.
     pub fn worker_last_seen(&self) -> anyhow::Result<Vec<(String, i64)>> {
-        self.with(|c| {
+        self.with_read(|c| {
             let mut st = c.prepare(
                 "SELECT cluster_name, last_seen_ms FROM workers ORDER BY cluster_name, host_id",
             )?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
+    }
+}
+
+// ---------------------------------------------------------------------- bounded state
+
+/// Adds a finished backup run's files to the metrics counters, once.
+fn count_files(c: &rusqlite::Connection, run_id: &str) -> rusqlite::Result<()> {
+    let n = c.execute(
+        "UPDATE runs SET files_counted = 1 WHERE id=?1 AND kind='backup' AND files_counted=0",
+        params![run_id],
+    )?;
+    if n == 1 {
+        c.execute(
+            "INSERT INTO backup_file_counters (cluster_name, files_uploaded, bytes_uploaded, files_skipped, bytes_skipped)
+             SELECT r.cluster_name,
+                    COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN f.size ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE 1 END), 0),
+                    COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE f.size END), 0)
+             FROM runs r JOIN run_files f ON f.run_id = r.id WHERE r.id=?1 GROUP BY r.cluster_name
+             ON CONFLICT(cluster_name) DO UPDATE SET
+               files_uploaded = files_uploaded + excluded.files_uploaded,
+               bytes_uploaded = bytes_uploaded + excluded.bytes_uploaded,
+               files_skipped = files_skipped + excluded.files_skipped,
+               bytes_skipped = bytes_skipped + excluded.bytes_skipped",
+            params![run_id],
+        )?;
+    }
+    Ok(())
+}
+
+/// File rows deleted per transaction: the write lock is never held for long.
+const CHUNK: i64 = 20_000;
+
+/// What one round of housekeeping did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Housekeeping {
+    pub runs_rolled_up: u64,
+    pub file_rows_deleted: u64,
+    pub runs_pruned: u64,
+    pub events_pruned: u64,
+}
+
+impl Db {
+    /// Replaces the file rows of runs that finished before `cutoff_ms` with per-table totals,
+    /// in transactions of at most [`CHUNK`] rows (heartbeats get the lock in between).
+    pub fn roll_up_files(&self, cutoff_ms: i64, out: &mut Housekeeping) -> anyhow::Result<()> {
+        let runs: Vec<String> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id FROM runs WHERE state != 'RUNNING' AND finished_ms > 0 AND finished_ms < ?1 AND files_rolled_up = 0",
+            )?;
+            let rows = st.query_map(params![cutoff_ms], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        for run in runs {
+            self.with(|c| {
+                let tx = c.transaction()?;
+                count_files(&tx, &run)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO run_table_totals (run_id, keyspace, table_name, files, bytes)
+                     SELECT run_id, keyspace, table_name, COUNT(*), COALESCE(SUM(size),0) FROM run_files
+                     WHERE run_id=?1 GROUP BY keyspace, table_name",
+                    params![run],
+                )?;
+                tx.execute("UPDATE runs SET files_rolled_up = 1 WHERE id=?1", params![run])?;
+                tx.commit()?;
+                Ok(())
+            })?;
+            out.runs_rolled_up += 1;
+            out.file_rows_deleted += self.delete_files_of(&run)?;
+        }
+        Ok(())
+    }
+
+    fn delete_files_of(&self, run: &str) -> anyhow::Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.with(|c| {
+                Ok(c.execute(
+                    "DELETE FROM run_files WHERE rowid IN (SELECT rowid FROM run_files WHERE run_id=?1 LIMIT ?2)",
+                    params![run, CHUNK],
+                )?)
+            })?;
+            total += n as u64;
+            if (n as i64) < CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Removes runs that finished before `cutoff_ms` (with their nodes, files and totals; the
+    /// newest successful backup of each cluster always stays) and schedule events and known
+    /// blobs older than it. Pruned runs still count in the metrics ([`Db::run_state_counts`]).
+    pub fn prune_history(&self, cutoff_ms: i64, out: &mut Housekeeping) -> anyhow::Result<()> {
+        let runs: Vec<String> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id FROM runs r WHERE state != 'RUNNING' AND finished_ms > 0 AND finished_ms < ?1
+                 AND NOT (kind = 'backup' AND state = 'DONE' AND finished_ms = (
+                     SELECT MAX(finished_ms) FROM runs x
+                     WHERE x.kind = 'backup' AND x.state = 'DONE' AND x.cluster_name = r.cluster_name))",
+            )?;
+            let rows = st.query_map(params![cutoff_ms], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        for run in runs {
+            out.file_rows_deleted += self.delete_files_of(&run)?;
+            self.with(|c| {
+                let tx = c.transaction()?;
+                count_files(&tx, &run)?;
+                tx.execute(
+                    "INSERT INTO pruned_run_counts (kind, state, runs)
+                     SELECT kind, state, 1 FROM runs WHERE id=?1
+                     ON CONFLICT(kind, state) DO UPDATE SET runs = runs + 1",
+                    params![run],
+                )?;
+                tx.execute("DELETE FROM run_table_totals WHERE run_id=?1", params![run])?;
+                tx.execute("DELETE FROM run_nodes WHERE run_id=?1", params![run])?;
+                tx.execute("DELETE FROM runs WHERE id=?1", params![run])?;
+                tx.commit()?;
+                Ok(())
+            })?;
+            out.runs_pruned += 1;
+        }
+        out.events_pruned += self.with(|c| {
+            Ok(c.execute(
+                "DELETE FROM schedule_events WHERE at_ms < ?1",
+                params![cutoff_ms],
+            )? as u64)
+        })?;
+        self.with(|c| {
+            c.execute("DELETE FROM blobs WHERE seen_ms < ?1", params![cutoff_ms])?;
+            Ok(())
+        })
+    }
+
+    /// Returns up to `pages` free pages to the filesystem; false when none are left.
+    pub fn vacuum_step(&self, pages: u32) -> anyhow::Result<bool> {
+        self.with(|c| {
+            let free: i64 = c.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+            if free == 0 {
+                return Ok(false);
+            }
+            c.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+            Ok(true)
+        })
+    }
+
+    /// Checkpoints the WAL into the database file and truncates it.
+    pub fn checkpoint(&self) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_round_trips_runs_nodes_and_files() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.db");
+        let db = Db::open(&path)?;
+        drop(db);
+        let db = Db::open(&path)?; // second open: no migration re-run
+        let run = RunRow {
+            id: "r1".into(),
+            kind: "backup".into(),
+            tag: "t".into(),
+            cluster_name: "c".into(),
+            state: "RUNNING".into(),
+            stage: "plan".into(),
+            keyspaces: vec!["ks".into()],
+            tables: vec![],
+            store_url: "file:///x".into(),
+            created_ms: 1,
+            finished_ms: 0,
+            error: String::new(),
+            source_run_id: String::new(),
+            limits: crate::limits::RunLimits {
+                nodes_at_once: 2,
+                ..Default::default()
+            },
+            schedule_id: "nightly".into(),
+        };
+        db.insert_run(&run)?;
+        assert_eq!(db.run("r1")?, Some(run.clone()));
+        assert_eq!(db.runs(10, Some("RUNNING"))?.len(), 1);
+        db.finish_run("r1", "FAILED", "boom", 5)?;
+        assert_eq!(db.runs(10, Some("RUNNING"))?.len(), 0);
+        let node = RunNodeRow {
+            host_id: "h".into(),
+            state: "UPLOADING".into(),
+            files_done: 3,
+            ..Default::default()
+        };
+        db.put_run_node("r1", &node)?;
+        assert_eq!(db.run_nodes("r1")?, vec![node]);
+        let f = RunFileRow {
+            host_id: "h".into(),
+            keyspace: "ks".into(),
+            table: "t".into(),
+            table_id: "0".repeat(32),
+            name: "a".into(),
+            data_dir_index: 0,
+            size: 7,
+            hash: "h".into(),
+            uploaded: true,
+        };
+        db.insert_files(
+            "r1",
+            &[
+                f.clone(),
+                RunFileRow {
+                    name: "b".into(),
+                    ..f
+                },
+            ],
+        )?;
+        assert_eq!(
+            db.table_totals("r1")?,
+            vec![TableTotals {
+                keyspace: "ks".into(),
+                table: "t".into(),
+                files: 2,
+                bytes: 14
+            }]
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    fn run(id: &str, kind: &str, cluster: &str) -> RunRow {
+        RunRow {
+            id: id.into(),
+            kind: kind.into(),
+            tag: "t".into(),
+            cluster_name: cluster.into(),
+            state: "RUNNING".into(),
+            stage: "plan".into(),
+            keyspaces: vec![],
+            tables: vec![],
+            store_url: "file:///x".into(),
+            created_ms: 1,
+            finished_ms: 0,
+            error: String::new(),
+            source_run_id: String::new(),
+            limits: Default::default(),
+            schedule_id: String::new(),
+        }
+    }
+
+    fn file(name: &str, size: u64, uploaded: bool) -> RunFileRow {
+        RunFileRow {
+            host_id: "h".into(),
+            keyspace: "ks".into(),
+            table: "t".into(),
+            table_id: "0".repeat(32),
+            name: name.into(),
+            data_dir_index: 0,
+            size,
+            hash: name.into(),
+            uploaded,
+        }
+    }
+
+    #[test]
+    fn aggregates_runs_files_and_workers() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        assert!(db.run_state_counts()?.is_empty());
+        assert!(db.backup_file_totals()?.is_empty());
+        assert!(db.last_successful_backups()?.is_empty());
+        for (id, kind, cluster) in [
+            ("b1", "backup", "c1"),
+            ("b2", "backup", "c1"),
+            ("b3", "backup", "c2"),
+            ("r1", "restore", "c1"),
+        ] {
+            db.insert_run(&run(id, kind, cluster))?;
+        }
+        // Files are recorded while runs run; finished runs' files move to the counters.
+        db.insert_files("b1", &[file("a", 10, true), file("b", 20, true)])?;
+        db.insert_files("b2", &[file("a", 10, false), file("b", 20, false)])?;
+        db.insert_files("b3", &[file("c", 5, true)])?;
+        db.insert_files("r1", &[file("a", 10, true)])?;
+        db.finish_run("b1", "DONE", "", 5_000)?;
+        db.finish_run("b2", "DONE", "", 9_500)?;
+        db.finish_run("b3", "FAILED", "boom", 7_000)?;
+        assert_eq!(
+            db.run_state_counts()?,
+            vec![
+                RunStateCount {
+                    kind: "backup".into(),
+                    state: "DONE".into(),
+                    runs: 2
+                },
+                RunStateCount {
+                    kind: "backup".into(),
+                    state: "FAILED".into(),
+                    runs: 1
+                },
+                RunStateCount {
+                    kind: "restore".into(),
+                    state: "RUNNING".into(),
+                    runs: 1
+                },
+            ]
+        );
+        assert_eq!(
+            db.backup_file_totals()?,
+            vec![
+                ClusterFileTotals {
+                    cluster: "c1".into(),
+                    files_uploaded: 2,
+                    bytes_uploaded: 30,
+                    files_skipped: 2,
+                    bytes_skipped: 30
+                },
+                ClusterFileTotals {
+                    cluster: "c2".into(),
+                    files_uploaded: 1,
+                    bytes_uploaded: 5,
+                    ..Default::default()
+                },
+            ]
+        );
+        assert_eq!(db.last_successful_backups()?, vec![("c1".into(), 9_500)]);
+        db.upsert_worker(&WorkerRow {
+            host_id: "h1".into(),
+            cluster_name: "c1".into(),
+            address: "127.0.0.1".into(),
+            worker_address: "http://127.0.0.1:7601".into(),
+            datacenter: "dc".into(),
+            rack: "r".into(),
+            tokens: vec![],
+            data_dirs: vec![],
+            cassandra_version: "5.0".into(),
+            last_seen_ms: 42,
+        })?;
+        assert_eq!(db.worker_last_seen()?, vec![("c1".into(), 42)]);
+        Ok(())
+    }
+
+    #[test]
+    fn rolled_up_and_pruned_runs_keep_their_totals_and_counts() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        for id in ["old", "new", "live"] {
+            db.insert_run(&run(id, "backup", "c1"))?;
+        }
+        db.insert_files("old", &[file("a", 10, true), file("b", 20, false)])?;
+        db.insert_files("new", &[file("a", 10, false)])?;
+        db.insert_files("live", &[file("c", 5, true)])?;
+        db.finish_run("old", "DONE", "", 1_000)?;
+        db.finish_run("new", "DONE", "", 9_000)?;
+        let before = db.backup_file_totals()?;
+        assert_eq!(
+            before,
+            vec![ClusterFileTotals {
+                cluster: "c1".into(),
+                files_uploaded: 2,
+                bytes_uploaded: 15,
+                files_skipped: 2,
+                bytes_skipped: 30
+            }]
+        );
+        let mut h = Housekeeping::default();
+        db.roll_up_files(5_000, &mut h)?;
+        assert_eq!((h.runs_rolled_up, h.file_rows_deleted), (1, 2));
+        assert_eq!(db.table_totals("old")?[0].files, 2);
+        assert_eq!(db.table_totals("old")?[0].bytes, 30);
+        assert_eq!(db.backup_file_totals()?, before);
+        // "old" goes, "new" is the newest successful backup of c1 and stays.
+        db.prune_history(10_000, &mut h)?;
+        assert_eq!(h.runs_pruned, 1);
+        assert!(db.run("old")?.is_none());
+        assert!(db.run("new")?.is_some());
+        assert_eq!(db.backup_file_totals()?, before);
+        assert_eq!(
+            db.run_state_counts()?,
+            vec![
+                RunStateCount {
+                    kind: "backup".into(),
+                    state: "DONE".into(),
+                    runs: 2
+                },
+                RunStateCount {
+                    kind: "backup".into(),
+                    state: "RUNNING".into(),
+                    runs: 1
+                },
+            ]
+        );
+        while db.vacuum_step(16)? {}
+        Ok(())
+    }
+}
+
+/// The datacenters a backup was limited to (`--dc`).
+impl Db {
+    /// Records the datacenters of a run.
+    pub fn set_run_datacenters(&self, run_id: &str, dcs: &[String]) -> anyhow::Result<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM run_datacenters WHERE run_id=?1",
+                params![run_id],
+            )?;
+            for dc in dcs {
+                tx.execute(
+                    "INSERT INTO run_datacenters (run_id, datacenter) VALUES (?1, ?2)",
+                    params![run_id, dc],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The datacenters a run was limited to (empty: the whole ring).
+    pub fn run_datacenters(&self, run_id: &str) -> anyhow::Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT datacenter FROM run_datacenters WHERE run_id=?1 ORDER BY datacenter",
+            )?;
+            let rows = st
+                .query_map(params![run_id], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+}
+
+#[cfg(test)]
+mod datacenter_tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_datacenters_round_trip() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        db.insert_run(&RunRow {
+            id: "r1".into(),
+            kind: "backup".into(),
+            tag: "t".into(),
+            cluster_name: "c".into(),
+            state: "RUNNING".into(),
+            stage: "plan".into(),
+            keyspaces: vec![],
+            tables: vec![],
+            store_url: "file:///x".into(),
+            created_ms: 1,
+            finished_ms: 0,
+            error: String::new(),
+            source_run_id: String::new(),
+            limits: Default::default(),
+            schedule_id: String::new(),
+        })?;
+        assert!(db.run_datacenters("r1")?.is_empty());
+        db.set_run_datacenters("r1", &["dc2".into(), "dc1".into()])?;
+        assert_eq!(db.run_datacenters("r1")?, vec!["dc1", "dc2"]);
+        Ok(())
     }
 }
 

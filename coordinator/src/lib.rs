@@ -76,9 +76,18 @@ pub struct CoordinatorOptions {
     #[arg(long, default_value_t = 0)]
     pub keep_days: u32,
     /// Purge deletes an unreferenced blob or leftover only when it is older than this
-    /// (seconds): protects what backups still running (here or elsewhere) just uploaded.
+    /// (seconds): protects what backups still running (here or elsewhere) just uploaded. At
+    /// least 3600.
     #[arg(long, default_value_t = 6 * 3600)]
     pub purge_grace_secs: u64,
+    /// Per-file rows of runs finished longer ago than this are rolled up to per-table totals
+    /// (days; the store's manifests stay the source of truth for every file).
+    #[arg(long, default_value_t = 30)]
+    pub rollup_files_after_days: u32,
+    /// Runs and schedule events older than this are removed from the database (days; 0: kept
+    /// forever). The newest successful backup of each cluster always stays.
+    #[arg(long, default_value_t = 400)]
+    pub history_days: u32,
     /// Bytes per second `verify --deep` reads from the store (0: unlimited).
     #[arg(long, default_value_t = 0)]
     pub verify_bandwidth: u64,
@@ -152,6 +161,13 @@ pub fn now_ms() -> i64 {
 
 /// Opens the database and store, settles unfinished runs, and serves until SIGTERM.
 pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        opts.purge_grace_secs >= purge::MIN_GRACE.as_secs(),
+        "--purge-grace-secs {} is below the minimum of {}: purges would delete uploads other \
+         coordinators have in flight (a single purge may pass --force)",
+        opts.purge_grace_secs,
+        purge::MIN_GRACE.as_secs()
+    );
     let security = ServerSecurity::from_args(&opts.tls, opts.listen)?;
     backup::set_worker_security(ClientSecurity {
         tls: opts.tls.load()?,
@@ -185,6 +201,10 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         }),
         Duration::from_secs(1),
     ));
+    tokio::spawn(maintenance::housekeeping_forever(
+        coord.db.clone(),
+        maintenance::HousekeepingConfig::from(&opts),
+    ));
     if let Some(addr) = opts.metrics_listen {
         metrics::spawn(addr, Arc::clone(&coord)).await?;
     }
@@ -201,13 +221,19 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
             tokens,
         ))
         .add_service(health_service)
-        .add_service(ringvault_proto::v1::registry_server::RegistryServer::new(
-            registry::RegistryService::new(Arc::clone(&coord)),
-        ))
+        .add_service(
+            ringvault_proto::v1::registry_server::RegistryServer::new(
+                registry::RegistryService::new(Arc::clone(&coord)),
+            )
+            .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE),
+        )
         .add_service(
             ringvault_proto::v1::coordinator_server::CoordinatorServer::new(
                 service::CoordinatorService::new(coord),
-            ),
+            )
+            .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE),
         )
         .serve_with_incoming_shutdown(incoming, ringvault_common::service::shutdown_signal())
         .await

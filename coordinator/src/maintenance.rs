@@ -1,7 +1,7 @@
 //! Glue between the coordinator's state and its maintenance work: purge with the configured
 //! and per-schedule retention (refused while a backup runs, and backups refused while it
-//! sweeps), and the [`Launcher`] that starts scheduled backups and applies retention after
-//! each one that succeeds.
+//! sweeps), the [`Launcher`] that starts scheduled backups and applies retention after each
+//! one that succeeds, and the database's housekeeping (roll-up, pruning, vacuum).
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +25,46 @@ pub struct PurgeRequest {
     pub policy: Option<RetentionPolicy>,
     /// Replaces the configured grace period.
     pub grace: Option<Duration>,
+    /// Allows a grace period below [`purge::MIN_GRACE`].
+    pub force: bool,
+}
+
+/// Environment variable naming a file for the purge test hook: when set, every purge creates
+/// `<file>.paused` after listing the blobs and waits until `<file>` no longer exists before it
+/// re-checks and sweeps. Only the two-coordinator test sets it.
+pub const PAUSE_ENV: &str = "RINGVAULT_TEST_PURGE_PAUSE_FILE";
+
+fn pause_hook() -> Option<purge::PauseHook> {
+    let file = std::path::PathBuf::from(std::env::var_os(PAUSE_ENV)?);
+    Some(purge::PauseHook(Arc::new(move || {
+        let file = file.clone();
+        Box::pin(async move {
+            let mut flag = file.clone().into_os_string();
+            flag.push(".paused");
+            if let Err(e) = std::fs::write(&flag, b"paused") {
+                tracing::warn!(error = %e, "test hook: cannot signal the pause");
+            }
+            tracing::warn!(file = %file.display(), "test hook: purge paused between listing and sweep");
+            while file.exists() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    })))
 }
 
 /// Runs a purge now; refuses while any backup runs in this coordinator or another purge runs.
 pub async fn run_purge(coord: &Arc<Coordinator>, req: PurgeRequest) -> Result<PurgeReport, Status> {
+    let grace = req
+        .grace
+        .unwrap_or(Duration::from_secs(coord.opts.purge_grace_secs));
+    if grace < purge::MIN_GRACE && !req.force {
+        return Err(Status::invalid_argument(format!(
+            "a grace period of {}s is below the minimum of {}s: it would delete uploads other \
+             coordinators have in flight; pass --force to do it anyway (nothing was deleted)",
+            grace.as_secs(),
+            purge::MIN_GRACE.as_secs()
+        )));
+    }
     let _exclusive = coord.purge_lock.try_write().map_err(|_| {
         Status::failed_precondition(
             "a purge or a backup start is in progress; try again when it ends",
@@ -79,12 +115,11 @@ pub async fn run_purge(coord: &Arc<Coordinator>, req: PurgeRequest) -> Result<Pu
                 )
             })
             .collect::<HashMap<_, _>>(),
-        grace: req
-            .grace
-            .unwrap_or(Duration::from_secs(coord.opts.purge_grace_secs)),
+        grace,
         running_blobs: running.1.into_iter().collect(),
         running_runs: running.0.into_iter().map(|r| r.id).collect::<BTreeSet<_>>(),
         now_ms: now_ms(),
+        pause: pause_hook(),
     };
     let report = purge::purge(&coord.store, &opts)
         .await
@@ -123,6 +158,7 @@ impl ScheduledBackups {
             cluster_name: (!s.cluster_name.is_empty()).then(|| s.cluster_name.clone()),
             limits: s.limits,
             schedule_id: Some(s.id.clone()),
+            datacenters: Vec::new(),
         };
         // Workers re-register within seconds of a coordinator restart, and a purge ends: a
         // refusal for an unavailable worker or a running purge is retried for a while before
@@ -209,4 +245,60 @@ async fn retention_after(coord: Arc<Coordinator>, run_id: String, schedule: Stri
         run = run_id,
         "retention not applied: other runs kept the store busy"
     );
+}
+
+/// How the database is kept bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct HousekeepingConfig {
+    /// File rows of runs finished longer ago than this are rolled up.
+    pub rollup_after: Duration,
+    /// Runs and events older than this are pruned (`None`: never).
+    pub history: Option<Duration>,
+}
+
+impl From<&crate::CoordinatorOptions> for HousekeepingConfig {
+    fn from(o: &crate::CoordinatorOptions) -> Self {
+        const DAY: u64 = 86_400;
+        Self {
+            rollup_after: Duration::from_secs(u64::from(o.rollup_files_after_days) * DAY),
+            history: (o.history_days > 0)
+                .then(|| Duration::from_secs(u64::from(o.history_days) * DAY)),
+        }
+    }
+}
+
+/// One round of housekeeping: roll-up, pruning, then the freed pages returned to the
+/// filesystem a few megabytes at a time (the write lock is released between steps).
+pub fn housekeeping(
+    db: &crate::db::Db,
+    cfg: HousekeepingConfig,
+    now_ms: i64,
+) -> anyhow::Result<crate::db::Housekeeping> {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let mut out = crate::db::Housekeeping::default();
+    db.roll_up_files(now_ms.saturating_sub(ms(cfg.rollup_after)), &mut out)?;
+    if let Some(h) = cfg.history {
+        db.prune_history(now_ms.saturating_sub(ms(h)), &mut out)?;
+    }
+    while db.vacuum_step(1024)? {}
+    db.checkpoint()?;
+    Ok(out)
+}
+
+/// Runs [`housekeeping`] at start and then hourly; failures are logged and retried next time.
+pub async fn housekeeping_forever(db: crate::db::Db, cfg: HousekeepingConfig) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match db.call(move |db| housekeeping(db, cfg, now_ms())).await {
+            Ok(h) => tracing::info!(
+                rolled_up = h.runs_rolled_up,
+                file_rows = h.file_rows_deleted,
+                runs_pruned = h.runs_pruned,
+                events_pruned = h.events_pruned,
+                "database housekeeping"
+            ),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "database housekeeping failed"),
+        }
+    }
 }

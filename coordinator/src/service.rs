@@ -43,7 +43,9 @@ impl CoordinatorService {
                 };
                 let nodes = db.run_nodes(&id)?;
                 let tables = db.table_totals(&id)?;
-                Ok(Some(backup::run_view(&run, &nodes, &tables)))
+                let mut view = backup::run_view(&run, &nodes, &tables);
+                view.datacenters = db.run_datacenters(&id)?;
+                Ok(Some(view))
             })
             .await
             .map_err(internal)?;
@@ -84,11 +86,23 @@ fn invalid(e: impl ToString) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-/// Validates a keyspace/table selection: plain names, and tables only with exactly one keyspace.
+/// Validates a keyspace/table selection: plain names, never a keyspace without data of its own
+/// (`system`, `system_schema`, the virtual ones), and tables only with exactly one keyspace.
 fn selection(
     keyspaces: &[String],
     tables: &[String],
 ) -> Result<(Vec<Identifier>, Vec<Identifier>), Status> {
+    if let Some(k) = keyspaces.iter().find(|k| {
+        ringvault_common::cql::NON_DATA_KEYSPACES
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(k))
+    }) {
+        return Err(Status::invalid_argument(format!(
+            "keyspace {k} cannot be backed up or restored: {} hold node-local state, the schema \
+             (saved with every backup and recreated from it) or virtual tables, not data",
+            ringvault_common::cql::NON_DATA_KEYSPACES.join(", ")
+        )));
+    }
     let keyspaces = keyspaces
         .iter()
         .map(|k| Identifier::parse("keyspace", k))
@@ -183,6 +197,9 @@ fn schedule_view(s: &ScheduleRow, events: &[ScheduleEventRow]) -> pb::Schedule {
     }
 }
 
+/// Tables or problems per verify message (each a few hundred bytes).
+const VERIFY_CHUNK: usize = 2_000;
+
 fn verify_report(r: &crate::verify::VerifyReport) -> pb::VerifyReport {
     pb::VerifyReport {
         run_id: r.run_id.clone(),
@@ -248,6 +265,9 @@ fn purge_report(r: &crate::purge::PurgeReport) -> pb::PurgeReport {
         delete_requests: r.delete_requests,
         leftovers_deleted: r.leftovers_deleted,
         elapsed_ms: r.elapsed_ms,
+        blobs_age_unknown: r.blobs_age_unknown,
+        blobs_protected_late: r.blobs_protected_late,
+        foreign_kept: r.foreign_kept,
     }
 }
 
@@ -323,6 +343,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         };
         let (keyspaces, tables) = selection(&r.keyspaces, &r.tables)?;
         let cluster_name = (!r.cluster_name.is_empty()).then_some(r.cluster_name);
+        let datacenters = backup::datacenters(&r.datacenters)?;
         let (run_id, tag) = backup::start(
             &self.coord,
             BackupRequest {
@@ -332,6 +353,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                 cluster_name,
                 limits: limits_from(r.limits)?,
                 schedule_id: None,
+                datacenters,
             },
         )
         .await?;
@@ -501,9 +523,40 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             let _no_purge = coord.purge_lock.read().await;
             let observer = ProgressToStream(tx.clone());
             let out = match crate::verify::verify(&store, &run, &opts, &observer).await {
-                Ok(report) => Ok(pb::VerifyEvent {
-                    event: Some(pb::verify_event::Event::Report(verify_report(&report))),
-                }),
+                Ok(report) => {
+                    // Tables and problems in chunks ahead of the report: never one message
+                    // the size of the backup.
+                    let mut r = verify_report(&report);
+                    let tables = std::mem::take(&mut r.tables);
+                    let problems = std::mem::take(&mut r.problems);
+                    for c in tables.chunks(VERIFY_CHUNK) {
+                        let ev = pb::verify_event::Event::Tables(pb::VerifyTables {
+                            tables: c.to_vec(),
+                        });
+                        if tx
+                            .send(Ok(pb::VerifyEvent { event: Some(ev) }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    for c in problems.chunks(VERIFY_CHUNK) {
+                        let ev = pb::verify_event::Event::Problems(pb::VerifyProblems {
+                            problems: c.to_vec(),
+                        });
+                        if tx
+                            .send(Ok(pb::VerifyEvent { event: Some(ev) }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(pb::VerifyEvent {
+                        event: Some(pb::verify_event::Event::Report(r)),
+                    })
+                }
                 Err(e) => {
                     let msg = format!("{e:#}");
                     Err(
@@ -538,6 +591,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
                 dry_run: r.dry_run,
                 policy: Some(policy),
                 grace,
+                force: r.force,
             },
         )
         .await?;

@@ -81,6 +81,12 @@ pub struct Deployment {
     extra_coordinator_args: Vec<String>,
     coordinator_metrics_port: u16,
     worker_metrics_ports: Vec<u16>,
+    /// Per worker: a nodetool program replacing the test bed's (e.g. a wrapper script).
+    worker_nodetool: Vec<Option<PathBuf>>,
+    /// Per worker: extra command-line arguments (e.g. another `--data-dir`).
+    worker_extra_args: Vec<Vec<String>>,
+    /// Per worker: `--data-dir`s replacing the test bed's.
+    worker_data_dirs: Vec<Option<Vec<PathBuf>>>,
     /// Store URLs the workers (and the coordinator's --from-store) may use.
     pub allowed_stores: Vec<String>,
 }
@@ -174,7 +180,19 @@ impl Deployment {
 
     /// Like [`Deployment::start`] with extra coordinator flags.
     pub fn start_with(store_url: &str, coordinator_args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_allowing(store_url, coordinator_args, &[])
+        let nodes = Testbed::load()?.nodes()?;
+        let all: Vec<usize> = (1..=nodes).collect();
+        Self::start_full(store_url, coordinator_args, &all, &[])
+    }
+
+    /// Like [`Deployment::start_with`], with workers only beside the nodes `workers` (1-based);
+    /// the others can be started later with [`Deployment::start_worker`].
+    pub fn start_some(
+        store_url: &str,
+        coordinator_args: &[&str],
+        workers: &[usize],
+    ) -> anyhow::Result<Self> {
+        Self::start_full(store_url, coordinator_args, workers, &[])
     }
 
     /// Like [`Deployment::start_with`], with more stores the workers (and `--from-store`) may
@@ -182,6 +200,17 @@ impl Deployment {
     pub fn start_allowing(
         store_url: &str,
         coordinator_args: &[&str],
+        more_stores: &[&str],
+    ) -> anyhow::Result<Self> {
+        let nodes = Testbed::load()?.nodes()?;
+        let all: Vec<usize> = (1..=nodes).collect();
+        Self::start_full(store_url, coordinator_args, &all, more_stores)
+    }
+
+    fn start_full(
+        store_url: &str,
+        coordinator_args: &[&str],
+        workers: &[usize],
         more_stores: &[&str],
     ) -> anyhow::Result<Self> {
         let testbed = Testbed::load()?;
@@ -211,13 +240,57 @@ impl Deployment {
             extra_coordinator_args: coordinator_args.iter().map(|s| s.to_string()).collect(),
             coordinator_metrics_port,
             worker_metrics_ports,
+            worker_nodetool: vec![None; nodes],
+            worker_extra_args: vec![Vec::new(); nodes],
+            worker_data_dirs: vec![None; nodes],
         };
         d.start_coordinator()?;
-        for n in 1..=nodes {
+        for &n in workers {
             d.start_worker(n)?;
         }
-        d.wait_workers(nodes)?;
+        d.wait_workers(workers.len())?;
         Ok(d)
+    }
+
+    /// Makes worker `n` (1-based) use `program` as nodetool from its next start on.
+    pub fn set_worker_nodetool(&mut self, n: usize, program: PathBuf) {
+        self.worker_nodetool[n - 1] = Some(program);
+    }
+
+    /// `--data-dir`s of worker `n` (1-based) from its next start on (`None`: the test bed's).
+    pub fn set_worker_data_dirs(&mut self, n: usize, dirs: Option<Vec<PathBuf>>) {
+        self.worker_data_dirs[n - 1] = dirs;
+    }
+
+    /// Extra arguments for worker `n` (1-based) from its next start on.
+    pub fn set_worker_extra_args(&mut self, n: usize, args: &[&str]) {
+        self.worker_extra_args[n - 1] = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Starts worker `n` (1-based) and returns its exit status and log if it exits (refuses
+    /// to start) within `within`; `None` when it is still running then (it is killed).
+    pub fn worker_start_refused(
+        &mut self,
+        n: usize,
+        within: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        let log = self.log(&format!("worker{n}-refused"));
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = self.worker_command(n, &log)?;
+        let mut child = cmd.spawn().context("starting ringvault-worker")?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(format!(
+                    "{status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(None)
     }
 
     fn store_env(&self, cmd: &mut Command) -> anyhow::Result<()> {
@@ -251,6 +324,31 @@ impl Deployment {
     /// Worker `n`'s (1-based) gRPC URL.
     pub fn worker_url(&self, n: usize) -> String {
         format!("https://127.0.0.{n}:{}", self.worker_ports[n - 1])
+    }
+
+    /// A gRPC client of worker `n` (1-based) presenting the coordinator's certificate (the only
+    /// identity a worker serves).
+    pub async fn worker_client(
+        &self,
+        n: usize,
+    ) -> anyhow::Result<
+        ringvault_proto::v1::worker_client::WorkerClient<tonic::transport::Channel>,
+    > {
+        use ringvault_common::security::{ClientSecurity, ReloadingTls};
+        let certs = self.certs();
+        let own = certs.get("coordinator");
+        let sec = ClientSecurity {
+            tls: Some(std::sync::Arc::new(ReloadingTls::new(
+                certs.ca.clone(),
+                Some((own.cert, own.key)),
+            ))),
+        };
+        let channel = sec.connect(&self.worker_url(n), |ep| ep).await?;
+        Ok(
+            ringvault_proto::v1::worker_client::WorkerClient::new(channel)
+                .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE),
+        )
     }
 
     /// Process id of worker `n` (1-based), while it runs.
@@ -314,10 +412,19 @@ impl Deployment {
     /// (Re)starts worker `n` (1-based).
     pub fn start_worker(&mut self, n: usize) -> anyhow::Result<()> {
         let log = self.log(&format!("worker{n}"));
+        let listen = format!("127.0.0.{n}:{}", self.worker_ports[n - 1]);
+        let mut cmd = self.worker_command(n, &log)?;
+        let mut child = cmd.spawn().context("starting ringvault-worker")?;
+        wait_listening(&listen, &mut child, &format!("worker {n}"), &log)?;
+        self.workers[n - 1] = Some(child);
+        Ok(())
+    }
+
+    fn worker_command(&self, n: usize, log: &Path) -> anyhow::Result<Command> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)?;
+            .open(log)?;
         let state = self.dir.path().join(format!("worker{n}"));
         std::fs::create_dir_all(&state)?;
         let listen = format!("127.0.0.{n}:{}", self.worker_ports[n - 1]);
@@ -329,11 +436,22 @@ impl Deployment {
             .arg("--cql")
             .arg(self.testbed.var(&format!("RV_NODE{n}_CQL"))?)
             .arg("--nodetool")
-            .arg(self.testbed.var(&format!("RV_NODE{n}_NODETOOL"))?)
+            .arg(match &self.worker_nodetool[n - 1] {
+                Some(p) => p.display().to_string(),
+                None => self.testbed.var(&format!("RV_NODE{n}_NODETOOL"))?,
+            })
             .arg("--sstableloader")
             .arg(self.testbed.var(&format!("RV_NODE{n}_SSTABLELOADER"))?)
-            .arg("--data-dir")
-            .arg(self.testbed.var(&format!("RV_NODE{n}_DATA_DIR"))?)
+            .args(match &self.worker_data_dirs[n - 1] {
+                Some(dirs) => dirs
+                    .iter()
+                    .flat_map(|d| ["--data-dir".to_string(), d.display().to_string()])
+                    .collect(),
+                None => vec![
+                    "--data-dir".to_string(),
+                    self.testbed.var(&format!("RV_NODE{n}_DATA_DIR"))?,
+                ],
+            })
             .arg("--state-dir")
             .arg(&state)
             .arg("--metrics-listen")
@@ -344,13 +462,16 @@ impl Deployment {
                     .iter()
                     .flat_map(|s| ["--allow-store".to_string(), s.clone()]),
             )
+            .args(&self.worker_extra_args[n - 1])
             .stdout(Stdio::null())
             .stderr(out);
         self.store_env(&mut cmd)?;
-        let mut child = cmd.spawn().context("starting ringvault-worker")?;
-        wait_listening(&listen, &mut child, &format!("worker {n}"), &log)?;
-        self.workers[n - 1] = Some(child);
-        Ok(())
+        Ok(cmd)
+    }
+
+    /// gRPC URL of worker `n` (1-based), for tests that call the Worker service directly.
+    pub fn worker_url(&self, n: usize) -> String {
+        format!("http://127.0.0.{n}:{}", self.worker_ports[n - 1])
     }
 
     /// URL of the coordinator's Prometheus metrics page.

@@ -103,10 +103,14 @@ async fn purge_across_five_overlapping_backups_deletes_exactly_the_unreferenced_
     )
     .await?;
     st.put(
-        &layout::staging(&RunId::new(), "part"),
+        &layout::staging(&RunId::new(), &uuid::Uuid::new_v4().to_string()),
         Bytes::from_static(b"x"),
     )
     .await?;
+    // Not a key ringvault writes: never deleted, however old.
+    let foreign = layout::ObjectKey::from_listing("tmp/foreign.txt").context("key")?;
+    st.put(&foreign, Bytes::from_static(b"someone else's file"))
+        .await?;
     st.put(
         &layout::run_schema(&RunId::new()),
         Bytes::from_static(b"-- never committed"),
@@ -130,8 +134,18 @@ async fn purge_across_five_overlapping_backups_deletes_exactly_the_unreferenced_
         "the store holds blobs this test does not account for"
     );
 
+    // A grace period below the minimum without --force: refused, nothing deleted.
+    let refused = d.cli(&["purge", "--keep-last", "2", "--grace-secs", "0"])?;
+    assert!(!refused.status.success(), "purge --grace-secs 0 ran without --force");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("--force"), "{why}");
+    assert_eq!(listing(&d).await?, before, "a refused purge changed the store");
+
     // Dry run: the report, and nothing deleted.
-    let dry = purge(&d, &["--dry-run", "--keep-last", "2", "--grace-secs", "0"])?;
+    let dry = purge(
+        &d,
+        &["--dry-run", "--keep-last", "2", "--grace-secs", "0", "--force"],
+    )?;
     let expired_ids: BTreeSet<String> = ids[..3].iter().cloned().collect();
     let reported = |v: &Value| -> BTreeSet<String> {
         v["runs_deleted"]
@@ -146,7 +160,8 @@ async fn purge_across_five_overlapping_backups_deletes_exactly_the_unreferenced_
     assert_eq!(dry["leftovers_deleted"], 2, "{dry}");
     assert_eq!(listing(&d).await?, before, "a dry run changed the store");
 
-    let real = purge(&d, &["--keep-last", "2", "--grace-secs", "0"])?;
+    let real = purge(&d, &["--keep-last", "2", "--grace-secs", "0", "--force"])?;
+    assert_eq!(real["foreign_kept"], 1, "{real}");
     assert_eq!(reported(&real), expired_ids, "{real}");
     assert_eq!(real["blobs_deleted"], doomed.len() as u64, "{real}");
     assert_eq!(real["blobs_referenced"], kept.len() as u64, "{real}");
@@ -163,7 +178,7 @@ async fn purge_across_five_overlapping_backups_deletes_exactly_the_unreferenced_
             || ids[..3]
                 .iter()
                 .any(|id| k.starts_with(&format!("runs/{id}/")))
-            || k.starts_with("tmp/")
+            || (k.starts_with("tmp/") && k != "tmp/foreign.txt")
             || (k.starts_with("runs/") && !ids.iter().any(|id| k.contains(id.as_str())));
         assert_eq!(gone, should_go, "{k}: deleted={gone}, expected {should_go}");
     }
@@ -186,7 +201,7 @@ async fn purge_across_five_overlapping_backups_deletes_exactly_the_unreferenced_
     assert_ne!(code, 0, "a purged backup still verifies: {v}");
 
     // Again: nothing left to delete.
-    let again = purge(&d, &["--keep-last", "2", "--grace-secs", "0"])?;
+    let again = purge(&d, &["--keep-last", "2", "--grace-secs", "0", "--force"])?;
     assert_eq!(again["blobs_deleted"], 0, "{again}");
     assert_eq!(again["objects_deleted"], 0, "{again}");
 

@@ -448,11 +448,12 @@ async fn a_worker_opens_only_the_stores_it_is_configured_for_and_bounds_requests
             .expect_err("Upload outside the allowlist");
         assert_eq!(e.code(), Code::PermissionDenied, "{url}: {e:?}");
         let e = w
-            .download(pb::DownloadRequest {
+            .download(futures::stream::iter(vec![pb::DownloadRequest {
                 backup_run_id: run_id.clone(),
+                attempt_id: run_id.clone(),
                 store_url: url.clone(),
                 ..Default::default()
-            })
+            }]))
             .await
             .expect_err("Download outside the allowlist");
         assert_eq!(e.code(), Code::PermissionDenied, "{url}: {e:?}");
@@ -488,12 +489,13 @@ async fn a_worker_opens_only_the_stores_it_is_configured_for_and_bounds_requests
         .expect_err("huge upload concurrency");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let e = w
-        .download(pb::DownloadRequest {
+        .download(futures::stream::iter(vec![pb::DownloadRequest {
             backup_run_id: run_id.clone(),
+            attempt_id: run_id.clone(),
             store_url: d.store_url.clone(),
             concurrency: huge,
             ..Default::default()
-        })
+        }]))
         .await
         .expect_err("huge download concurrency");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");

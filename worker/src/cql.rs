@@ -10,12 +10,7 @@ use scylla::policies::host_filter::AllowListHostFilter;
 
 /// Keyspaces never backed up: node-local state (`system`), the schema itself (recreated from
 /// `DESCRIBE SCHEMA`), and virtual keyspaces that have no SSTables.
-pub const EXCLUDED_KEYSPACES: &[&str] = &[
-    "system",
-    "system_schema",
-    "system_views",
-    "system_virtual_schema",
-];
+pub const EXCLUDED_KEYSPACES: &[&str] = ringvault_common::cql::NON_DATA_KEYSPACES;
 
 /// The local node as `system.local` describes it.
 #[derive(Debug, Clone)]
@@ -56,6 +51,11 @@ impl Cql {
             .await
             .with_context(|| format!("connecting to Cassandra over CQL at {addr}"))?;
         Ok(Self { session })
+    }
+
+    /// The driver session (to the local node only), for [`crate::topology`].
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
     }
 
     /// Reads `system.local`.
@@ -183,13 +183,78 @@ impl Cql {
         Ok(out)
     }
 
-    /// Runs schema statements one by one, then waits for the cluster to agree on the schema.
-    pub async fn execute_schema(&self, statements: &[String]) -> anyhow::Result<()> {
-        for st in statements {
+    /// A cassandra.yaml setting as the node reports it (`system_views.settings`); `None` when
+    /// the node does not list it.
+    pub async fn setting(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let res = self
+            .session
+            .query_unpaged(
+                "SELECT value FROM system_views.settings WHERE name = ?",
+                (name,),
+            )
+            .await
+            .with_context(|| format!("reading setting {name}"))?
+            .into_rows_result()
+            .with_context(|| format!("reading setting {name}"))?;
+        let row: Option<(Option<String>,)> = res
+            .maybe_first_row()
+            .with_context(|| format!("reading setting {name}"))?;
+        Ok(row.and_then(|r| r.0))
+    }
+
+    /// Whether `ks.table` has `column` among its dropped (`dropped = true`) or live columns.
+    async fn column_state(
+        &self,
+        ks: &str,
+        table: &str,
+        column: &str,
+        dropped: bool,
+    ) -> anyhow::Result<bool> {
+        let q = if dropped {
+            "SELECT column_name FROM system_schema.dropped_columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?"
+        } else {
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?"
+        };
+        let res = self
+            .session
+            .query_unpaged(q, (ks, table, column))
+            .await
+            .with_context(|| format!("reading the columns of {ks}.{table}"))?
+            .into_rows_result()
+            .with_context(|| format!("reading the columns of {ks}.{table}"))?;
+        Ok(res.rows_num() > 0)
+    }
+
+    /// Runs checked schema objects in order, then waits for the cluster to agree on the schema.
+    /// CREATEs carry `IF NOT EXISTS`; a dropped column already recorded and a re-added column
+    /// already present are skipped, so a repeated request changes nothing. Returns how many
+    /// statements ran.
+    pub async fn apply_schema(
+        &self,
+        objects: &[crate::schema::CheckedObject],
+    ) -> anyhow::Result<u32> {
+        use ringvault_common::cql::ObjectKind;
+        let mut ran = 0u32;
+        for o in objects {
+            let skip = match o.kind {
+                ObjectKind::DroppedColumn => {
+                    self.column_state(&o.keyspace, &o.name, &o.column, true)
+                        .await?
+                }
+                ObjectKind::ReaddedColumn => {
+                    self.column_state(&o.keyspace, &o.name, &o.column, false)
+                        .await?
+                }
+                _ => false,
+            };
+            if skip {
+                continue;
+            }
             self.session
-                .query_unpaged(st.as_str(), ())
+                .query_unpaged(o.statement.as_str(), ())
                 .await
-                .with_context(|| format!("executing {}", st.lines().next().unwrap_or_default()))?;
+                .with_context(|| format!("creating {}", o.label()))?;
+            ran += 1;
         }
         tokio::time::timeout(
             std::time::Duration::from_secs(60),
@@ -198,7 +263,7 @@ impl Cql {
         .await
         .context("no schema agreement within 60 s")?
         .context("waiting for schema agreement")?;
-        Ok(())
+        Ok(ran)
     }
 }
 

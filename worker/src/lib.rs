@@ -1,7 +1,8 @@
 //! The ringvault worker: a gRPC server beside one Cassandra node. It registers with the
 //! coordinator and heartbeats; on command it takes and clears snapshots (through [`nodetool`]),
-//! reads the schema (through [`cql`]), and walks, hashes and uploads snapshot files
-//! ([`snapshot_files`], [`upload`]) with hashes of unchanged files reused from [`hash_cache`];
+//! reads the schema (through [`cql`]), creates checked schema objects ([`schema`]), and walks,
+//! hashes and uploads snapshot files ([`snapshot_files`], [`upload`]) with hashes of unchanged
+//! files reused from [`hash_cache`];
 //! [`metrics`] counts what it did for Prometheus.
 pub mod cql;
 pub mod hash_cache;
@@ -9,8 +10,10 @@ pub mod metrics;
 pub mod nodetool;
 pub mod registration;
 pub mod restore;
+pub mod schema;
 pub mod service;
 pub mod snapshot_files;
+pub mod topology;
 pub use ringvault_common::throttle;
 pub mod upload;
 
@@ -141,6 +144,15 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", opts.state_dir.display()))?;
     let cache = hash_cache::HashCache::open(&opts.state_dir.join("hash-cache.sqlite"))?;
     let node = Arc::new(service::LocalNode::new(&opts, cache).await?);
+    // A --data-dir set that differs from the node's data_file_directories would leave a disk
+    // out of every backup: refuse to start. A node not reachable yet is checked on first use.
+    match node.check_data_dirs().await {
+        Ok(()) => {}
+        Err(service::DataDirsError::Mismatch(e)) => return Err(e.into()),
+        Err(service::DataDirsError::Unknown(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "could not read the node's data_file_directories yet; checked before serving any request")
+        }
+    }
     if let Some(addr) = opts.metrics_listen {
         metrics::spawn(addr, Arc::clone(&node.metrics)).await?;
     }
@@ -174,9 +186,13 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
             None,
         ))
         .add_service(health_service)
-        .add_service(ringvault_proto::v1::worker_server::WorkerServer::new(
-            service::WorkerService::new(node),
-        ))
+        .add_service(
+            ringvault_proto::v1::worker_server::WorkerServer::new(service::WorkerService::new(
+                node,
+            ))
+            .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE),
+        )
         .serve_with_incoming_shutdown(incoming, ringvault_common::service::shutdown_signal())
         .await
         .context("gRPC server")?;

@@ -42,7 +42,9 @@ async fn session(
                 .timeout(Duration::from_secs(30))
         })
         .await?;
-    let mut client = RegistryClient::new(channel);
+    let mut client = RegistryClient::new(channel)
+        .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE);
     let mut info = node.info().await?;
     info.worker_address = advertise.to_string();
     let (host_id, cluster_name) = (info.host_id.clone(), info.cluster_name.clone());

@@ -1,10 +1,18 @@
 //! The worker's side of a restore: downloads a node's files from the store into a staging
 //! directory on the data directory's filesystem, verifying every file's size and BLAKE3 hash
-//! as it is written; a file already staged and verified is not fetched again, so an interrupted
-//! restore resumes. Staged tables are then handed to `nodetool import` or sstableloader.
+//! as it is written; a file already staged is not fetched again (it is re-hashed instead), so
+//! an interrupted restore resumes. Every file verified by a restore attempt is hard-linked into
+//! that attempt's own directory, and only that directory is handed to `nodetool import` or
+//! sstableloader: leftovers of earlier attempts, stray files and `.partial` files are never
+//! imported.
 //!
-//! Staging layout: `<staging>/<backup-run>/<source-host>/<keyspace>/<table>/<file>`; every
-//! component is validated before it is joined (no `..`, no absolute paths).
+//! Staging layout (every component validated before it is joined: no `..`, no absolute paths):
+//! - `<staging>/<backup-run>/files/<source-host>/<keyspace>/<table>/<file>`: downloaded files,
+//!   kept across attempts;
+//! - `<staging>/<backup-run>/attempts/<attempt>/<source-host>/<keyspace>/<table>/<file>`: the
+//!   files verified by one attempt (hard links), ending in `<keyspace>/<table>` as
+//!   sstableloader expects.
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,7 +37,7 @@ pub struct StagedFile {
     pub hash: ContentHash,
 }
 
-/// Where one table's files of one source node are staged.
+/// Where one table's downloaded files of one source node are kept (across attempts).
 pub fn table_dir(
     staging: &Path,
     run: &RunId,
@@ -39,9 +47,54 @@ pub fn table_dir(
 ) -> PathBuf {
     staging
         .join(run.as_str())
+        .join("files")
         .join(host.as_str())
         .join(ks.as_str())
         .join(table.as_str())
+}
+
+/// The directory of one restore attempt.
+pub fn attempt_root(staging: &Path, run: &RunId, attempt: &RunId) -> PathBuf {
+    staging
+        .join(run.as_str())
+        .join("attempts")
+        .join(attempt.as_str())
+}
+
+/// Where one attempt links one table's verified files: what Import/Load take.
+pub fn attempt_table_dir(
+    staging: &Path,
+    run: &RunId,
+    attempt: &RunId,
+    host: &HostId,
+    ks: &Identifier,
+    table: &Identifier,
+) -> PathBuf {
+    attempt_root(staging, run, attempt)
+        .join(host.as_str())
+        .join(ks.as_str())
+        .join(table.as_str())
+}
+
+/// A file list that names one file twice: refused before anything is written, since two
+/// entries would be fetched into one path.
+pub fn refuse_duplicates(files: &[StagedFile]) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for f in files {
+        let key = (
+            f.source_host.as_str(),
+            f.keyspace.as_str(),
+            f.table.as_str(),
+            f.name.as_str(),
+        );
+        if !seen.insert(key) {
+            return Err(format!(
+                "file {}.{}/{} of node {} is listed twice",
+                f.keyspace, f.table, f.name, f.source_host
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a download reports.
@@ -61,23 +114,49 @@ pub enum DownloadEvent {
     },
 }
 
-/// Downloads and verifies `files`; refuses up front when the staging filesystem lacks space.
+/// Where one file goes.
+struct Paths {
+    /// The downloaded file, kept across attempts.
+    kept: PathBuf,
+    /// Its link in the attempt's directory.
+    linked: PathBuf,
+}
+
+fn paths(staging: &Path, run: &RunId, attempt: &RunId, f: &StagedFile) -> Paths {
+    Paths {
+        kept: table_dir(staging, run, &f.source_host, &f.keyspace, &f.table).join(f.name.as_str()),
+        linked: attempt_table_dir(staging, run, attempt, &f.source_host, &f.keyspace, &f.table)
+            .join(f.name.as_str()),
+    }
+}
+
+/// Downloads and verifies `files` for restore attempt `attempt`, linking each verified file
+/// into the attempt's directory (started afresh); refuses duplicates and, up front, a staging
+/// filesystem without the space.
 pub async fn download(
     store: Arc<dyn Store>,
     staging: PathBuf,
     run: RunId,
+    attempt: RunId,
     files: Vec<StagedFile>,
     concurrency: usize,
     events: mpsc::Sender<DownloadEvent>,
 ) -> anyhow::Result<()> {
+    refuse_duplicates(&files).map_err(|e| anyhow::anyhow!(e))?;
     std::fs::create_dir_all(&staging)
         .with_context(|| format!("creating staging directory {}", staging.display()))?;
-    // What is already staged and verified is not fetched again.
+    // The attempt's directory holds only what this call verifies: a re-issued download of the
+    // same attempt starts it again.
+    let root = attempt_root(&staging, &run, &attempt);
+    match tokio::fs::remove_dir_all(&root).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", root.display())),
+    }
+    // What is already staged is linked and verified again, not fetched.
     let mut present = Vec::with_capacity(files.len());
     for f in &files {
-        let path =
-            table_dir(&staging, &run, &f.source_host, &f.keyspace, &f.table).join(f.name.as_str());
-        present.push(already_staged(&path, f).await?);
+        present.push(link_if_staged(&paths(&staging, &run, &attempt, f), f).await?);
     }
     let missing: u64 = files
         .iter()
@@ -105,17 +184,11 @@ pub async fn download(
     .await?;
     futures::stream::iter(files.into_iter().zip(present))
         .map(|(f, present)| {
-            let (store, staging, run, events) = (
-                Arc::clone(&store),
-                staging.clone(),
-                run.clone(),
-                events.clone(),
-            );
+            let (store, events) = (Arc::clone(&store), events.clone());
+            let p = paths(&staging, &run, &attempt, &f);
             async move {
-                let path = table_dir(&staging, &run, &f.source_host, &f.keyspace, &f.table)
-                    .join(f.name.as_str());
                 if !present {
-                    fetch(store.as_ref(), &f, &path, &events).await?;
+                    fetch(store.as_ref(), &f, &p, &events).await?;
                 } else {
                     send(&events, DownloadEvent::Progress { bytes: f.size }).await?;
                 }
@@ -135,19 +208,43 @@ pub async fn download(
     Ok(())
 }
 
-async fn already_staged(path: &Path, f: &StagedFile) -> anyhow::Result<bool> {
-    match tokio::fs::metadata(path).await {
-        Ok(m) if m.len() == f.size => {
-            let p = path.to_path_buf();
-            let hash = tokio::task::spawn_blocking(move || hash_file(&p))
-                .await
-                .context("hashing task")??;
-            Ok(hash == f.hash)
-        }
-        Ok(_) => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("stat {}", path.display())),
+/// Links a file kept by an earlier attempt into this attempt and hashes the link (the very
+/// inode that will be imported); a mismatch removes the link and says "fetch it".
+async fn link_if_staged(p: &Paths, f: &StagedFile) -> anyhow::Result<bool> {
+    match tokio::fs::metadata(&p.kept).await {
+        Ok(m) if m.is_file() && m.len() == f.size => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("stat {}", p.kept.display())),
     }
+    link(&p.kept, &p.linked).await?;
+    let linked = p.linked.clone();
+    let hash = tokio::task::spawn_blocking(move || hash_file(&linked))
+        .await
+        .context("hashing task")??;
+    let len = tokio::fs::metadata(&p.linked)
+        .await
+        .with_context(|| format!("stat {}", p.linked.display()))?
+        .len();
+    if hash == f.hash && len == f.size {
+        return Ok(true);
+    }
+    tokio::fs::remove_file(&p.linked)
+        .await
+        .with_context(|| format!("removing {}", p.linked.display()))?;
+    Ok(false)
+}
+
+/// Hard-links `from` as `to` (which must not exist), creating `to`'s directory.
+async fn link(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = to.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    tokio::fs::hard_link(from, to)
+        .await
+        .with_context(|| format!("linking {} to {}", from.display(), to.display()))
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<ContentHash> {
@@ -171,25 +268,55 @@ fn hash_file(path: &Path) -> anyhow::Result<ContentHash> {
 async fn fetch(
     store: &dyn Store,
     f: &StagedFile,
-    path: &Path,
+    p: &Paths,
     events: &mpsc::Sender<DownloadEvent>,
 ) -> anyhow::Result<()> {
     let label = format!(
         "{}.{}/{} from node {}",
         f.keyspace, f.table, f.name, f.source_host
     );
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = p.kept.parent() {
         tokio::fs::create_dir_all(dir)
             .await
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    let partial = path.with_file_name(format!(
-        "{}.partial",
-        path.file_name()
+    // A temporary file of this fetch alone, created exclusively (never one left by another).
+    let partial = p.kept.with_file_name(format!(
+        "{}.{}.partial",
+        p.kept
+            .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        uuid::Uuid::new_v4().simple()
     ));
-    let mut out = tokio::fs::File::create(&partial)
+    let result = fetch_into(store, f, &partial, &label, events).await;
+    let result = match result {
+        // Linked before it is renamed into place: the attempt gets exactly the bytes checked.
+        Ok(()) => match link(&partial, &p.linked).await {
+            Ok(()) => tokio::fs::rename(&partial, &p.kept)
+                .await
+                .with_context(|| format!("renaming {}", partial.display())),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    result
+}
+
+async fn fetch_into(
+    store: &dyn Store,
+    f: &StagedFile,
+    partial: &Path,
+    label: &str,
+    events: &mpsc::Sender<DownloadEvent>,
+) -> anyhow::Result<()> {
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(partial)
         .await
         .with_context(|| format!("creating {}", partial.display()))?;
     let mut stream = store
@@ -222,7 +349,6 @@ async fn fetch(
     drop(out);
     let got = hasher.finish();
     if written != f.size || got != f.hash {
-        let _ = tokio::fs::remove_file(&partial).await;
         anyhow::bail!(
             "{label}: the stored blob does not match the backup (expected {} bytes with hash {}, got {}{} bytes with hash {got}); nothing was imported",
             f.size,
@@ -231,9 +357,6 @@ async fn fetch(
             written
         );
     }
-    tokio::fs::rename(&partial, path)
-        .await
-        .with_context(|| format!("renaming {}", partial.display()))?;
     Ok(())
 }
 
@@ -266,6 +389,44 @@ mod tests {
         })
     }
 
+    async fn run_download(
+        store: &Arc<dyn Store>,
+        staging: &Path,
+        run: &RunId,
+        attempt: &RunId,
+        files: Vec<StagedFile>,
+    ) -> anyhow::Result<Vec<bool>> {
+        let (tx, mut rx) = mpsc::channel(64);
+        let collect = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some(e) = rx.recv().await {
+                if let DownloadEvent::FileDone { already_staged, .. } = e {
+                    out.push(already_staged);
+                }
+            }
+            out
+        });
+        download(
+            Arc::clone(store),
+            staging.to_path_buf(),
+            run.clone(),
+            attempt.clone(),
+            files,
+            2,
+            tx,
+        )
+        .await?;
+        Ok(collect.await?)
+    }
+
+    fn names(dir: &Path) -> anyhow::Result<Vec<String>> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        v.sort();
+        Ok(v)
+    }
+
     #[tokio::test]
     async fn verifies_downloads_resumes_and_refuses_corrupt_blobs() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -279,41 +440,27 @@ mod tests {
         store.put(&layout::blob(&good), data.clone()).await?;
         let staging = dir.path().join("staging");
         let run = RunId::new();
-        let (tx, mut rx) = mpsc::channel(64);
-        download(
-            Arc::clone(&store),
-            staging.clone(),
-            run.clone(),
-            vec![file(good.clone(), data.len() as u64)?],
-            2,
-            tx,
-        )
-        .await?;
-        let mut staged_again = None;
-        while let Some(e) = rx.recv().await {
-            if let DownloadEvent::FileDone { already_staged, .. } = e {
-                staged_again = Some(already_staged);
-            }
-        }
-        assert_eq!(staged_again, Some(false));
-        // Second time: already staged and verified, not fetched.
-        let (tx, mut rx) = mpsc::channel(64);
-        download(
-            Arc::clone(&store),
-            staging.clone(),
-            run.clone(),
-            vec![file(good.clone(), data.len() as u64)?],
-            2,
-            tx,
-        )
-        .await?;
-        let mut resumed = None;
-        while let Some(e) = rx.recv().await {
-            if let DownloadEvent::FileDone { already_staged, .. } = e {
-                resumed = Some(already_staged);
-            }
-        }
-        assert_eq!(resumed, Some(true));
+        let first = RunId::new();
+        let f = file(good.clone(), data.len() as u64)?;
+        assert_eq!(
+            run_download(&store, &staging, &run, &first, vec![f.clone()]).await?,
+            vec![false]
+        );
+        // Second attempt: already staged, verified again and linked, not fetched.
+        let second = RunId::new();
+        assert_eq!(
+            run_download(&store, &staging, &run, &second, vec![f.clone()]).await?,
+            vec![true]
+        );
+        let linked = attempt_table_dir(
+            &staging,
+            &run,
+            &second,
+            &f.source_host,
+            &f.keyspace,
+            &f.table,
+        );
+        assert_eq!(names(&linked)?, vec!["nb-1-big-Data.db"]);
         // A blob whose bytes no longer match its hash is refused, naming the file.
         let other = RunId::new();
         let claimed = ContentHash::of(b"what the backup recorded");
@@ -323,33 +470,86 @@ mod tests {
                 Bytes::from_static(b"what the backup recorded!"),
             )
             .await?;
-        let (tx, _rx) = mpsc::channel(64);
-        let err = download(
-            Arc::clone(&store),
-            staging.clone(),
-            other.clone(),
-            vec![file(claimed, 24)?],
-            2,
-            tx,
-        )
-        .await
-        .expect_err("corrupt blob accepted");
+        let err = run_download(&store, &staging, &other, &first, vec![file(claimed, 24)?])
+            .await
+            .expect_err("corrupt blob accepted");
         assert!(
             format!("{err:#}").contains("ks.t/nb-1-big-Data.db"),
             "{err:#}"
         );
-        let host = HostId::parse("4e5dcf79-dd51-4419-9aaf-4510118f5425")?;
-        let d = table_dir(
+        let kept = table_dir(&staging, &other, &f.source_host, &f.keyspace, &f.table);
+        assert!(names(&kept)?.is_empty(), "corrupt or partial file left");
+        let linked = attempt_table_dir(
             &staging,
             &other,
-            &host,
-            &Identifier::parse("k", "ks")?,
-            &Identifier::parse("t", "t")?,
+            &first,
+            &f.source_host,
+            &f.keyspace,
+            &f.table,
         );
         assert!(
-            !d.join("nb-1-big-Data.db").exists(),
-            "corrupt file left staged"
+            !linked.join("nb-1-big-Data.db").exists(),
+            "corrupt file linked"
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_attempt_holds_only_the_files_it_verified() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = ringvault_common::store::open(&format!(
+            "file://{}",
+            dir.path().join("store").display()
+        ))
+        .await?;
+        let data = Bytes::from_static(b"sstable bytes");
+        let good = ContentHash::of(&data);
+        store.put(&layout::blob(&good), data.clone()).await?;
+        let staging = dir.path().join("staging");
+        let run = RunId::new();
+        let f = file(good.clone(), data.len() as u64)?;
+        // Leftovers in the kept directory, and a stale attempt directory of the same attempt.
+        let kept = table_dir(&staging, &run, &f.source_host, &f.keyspace, &f.table);
+        std::fs::create_dir_all(&kept)?;
+        std::fs::write(kept.join("nb-999-big-Data.db"), b"planted")?;
+        std::fs::write(kept.join("x.partial"), b"planted")?;
+        std::fs::write(kept.join("nb-1-big-Data.db.partial"), b"planted")?;
+        let attempt = RunId::new();
+        let linked = attempt_table_dir(
+            &staging,
+            &run,
+            &attempt,
+            &f.source_host,
+            &f.keyspace,
+            &f.table,
+        );
+        std::fs::create_dir_all(&linked)?;
+        std::fs::write(linked.join("nb-998-big-Data.db"), b"stale")?;
+        run_download(&store, &staging, &run, &attempt, vec![f]).await?;
+        assert_eq!(names(&linked)?, vec!["nb-1-big-Data.db"]);
+        assert_eq!(
+            std::fs::read(linked.join("nb-1-big-Data.db"))?,
+            data.to_vec()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_file_listed_twice_is_refused_before_anything_is_written() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = ringvault_common::store::open(&format!(
+            "file://{}",
+            dir.path().join("store").display()
+        ))
+        .await?;
+        let staging = dir.path().join("staging");
+        let a = file(ContentHash::of(b"a"), 1)?;
+        let b = file(ContentHash::of(b"b"), 1)?;
+        let err = run_download(&store, &staging, &RunId::new(), &RunId::new(), vec![a, b])
+            .await
+            .expect_err("duplicate accepted");
+        assert!(format!("{err:#}").contains("listed twice"), "{err:#}");
+        assert!(!staging.exists(), "staging written");
         Ok(())
     }
 }

@@ -40,6 +40,21 @@ pub struct LocalNode {
     instance_id: String,
     /// What `/metrics` reports; counted here as requests end and stream events pass.
     pub metrics: Arc<WorkerMetrics>,
+    /// Set once `data_dirs` matched the node's `data_file_directories`.
+    data_dirs_checked: OnceCell<()>,
+    /// Where the tables each snapshot covered are recorded (`snapshots/<tag>.tables`).
+    state_dir: PathBuf,
+}
+
+/// Why the data directories could not be confirmed.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirsError {
+    /// The node uses another set: never serve.
+    #[error(transparent)]
+    Mismatch(#[from] crate::topology::DataDirMismatch),
+    /// The node could not be asked.
+    #[error("reading the node's data_file_directories: {0:#}")]
+    Unknown(anyhow::Error),
 }
 
 /// A validated keyspace/table selection.
@@ -89,6 +104,31 @@ impl LocalNode {
             staging_reserve_bytes: opts.staging_reserve_bytes,
             instance_id: uuid::Uuid::new_v4().to_string(),
             metrics: Arc::default(),
+            data_dirs_checked: OnceCell::new(),
+            state_dir: opts.state_dir.clone(),
+        })
+    }
+
+    /// Confirms (once) that `--data-dir` is exactly the node's `data_file_directories`.
+    pub async fn check_data_dirs(&self) -> Result<(), DataDirsError> {
+        self.data_dirs_checked
+            .get_or_try_init(|| async {
+                let cql = self.cql().await.map_err(DataDirsError::Unknown)?;
+                let node = crate::topology::data_file_directories(cql)
+                    .await
+                    .map_err(DataDirsError::Unknown)?;
+                crate::topology::compare(&self.data_dirs, &node)?;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// [`LocalNode::check_data_dirs`] as a gRPC refusal.
+    pub async fn require_data_dirs(&self) -> Result<(), Status> {
+        self.check_data_dirs().await.map_err(|e| match e {
+            DataDirsError::Mismatch(m) => Status::failed_precondition(m.to_string()),
+            DataDirsError::Unknown(e) => Status::unavailable(format!("{e:#}")),
         })
     }
 
@@ -153,8 +193,10 @@ impl LocalNode {
             .await
     }
 
-    /// The node's identity, topology and free space.
+    /// The node's identity, topology and free space; refused while the data directories
+    /// differ from the node's.
     pub async fn info(&self) -> anyhow::Result<pb::NodeInfo> {
+        self.check_data_dirs().await?;
         let local = self.cql().await?.local_info().await?;
         let free_bytes = self
             .data_dirs
@@ -190,6 +232,91 @@ impl LocalNode {
             .map_err(internal)
     }
 
+    fn snapshot_record(&self, tag: &SnapshotTag) -> PathBuf {
+        self.state_dir
+            .join("snapshots")
+            .join(format!("{}.tables", tag.as_str()))
+    }
+
+    /// Records the tables a snapshot covered (the selection at snapshot time), so an upload
+    /// can tell a table whose snapshot went missing from one created after the snapshot.
+    async fn record_snapshot_tables(
+        &self,
+        tag: &SnapshotTag,
+        sel: &Resolved,
+    ) -> Result<(), Status> {
+        let cql = self.cql().await.map_err(internal)?;
+        let lines: String = cql
+            .tables()
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .filter(|t| sel.keeps(&t.keyspace, &t.table))
+            .map(|t| format!("{}\t{}\t{}\n", t.keyspace, t.table, t.id))
+            .collect();
+        let path = self.snapshot_record(tag);
+        let write = async {
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            tokio::fs::write(&path, lines).await
+        };
+        write
+            .await
+            .map_err(|e| Status::internal(format!("writing {}: {e}", path.display())))
+    }
+
+    /// Every selected table the snapshot covered (as recorded when it was taken; without a
+    /// record, every selected table of the live schema) must have its snapshot directory for
+    /// `tag` in one of the data directories; otherwise the node fails naming each table.
+    pub async fn require_table_snapshots(
+        &self,
+        tag: &SnapshotTag,
+        sel: &Resolved,
+    ) -> Result<(), Status> {
+        let tables: Vec<crate::cql::TableInfo> =
+            match tokio::fs::read_to_string(self.snapshot_record(tag)).await {
+                Ok(text) => text
+                    .lines()
+                    .filter_map(|l| {
+                        let mut p = l.split('\t');
+                        Some(crate::cql::TableInfo {
+                            keyspace: p.next()?.to_string(),
+                            table: p.next()?.to_string(),
+                            id: p.next()?.to_string(),
+                        })
+                    })
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let cql = self.cql().await.map_err(internal)?;
+                    cql.tables().await.map_err(internal)?
+                }
+                Err(e) => return Err(Status::internal(format!("reading snapshot record: {e}"))),
+            };
+        let tables: Vec<_> = tables
+            .into_iter()
+            .filter(|t| sel.keeps(&t.keyspace, &t.table))
+            .collect();
+        let (dirs, tag) = (self.data_dirs.clone(), tag.clone());
+        let missing = tokio::task::spawn_blocking(move || {
+            crate::snapshot_files::tables_without_snapshot(&dirs, &tag, &tables)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(internal)?;
+        if !missing.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "the snapshot has no directory for table {} on this node (removed, or expired); the upload would leave it out",
+                missing
+                    .iter()
+                    .map(|t| format!("{}.{}", t.keyspace, t.table))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks a selection against the live schema.
     pub async fn resolve(&self, sel: &pb::Selection) -> Result<Resolved, Status> {
         let cql = self.cql().await.map_err(internal)?;
@@ -213,6 +340,11 @@ impl LocalNode {
                 .collect()
         } else {
             for k in &sel.keyspaces {
+                if EXCLUDED_KEYSPACES.contains(&k.as_str()) {
+                    return Err(Status::invalid_argument(format!(
+                        "keyspace {k} holds no data of its own and is never backed up"
+                    )));
+                }
                 if !existing.contains(k) {
                     return Err(Status::not_found(format!("keyspace {k} does not exist")));
                 }
@@ -275,7 +407,27 @@ impl pb::worker_server::Worker for WorkerService {
         &self,
         _: Request<pb::GetNodeInfoRequest>,
     ) -> Result<Response<pb::NodeInfo>, Status> {
+        self.node.require_data_dirs().await?;
         self.node.info().await.map(Response::new).map_err(internal)
+    }
+
+    async fn get_ring(
+        &self,
+        _: Request<pb::GetRingRequest>,
+    ) -> Result<Response<pb::GetRingResponse>, Status> {
+        let cql = self.node.cql().await.map_err(internal)?;
+        let nodes = crate::topology::ring(cql).await.map_err(internal)?;
+        Ok(Response::new(pb::GetRingResponse {
+            nodes: nodes
+                .into_iter()
+                .map(|n| pb::RingNode {
+                    host_id: n.host_id,
+                    address: n.address,
+                    datacenter: n.datacenter,
+                    rack: n.rack,
+                })
+                .collect(),
+        }))
     }
 
     async fn list_tables(
@@ -314,6 +466,7 @@ impl pb::worker_server::Worker for WorkerService {
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let req = req.into_inner();
         let tag = parse_tag(&req.tag)?;
+        self.node.require_data_dirs().await?;
         let resolved = self
             .node
             .resolve(&req.selection.unwrap_or_default())
@@ -375,6 +528,9 @@ impl pb::worker_server::Worker for WorkerService {
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
+        // The tables as they are before the snapshot: a table created meanwhile is not
+        // expected in it.
+        self.node.record_snapshot_tables(&tag, &resolved).await?;
         let ttl = (req.ttl_seconds > 0).then(|| Duration::from_secs(req.ttl_seconds));
         self.node
             .nodetool
@@ -426,6 +582,11 @@ impl pb::worker_server::Worker for WorkerService {
         if existed {
             self.node.metrics.snapshot_cleared();
         }
+        match tokio::fs::remove_file(self.node.snapshot_record(&tag)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(%tag, error = %e, "removing the snapshot's table record"),
+        }
         tracing::info!(%tag, existed, "snapshot cleared");
         Ok(Response::new(pb::ClearSnapshotResponse { existed }))
     }
@@ -450,16 +611,41 @@ impl pb::worker_server::Worker for WorkerService {
         }))
     }
 
-    async fn execute_cql(
+    async fn apply_schema(
         &self,
-        req: Request<pb::ExecuteCqlRequest>,
-    ) -> Result<Response<pb::ExecuteCqlResponse>, Status> {
-        let statements = req.into_inner().statements;
+        req: Request<pb::ApplySchemaRequest>,
+    ) -> Result<Response<pb::ApplySchemaResponse>, Status> {
+        let req = req.into_inner();
+        let objects = crate::schema::check(&req.objects).inspect_err(|e| {
+            tracing::warn!(code = ?e.code(), error = %e.message(), "schema request refused");
+        })?;
         let cql = self.node.cql().await.map_err(internal)?;
-        cql.execute_schema(&statements)
+        // Functions, aggregates and views need the node to allow them: refuse before anything
+        // runs, naming the first object that needs a disabled setting.
+        let mut checked = BTreeSet::new();
+        for o in &objects {
+            let Some(setting) = crate::schema::needed_setting(o.kind) else {
+                continue;
+            };
+            if !checked.insert(setting) {
+                continue;
+            }
+            if cql.setting(setting).await.map_err(internal)?.as_deref() == Some("false") {
+                return Err(Status::failed_precondition(format!(
+                    "{} needs {setting}: true in cassandra.yaml on this cluster; nothing was created",
+                    o.label()
+                )));
+            }
+        }
+        if req.dry_run {
+            return Ok(Response::new(pb::ApplySchemaResponse { applied: 0 }));
+        }
+        let applied = cql
+            .apply_schema(&objects)
             .await
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
-        Ok(Response::new(pb::ExecuteCqlResponse {}))
+        tracing::info!(objects = objects.len(), applied, "schema applied");
+        Ok(Response::new(pb::ApplySchemaResponse { applied }))
     }
 
     type DownloadStream =
@@ -467,18 +653,22 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn download(
         &self,
-        req: Request<pb::DownloadRequest>,
+        req: Request<tonic::Streaming<pb::DownloadRequest>>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let req = req.into_inner();
+        let (req, files) = receive_download(req.into_inner()).await?;
         self.node.check_store(&req.store_url)?;
         let concurrency = self.node.concurrency_for(req.concurrency)?;
         let run = RunId::parse(&req.backup_run_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let files = req
-            .files
+        let attempt = RunId::parse(&req.attempt_id)
+            .map_err(|e| Status::invalid_argument(format!("attempt_id: {e}")))?;
+        let files = files
             .into_iter()
             .map(staged_file)
             .collect::<Result<Vec<_>, _>>()?;
+        // Two entries for one path would be fetched into one file: refused before anything
+        // is written.
+        crate::restore::refuse_duplicates(&files).map_err(Status::invalid_argument)?;
         self.node
             .check_staging_space(files.iter().map(|f| f.size).sum())?;
         let store = self.node.open_store(&req.store_url).await?;
@@ -488,6 +678,7 @@ impl pb::worker_server::Worker for WorkerService {
             store,
             self.node.staging.clone(),
             run,
+            attempt,
             files,
             concurrency,
             ev_tx,
@@ -549,8 +740,15 @@ impl pb::worker_server::Worker for WorkerService {
         &self,
         req: Request<pb::ImportRequest>,
     ) -> Result<Response<pb::ImportResponse>, Status> {
-        let (run, host, ks, table) = staged_table(req.into_inner().table)?;
-        let dir = crate::restore::table_dir(&self.node.staging, &run, &host, &ks, &table);
+        let (run, attempt, host, ks, table) = staged_table(req.into_inner().table)?;
+        let dir = crate::restore::attempt_table_dir(
+            &self.node.staging,
+            &run,
+            &attempt,
+            &host,
+            &ks,
+            &table,
+        );
         if !dir.is_dir() {
             return Err(Status::failed_precondition(format!(
                 "nothing staged for {ks}.{table} in {}",
@@ -575,7 +773,7 @@ impl pb::worker_server::Worker for WorkerService {
         req: Request<pb::LoadRequest>,
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let req = req.into_inner();
-        let (run, host, ks, table) = staged_table(req.table)?;
+        let (run, attempt, host, ks, table) = staged_table(req.table)?;
         if req.hosts.is_empty()
             || req
                 .hosts
@@ -584,7 +782,14 @@ impl pb::worker_server::Worker for WorkerService {
         {
             return Err(Status::invalid_argument("hosts must be IP addresses"));
         }
-        let dir = crate::restore::table_dir(&self.node.staging, &run, &host, &ks, &table);
+        let dir = crate::restore::attempt_table_dir(
+            &self.node.staging,
+            &run,
+            &attempt,
+            &host,
+            &ks,
+            &table,
+        );
         if !dir.is_dir() {
             return Err(Status::failed_precondition(format!(
                 "nothing staged for {ks}.{table} in {}",
@@ -638,12 +843,15 @@ impl pb::worker_server::Worker for WorkerService {
             .node
             .resolve(&req.selection.unwrap_or_default())
             .await?;
-        // A snapshot that is gone (cleared, or expired by its TTL) must never upload as empty.
+        self.node.require_data_dirs().await?;
+        // A snapshot that is gone (cleared, or expired by its TTL) must never upload as empty,
+        // and neither may one selected table's part of it.
         if self.node.snapshot_dirs(&tag).await?.is_empty() {
             return Err(Status::failed_precondition(format!(
                 "snapshot {tag} does not exist on this node (cleared, or expired by its TTL)"
             )));
         }
+        self.node.require_table_snapshots(&tag, &resolved).await?;
         let store = self.node.open_store(&req.store_url).await?;
         let data_dirs = self.node.data_dirs.clone();
         let files = tokio::task::spawn_blocking(move || {
@@ -686,20 +894,21 @@ impl pb::worker_server::Worker for WorkerService {
     }
 }
 
-fn staged_table(
-    t: Option<pb::StagedTable>,
-) -> Result<
-    (
-        RunId,
-        ringvault_common::manifest::HostId,
-        Identifier,
-        Identifier,
-    ),
-    Status,
-> {
+/// (backup run, attempt, source host, keyspace, table) of a staged table, validated.
+type StagedKey = (
+    RunId,
+    RunId,
+    ringvault_common::manifest::HostId,
+    Identifier,
+    Identifier,
+);
+
+fn staged_table(t: Option<pb::StagedTable>) -> Result<StagedKey, Status> {
     let t = t.ok_or_else(|| Status::invalid_argument("table is required"))?;
     Ok((
         RunId::parse(&t.backup_run_id).map_err(|e| Status::invalid_argument(e.to_string()))?,
+        RunId::parse(&t.attempt_id)
+            .map_err(|e| Status::invalid_argument(format!("attempt_id: {e}")))?,
         ringvault_common::manifest::HostId::parse(&t.source_host_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?,
         Identifier::parse("keyspace", &t.keyspace)
@@ -707,6 +916,39 @@ fn staged_table(
         Identifier::parse("table", &t.table)
             .map_err(|e| Status::invalid_argument(e.to_string()))?,
     ))
+}
+
+/// Most files one Download may list.
+const MAX_DOWNLOAD_FILES: usize = 10_000_000;
+
+/// Reads a Download's chunks: the header from the first message (later ones may repeat it or
+/// leave it empty), the files from all.
+async fn receive_download(
+    mut stream: tonic::Streaming<pb::DownloadRequest>,
+) -> Result<(pb::DownloadRequest, Vec<pb::RestoreFile>), Status> {
+    let mut head = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("empty Download request stream"))?;
+    let mut files = std::mem::take(&mut head.files);
+    while let Some(mut chunk) = stream.message().await? {
+        let same = |a: &str, b: &str| a.is_empty() || a == b;
+        if !same(&chunk.backup_run_id, &head.backup_run_id)
+            || !same(&chunk.store_url, &head.store_url)
+            || !same(&chunk.attempt_id, &head.attempt_id)
+        {
+            return Err(Status::invalid_argument(
+                "a later Download chunk names another run, store or attempt",
+            ));
+        }
+        files.append(&mut chunk.files);
+        if files.len() > MAX_DOWNLOAD_FILES {
+            return Err(Status::invalid_argument(format!(
+                "more than {MAX_DOWNLOAD_FILES} files in one Download"
+            )));
+        }
+    }
+    Ok((head, files))
 }
 
 fn staged_file(f: pb::RestoreFile) -> Result<crate::restore::StagedFile, Status> {

@@ -89,6 +89,30 @@ pub fn snapshot_dirs(data_dirs: &[PathBuf], tag: &SnapshotTag) -> anyhow::Result
     Ok(out)
 }
 
+/// The tables (of `tables`, from the live schema) that have no `snapshots/<tag>` directory
+/// under `<data_dir>/<ks>/<table>-<id>/` in any data directory.
+pub fn tables_without_snapshot(
+    data_dirs: &[PathBuf],
+    tag: &SnapshotTag,
+    tables: &[crate::cql::TableInfo],
+) -> anyhow::Result<Vec<crate::cql::TableInfo>> {
+    let mut out = Vec::new();
+    for t in tables {
+        let dir_name = format!("{}-{}", t.table, t.id);
+        let found = data_dirs.iter().any(|d| {
+            d.join(&t.keyspace)
+                .join(&dir_name)
+                .join("snapshots")
+                .join(tag.as_str())
+                .is_dir()
+        });
+        if !found {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
+}
+
 fn read_dir(dir: &Path) -> anyhow::Result<Vec<std::fs::DirEntry>> {
     match std::fs::read_dir(dir) {
         Ok(rd) => rd

@@ -23,6 +23,10 @@ pub struct BackupOptions {
     /// Cluster name, when workers of several clusters are registered.
     #[arg(long)]
     pub cluster: Option<String>,
+    /// Back up only the nodes of this datacenter (repeatable); default: every node of the
+    /// ring. Recorded with the run; every node of a named datacenter must have a live worker.
+    #[arg(long = "dc", value_name = "DATACENTER")]
+    pub datacenters: Vec<String>,
     /// Follow the run with live progress until it ends.
     #[arg(long)]
     pub wait: bool,
@@ -42,6 +46,7 @@ pub async fn run(mut client: Client, o: BackupOptions, format: Format) -> anyhow
             tag: o.tag.unwrap_or_default(),
             cluster_name: o.cluster.unwrap_or_default(),
             limits: Some(o.limits.to_proto()),
+            datacenters: o.datacenters,
         })
         .await
         .map_err(status)?

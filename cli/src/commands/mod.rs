@@ -135,10 +135,11 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let channel = security
         .connect(url, |ep| ep.connect_timeout(Duration::from_secs(5)))
         .await
-        .with_context(|| "cannot reach the coordinator".to_string())?;
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
     Ok(
         CoordinatorClient::with_interceptor(channel, BearerToken(token))
-            .max_decoding_message_size(64 << 20),
+            .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE),
     )
 }
 

@@ -25,8 +25,13 @@ pub struct PurgeOptions {
     pub keep_days: Option<u32>,
     /// Delete unreferenced blobs and leftovers only when older than this many seconds
     /// (default: the coordinator's --purge-grace-secs).
+    /// At least 3600 unless --force.
     #[arg(long)]
     pub grace_secs: Option<u64>,
+    /// Allow a grace period below one hour. Blobs other coordinators are uploading right now
+    /// are protected only by their age: a short grace deletes them.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `ringvault purge`.
@@ -37,6 +42,7 @@ pub async fn run(mut client: Client, o: PurgeOptions, format: Format) -> anyhow:
             keep_last: o.keep_last,
             keep_days: o.keep_days,
             grace_secs: o.grace_secs,
+            force: o.force,
         })
         .await
         .map_err(status)?
@@ -52,7 +58,8 @@ pub async fn run(mut client: Client, o: PurgeOptions, format: Format) -> anyhow:
             "blobs_deleted": r.blobs_deleted, "bytes_deleted": r.bytes_deleted,
             "blobs_too_young": r.blobs_too_young, "objects_deleted": r.objects_deleted,
             "delete_requests": r.delete_requests, "leftovers_deleted": r.leftovers_deleted,
-            "elapsed_ms": r.elapsed_ms,
+            "elapsed_ms": r.elapsed_ms, "blobs_age_unknown": r.blobs_age_unknown,
+            "blobs_protected_late": r.blobs_protected_late, "foreign_kept": r.foreign_kept,
         })),
         Format::Human => {
             let verb = if r.dry_run { "would delete" } else { "deleted" };
@@ -81,6 +88,12 @@ pub async fn run(mut client: Client, o: PurgeOptions, format: Format) -> anyhow:
                     ""
                 }
             );
+            if r.blobs_age_unknown + r.blobs_protected_late + r.foreign_kept > 0 {
+                println!(
+                    "kept: {} unreferenced object(s) of unknown age, {} blob(s) a backup committed or leased during the purge, {} object(s) ringvault did not write",
+                    r.blobs_age_unknown, r.blobs_protected_late, r.foreign_kept
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

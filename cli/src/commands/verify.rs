@@ -47,6 +47,7 @@ pub async fn run(mut client: Client, o: VerifyOptions, format: Format) -> anyhow
         .into_inner();
     let live = format == Format::Human && std::io::stderr().is_terminal();
     let mut report = None;
+    let (mut tables, mut problems) = (Vec::new(), Vec::new());
     while let Some(ev) = stream.message().await.map_err(status)? {
         match ev.event {
             Some(pb::verify_event::Event::Progress(p)) if live => {
@@ -59,7 +60,15 @@ pub async fn run(mut client: Client, o: VerifyOptions, format: Format) -> anyhow
                 );
                 let _ = std::io::stderr().flush();
             }
-            Some(pb::verify_event::Event::Report(r)) => report = Some(r),
+            Some(pb::verify_event::Event::Tables(t)) => tables.extend(t.tables),
+            Some(pb::verify_event::Event::Problems(p)) => problems.extend(p.problems),
+            Some(pb::verify_event::Event::Report(mut r)) => {
+                tables.append(&mut r.tables);
+                problems.append(&mut r.problems);
+                r.tables = std::mem::take(&mut tables);
+                r.problems = std::mem::take(&mut problems);
+                report = Some(r);
+            }
             _ => {}
         }
     }

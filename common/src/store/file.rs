@@ -33,9 +33,65 @@ fn io(op: &'static str, key: impl ToString) -> impl FnOnce(std::io::Error) -> St
     }
 }
 
+/// Directories that are never a store root: a purge sweeps the root's `blobs/`, `runs/` and
+/// `tmp/`, and a filesystem root or a system directory holds other people's files.
+const REFUSED_ROOTS: &[&str] = &[
+    "/", "/home", "/var", "/tmp", "/opt", "/srv", "/mnt", "/media", "/root", "/var/tmp",
+    "/var/lib",
+];
+/// Trees never used as (or above) a store root, at any depth.
+const REFUSED_TREES: &[&str] = &[
+    "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sys",
+    "/dev", "/boot", "/run",
+];
+
+/// Refuses a root that is a filesystem root or a system directory. Symbolic links are resolved
+/// for the part of the path that exists.
+fn check_root(root: &Path) -> StoreResult<()> {
+    let refuse = |why: &str| StoreError::BadUrl {
+        url: format!("file://{}", root.display()),
+        reason: format!("{why}; use a directory of its own, e.g. file:///var/backups/ringvault"),
+    };
+    // The deepest existing ancestor, resolved; the rest of the path appended as given.
+    let mut existing = root.to_path_buf();
+    let mut tail = Vec::new();
+    let resolved = loop {
+        if let Ok(c) = std::fs::canonicalize(&existing) {
+            break tail.iter().rev().fold(c, |p: PathBuf, t| p.join(t));
+        }
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break root.to_path_buf(),
+        }
+    };
+    for candidate in [root, resolved.as_path()] {
+        if !candidate.is_absolute() {
+            return Err(refuse("the store root must be an absolute path"));
+        }
+        if REFUSED_ROOTS.iter().any(|r| candidate == Path::new(r)) {
+            return Err(refuse(&format!(
+                "{} is a filesystem root or a shared system directory",
+                candidate.display()
+            )));
+        }
+        if REFUSED_TREES.iter().any(|r| candidate.starts_with(r)) {
+            return Err(refuse(&format!(
+                "{} is inside a system directory",
+                candidate.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl FileStore {
-    /// Opens (creating if needed) a store rooted at `root`.
+    /// Opens (creating if needed) a store rooted at `root`; a filesystem root or a system
+    /// directory is refused.
     pub fn new(root: PathBuf) -> StoreResult<Self> {
+        check_root(&root)?;
         std::fs::create_dir_all(root.join(TMP_DIR)).map_err(io("open", root.display()))?;
         Ok(Self { root })
     }
@@ -237,5 +293,24 @@ impl MultipartUpload for FileMultipart {
     async fn abort(&self) -> StoreResult<()> {
         let _ = tokio::fs::remove_file(&self.tmp).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filesystem_root_or_system_directory_is_refused_as_a_store() {
+        for bad in ["/", "/etc", "/usr/local/backups", "/var", "/proc/1", "/tmp", "/dev/shm/x"] {
+            let err = FileStore::new(PathBuf::from(bad)).expect_err(bad);
+            assert!(matches!(err, StoreError::BadUrl { .. }), "{bad}: {err}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(FileStore::new(dir.path().join("store")).is_ok());
+        // A link to a system directory is resolved and refused too.
+        let link = dir.path().join("etc-link");
+        std::os::unix::fs::symlink("/etc", &link).expect("symlink");
+        assert!(FileStore::new(link.join("backups")).is_err());
     }
 }

@@ -50,6 +50,9 @@ const COMPOSE_MAX: usize = 32;
 /// Calls per JSON batch request (the endpoint's limit).
 const BATCH_MAX: usize = 100;
 const LIST_PAGE: &str = "1000";
+/// The fields a list page is asked for: every field [`parse_list_page`] reads, no more. GCS
+/// returns only what `fields` names, so a field read here but missing there is always absent.
+const LIST_FIELDS: &str = "items(name,size,updated),nextPageToken";
 const GOOGLE_API: &str = "https://storage.googleapis.com";
 
 /// A store in a GCS bucket.
@@ -119,6 +122,40 @@ fn crc32c_combine(a: u32, b: u32, b_len: u64) -> u32 {
 fn parse_crc32c(v: &Value) -> Option<u32> {
     let b = B64.decode(v["crc32c"].as_str()?).ok()?;
     Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
+/// The object's last update (RFC 3339 `updated`), in milliseconds since the epoch.
+fn parse_updated(v: &Value) -> Option<i64> {
+    v["updated"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis())
+}
+
+/// One page of an objects.list answer: the objects under `prefix` (keys relative to it) and
+/// the next page's token.
+fn parse_list_page(page: &Value, prefix: &str) -> (Vec<ObjectMeta>, Option<String>) {
+    let mut out = Vec::new();
+    for item in page["items"].as_array().into_iter().flatten() {
+        let Some(name) = item["name"].as_str() else {
+            continue;
+        };
+        let Some(rel) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if let Some(key) = ObjectKey::from_listing(rel) {
+            out.push(ObjectMeta {
+                key,
+                size: parse_size(item).unwrap_or(0),
+                modified_ms: parse_updated(item),
+            });
+        }
+    }
+    let next = page["nextPageToken"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    (out, next)
 }
 
 /// The JSON API encodes int64 as a string.
@@ -291,7 +328,7 @@ impl Inner {
     async fn metadata(&self, name: &str) -> StoreResult<Option<Value>> {
         let mut url = self.url(Some(name), &[])?;
         url.query_pairs_mut()
-            .append_pair("fields", "name,size,crc32c,generation");
+            .append_pair("fields", "name,size,crc32c,generation,updated");
         let req = self
             .request(reqwest::Method::GET, url, "head", name)
             .await?;
@@ -451,7 +488,7 @@ impl Store for GcsStore {
         Ok(self.inner.metadata(&full).await?.map(|v| ObjectMeta {
             key: key.clone(),
             size: parse_size(&v).unwrap_or(0),
-            modified_ms: None,
+            modified_ms: parse_updated(&v),
         }))
     }
 
@@ -466,7 +503,7 @@ impl Store for GcsStore {
                 let mut q = url.query_pairs_mut();
                 q.append_pair("prefix", &full_prefix)
                     .append_pair("maxResults", LIST_PAGE)
-                    .append_pair("fields", "items(name,size),nextPageToken");
+                    .append_pair("fields", LIST_FIELDS);
                 if let Some(t) = &token {
                     q.append_pair("pageToken", t);
                 }
@@ -481,27 +518,11 @@ impl Store for GcsStore {
                     message: format!("bucket {} not found (HTTP 404)", i.bucket),
                 });
             };
-            for item in page["items"].as_array().into_iter().flatten() {
-                let Some(name) = item["name"].as_str() else {
-                    continue;
-                };
-                let Some(rel) = name.strip_prefix(&i.prefix) else {
-                    continue;
-                };
-                if let Some(key) = ObjectKey::from_listing(rel) {
-                    out.push(ObjectMeta {
-                        key,
-                        size: parse_size(item).unwrap_or(0),
-                        modified_ms: item["updated"]
-                            .as_str()
-                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                            .map(|t| t.timestamp_millis()),
-                    });
-                }
-            }
-            match page["nextPageToken"].as_str() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => break,
+            let (items, next) = parse_list_page(&page, &i.prefix);
+            out.extend(items);
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -680,6 +701,92 @@ impl MultipartUpload for GcsMultipart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What GCS does with `fields`: keeps only the named fields (`a,b(c,d)` syntax, one level
+    /// of nesting, arrays filtered element-wise).
+    fn select(v: &Value, fields: &str) -> Value {
+        let mut spec: Vec<(String, Option<String>)> = Vec::new();
+        let (mut depth, mut cur) = (0, String::new());
+        for c in fields.chars().chain(std::iter::once(',')) {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            if c == ',' && depth == 0 {
+                let (name, sub) = match cur.split_once('(') {
+                    Some((n, rest)) => (n.to_string(), Some(rest.trim_end_matches(')').to_string())),
+                    None => (cur.clone(), None),
+                };
+                spec.push((name, sub));
+                cur.clear();
+            } else {
+                cur.push(c);
+            }
+        }
+        let mut out = serde_json::Map::new();
+        for (name, sub) in spec {
+            let Some(field) = v.get(&name) else { continue };
+            let kept = match (&sub, field) {
+                (Some(s), Value::Array(a)) => Value::Array(a.iter().map(|x| select(x, s)).collect()),
+                (Some(s), x) => select(x, s),
+                (None, x) => x.clone(),
+            };
+            out.insert(name, kept);
+        }
+        Value::Object(out)
+    }
+
+    /// An objects.list answer as the real JSON API returns it without `fields`.
+    fn real_page() -> Value {
+        json!({
+            "kind": "storage#objects",
+            "nextPageToken": "CgpibG9icy9hYi94",
+            "items": [{
+                "kind": "storage#object",
+                "id": "bkt/pre/blobs/ab/abcd/1714564800123456",
+                "selfLink": "https://www.googleapis.com/storage/v1/b/bkt/o/pre%2Fblobs%2Fab%2Fabcd",
+                "mediaLink": "https://storage.googleapis.com/download/storage/v1/b/bkt/o/pre%2Fblobs%2Fab%2Fabcd?generation=1714564800123456&alt=media",
+                "name": "pre/blobs/ab/abcd",
+                "bucket": "bkt",
+                "generation": "1714564800123456",
+                "metageneration": "1",
+                "contentType": "application/octet-stream",
+                "storageClass": "STANDARD",
+                "size": "1048576",
+                "md5Hash": "1B2M2Y8AsgTpgAmY7PhCfg==",
+                "crc32c": "AAAAAA==",
+                "etag": "CMDr0Z7Q+YUDEAE=",
+                "timeCreated": "2024-05-01T12:00:00.123Z",
+                "updated": "2024-05-01T12:00:00.123Z",
+                "timeStorageClassUpdated": "2024-05-01T12:00:00.123Z"
+            }, {
+                "kind": "storage#object",
+                "name": "elsewhere/x",
+                "size": "1",
+                "updated": "2024-05-01T12:00:00.123Z"
+            }]
+        })
+    }
+
+    #[test]
+    fn a_listing_as_real_gcs_filters_it_still_carries_every_object_age() {
+        // Real GCS answers only the fields asked for: parse what it would send.
+        let page = select(&real_page(), LIST_FIELDS);
+        assert!(page["items"][0].get("kind").is_none(), "fields not applied");
+        let (items, next) = parse_list_page(&page, "pre/");
+        assert_eq!(next.as_deref(), Some("CgpibG9icy9hYi94"));
+        assert_eq!(items.len(), 1, "only objects under the prefix");
+        assert_eq!(items[0].key.as_str(), "blobs/ab/abcd");
+        assert_eq!(items[0].size, 1_048_576);
+        let want = chrono::DateTime::parse_from_rfc3339("2024-05-01T12:00:00.123Z")
+            .expect("timestamp")
+            .timestamp_millis();
+        assert_eq!(items[0].modified_ms, Some(want));
+        // The bug this guards against: asking for name and size only loses the age.
+        let narrow = select(&real_page(), "items(name,size),nextPageToken");
+        assert_eq!(parse_list_page(&narrow, "pre/").0[0].modified_ms, None);
+    }
 
     #[test]
     fn crc32c_combination_matches_the_whole() {

@@ -1,13 +1,19 @@
-//! Stage `commit`: each node's manifest goes to the store; every blob the run refers to is
-//! checked to be in the store with its recorded size; only then is `manifest.json` written,
-//! last, making the run a backup.
+//! Stage `commit`: the run's lease (`runs/<id>/lease.json`, every blob it refers to, including
+//! those reused without uploading) is written first, then the commit waits for every purge
+//! sweep window announced on the store to close; only then is every blob checked to be in the
+//! store with its recorded size, the node manifests written, and `manifest.json` last, making
+//! the run a backup. The lease is deleted after the commit. See `docs/design.md` ("Purge
+//! protocol") for why this order keeps a concurrent purge of any coordinator from deleting a
+//! reused blob.
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use ringvault_common::hash::ContentHash;
 use ringvault_common::layout;
-use ringvault_common::manifest::{FORMAT_VERSION, HostId, NodeManifest, NodeTotals, RunManifest};
+use ringvault_common::manifest::{
+    FORMAT_VERSION, HostId, NodeManifest, NodeTotals, RecordedRetention, RunLease, RunManifest,
+};
 
 use super::schema::describe;
 use super::upload::NodeFiles;
@@ -46,6 +52,19 @@ pub async fn commit(
             }
         }
     }
+    // Announce the blobs before relying on them: a purge sweep window opened from now on sees
+    // the lease; one opened before must close before the blobs are checked below.
+    let lease = RunLease {
+        run_id: ctx.run_id.clone(),
+        written_unix_ms: now_ms(),
+        expires_unix_ms: now_ms() + crate::purge::LEASE_TTL.as_millis() as i64,
+        blobs: blobs.keys().cloned().collect(),
+    };
+    let lease_key = layout::run_lease(&ctx.run_id);
+    store
+        .put(&lease_key, Bytes::from(serde_json::to_vec(&lease)?))
+        .await?;
+    crate::purge::wait_for_sweeps(store.as_ref()).await?;
     // Every blob must be in the store with its size before anything claims the run is done.
     let wanted: Vec<(ContentHash, u64)> = blobs.iter().map(|(h, s)| (h.clone(), *s)).collect();
     let missing: Vec<String> = futures::stream::iter(wanted)
@@ -64,7 +83,26 @@ pub async fn commit(
             missing[0]
         );
     }
-    write_manifests(ctx, nodes, &files, blobs).await
+    write_manifests(ctx, nodes, &files, blobs).await?;
+    if let Err(e) = store.delete_many(std::slice::from_ref(&lease_key)).await {
+        tracing::warn!(run = %ctx.run_id, error = %e, "lease left behind (it expires)");
+    }
+    Ok(())
+}
+
+/// The retention rule of the schedule that started the run, recorded in its manifest.
+async fn schedule_retention(ctx: &RunContext) -> anyhow::Result<Option<RecordedRetention>> {
+    let Some(id) = ctx.req.schedule_id.clone() else {
+        return Ok(None);
+    };
+    let schedules = ctx.coord.db.call(|db| db.schedules()).await?;
+    Ok(schedules
+        .into_iter()
+        .find(|s| s.id == id)
+        .map(|s| RecordedRetention {
+            keep_last: s.keep_last,
+            keep_days: s.keep_days,
+        }))
 }
 
 async fn check_blob(
@@ -128,6 +166,7 @@ async fn write_manifests(
         total_bytes: totals.iter().map(|t| t.bytes).sum(),
         distinct_blobs: blobs.len() as u64,
         schedule: ctx.req.schedule_id.clone().unwrap_or_default(),
+        retention: schedule_retention(ctx).await?,
         nodes: totals,
     };
     store

@@ -21,7 +21,7 @@ use ringvault_proto::v1::worker_client::WorkerClient;
 use tonic::Status;
 use tonic::transport::Channel;
 
-pub use self::plan::{PlannedNode, Retry, reach_cluster};
+pub use self::plan::{PlannedNode, Retry, reach_cluster, reach_cluster_in};
 pub use self::resume::recover_unfinished;
 use crate::db::{RunNodeRow, RunRow};
 use crate::progress::{RunHandle, RunState, Stage};
@@ -38,6 +38,8 @@ pub struct BackupRequest {
     pub limits: crate::limits::RunLimits,
     /// The schedule starting this run, if any.
     pub schedule_id: Option<String>,
+    /// Only the nodes of these datacenters (`--dc`); empty: the whole ring. Recorded with the run.
+    pub datacenters: Vec<String>,
 }
 
 impl BackupRequest {
@@ -48,6 +50,22 @@ impl BackupRequest {
             tables: self.tables.iter().map(ToString::to_string).collect(),
         }
     }
+}
+
+/// Validates `--dc` names: non-empty, printable, at most 128 characters; duplicates dropped.
+pub fn datacenters(names: &[String]) -> Result<Vec<String>, Status> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(format!(
+                "bad datacenter name {n:?} (1 to 128 printable characters)"
+            )));
+        }
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    Ok(out)
 }
 
 static WORKER_SECURITY: std::sync::OnceLock<ringvault_common::security::ClientSecurity> =
@@ -70,7 +88,9 @@ pub async fn connect_worker(addr: &str) -> anyhow::Result<WorkerClient<Channel>>
                 .keep_alive_timeout(Duration::from_secs(20))
         })
         .await?;
-    Ok(WorkerClient::new(channel))
+    Ok(WorkerClient::new(channel)
+        .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE))
 }
 
 /// Validates, plans and starts a backup; returns once the run is recorded and running.
@@ -120,7 +140,16 @@ pub async fn start(
         })
         .collect();
     let handle = coord.record_start(&row, &node_rows).await?;
-    tracing::info!(run = %run_id, %tag, cluster, nodes = planned.nodes.len(), "backup started");
+    if !req.datacenters.is_empty() {
+        let (id, dcs) = (run_id.to_string(), req.datacenters.clone());
+        coord
+            .db
+            .call(move |db| db.set_run_datacenters(&id, &dcs))
+            .await
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        handle.update(|r| r.datacenters = req.datacenters.clone());
+    }
+    tracing::info!(run = %run_id, %tag, cluster, nodes = planned.nodes.len(), datacenters = ?req.datacenters, "backup started");
     let ctx = RunContext {
         coord: Arc::clone(coord),
         run_id: run_id.clone(),
@@ -329,6 +358,7 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
                 retries: n.retries,
             })
             .collect(),
+        datacenters: Vec::new(),
         table_summaries: tables
             .iter()
             .map(|t| pb::TableSummary {
@@ -338,5 +368,19 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
                 bytes: t.bytes,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod datacenter_tests {
+    #[test]
+    fn dc_names_are_checked_and_deduplicated() {
+        let ok = super::datacenters(&["dc1".into(), "dc2".into(), "dc1".into()]);
+        assert_eq!(ok.ok(), Some(vec!["dc1".to_string(), "dc2".to_string()]));
+        for bad in ["", "a\nb"] {
+            let e = super::datacenters(&[bad.to_string()]).expect_err("accepted");
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        }
+        assert!(super::datacenters(&["x".repeat(129)]).is_err());
     }
 }

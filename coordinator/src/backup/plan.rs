@@ -124,12 +124,20 @@ pub struct Plan {
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Plans a run; every refusal is a `Status` with the reason.
 /// The live workers of a cluster (`None`: the only cluster registered), each reached and
 /// asked for its node info; any worker down or unreachable is a refusal naming it.
 pub async fn reach_cluster(
     coord: &Arc<Coordinator>,
     cluster_name: Option<&str>,
+) -> Result<(String, Vec<PlannedNode>), Status> {
+    reach_cluster_in(coord, cluster_name, &[]).await
+}
+
+/// [`reach_cluster`] limited to the workers of `datacenters` (empty: all).
+pub async fn reach_cluster_in(
+    coord: &Arc<Coordinator>,
+    cluster_name: Option<&str>,
+    datacenters: &[String],
 ) -> Result<(String, Vec<PlannedNode>), Status> {
     let workers = coord
         .db
@@ -164,6 +172,7 @@ pub async fn reach_cluster(
     let members: Vec<_> = workers
         .into_iter()
         .filter(|w| w.cluster_name == cluster)
+        .filter(|w| datacenters.is_empty() || datacenters.contains(&w.datacenter))
         .collect();
     let down: Vec<String> = members
         .iter()
@@ -212,12 +221,97 @@ pub async fn reach_cluster(
     Ok((cluster, nodes))
 }
 
+/// Every node of the ring (as every reached worker's node sees it) in the selected
+/// datacenters must be one of `nodes`; otherwise the run is refused naming each node left
+/// out. A datacenter named in `datacenters` must exist.
+pub async fn check_ring_coverage(
+    nodes: &[PlannedNode],
+    datacenters: &[String],
+) -> Result<(), Status> {
+    if nodes.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "the run did not start: no live worker registered in datacenter {}",
+            datacenters.join(", ")
+        )));
+    }
+    let calls = nodes.iter().map(|n| async move {
+        tokio::time::timeout(CALL_TIMEOUT, n.client.clone().get_ring(pb::GetRingRequest {}))
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "the run did not start: {}: reading the ring did not answer within {CALL_TIMEOUT:?}",
+                    n.label()
+                ))
+            })?
+            .map(|r| r.into_inner().nodes)
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "the run did not start: {}: reading the ring: {}",
+                    n.label(),
+                    e.message()
+                ))
+            })
+    });
+    let views = futures::future::try_join_all(calls).await?;
+    // The union of every node's view: a node that only some peers know is still in the ring.
+    let mut ring: std::collections::BTreeMap<(String, String), pb::RingNode> =
+        std::collections::BTreeMap::new();
+    for r in views.into_iter().flatten() {
+        let key = if r.host_id.is_empty() {
+            (String::new(), r.address.clone())
+        } else {
+            (r.host_id.clone(), String::new())
+        };
+        ring.entry(key).or_insert(r);
+    }
+    let dcs: std::collections::BTreeSet<&str> =
+        ring.values().map(|r| r.datacenter.as_str()).collect();
+    for dc in datacenters {
+        if !dcs.contains(dc.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "datacenter {dc:?} is not in the ring (datacenters: {})",
+                dcs.iter().copied().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let covered: std::collections::BTreeSet<&str> =
+        nodes.iter().map(|n| n.info.host_id.as_str()).collect();
+    let uncovered: Vec<String> = ring
+        .values()
+        .filter(|r| datacenters.is_empty() || datacenters.contains(&r.datacenter))
+        .filter(|r| r.host_id.is_empty() || !covered.contains(r.host_id.as_str()))
+        .map(|r| {
+            format!(
+                "node {} (host id {}, DC {})",
+                r.address,
+                if r.host_id.is_empty() {
+                    "unknown"
+                } else {
+                    &r.host_id
+                },
+                r.datacenter
+            )
+        })
+        .collect();
+    if !uncovered.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "the run did not start: no live worker registered for {}; start a worker beside each node (or back up whole datacenters with --dc); nothing was snapshotted",
+            uncovered.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Plans a run; every refusal is a `Status` with the reason.
 pub async fn plan(
     coord: &Arc<Coordinator>,
     req: &BackupRequest,
     tag: &SnapshotTag,
 ) -> Result<Plan, Status> {
-    let (cluster, nodes) = reach_cluster(coord, req.cluster_name.as_deref()).await?;
+    let (cluster, nodes) =
+        reach_cluster_in(coord, req.cluster_name.as_deref(), &req.datacenters).await?;
+    // Every node of the ring (of the selected datacenters) must have its worker here.
+    check_ring_coverage(&nodes, &req.datacenters).await?;
     let first = nodes
         .first()
         .cloned()

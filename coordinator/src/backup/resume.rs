@@ -88,10 +88,18 @@ async fn resume(
             }
         }
     };
-    let req = match request_of(&run) {
+    let mut req = match request_of(&run) {
         Ok(r) => r,
         Err(e) => return fail(e).await,
     };
+    let id = run.id.clone();
+    match coord.db.call(move |db| db.run_datacenters(&id)).await {
+        Ok(dcs) => {
+            handle.update(|r| r.datacenters = dcs.clone());
+            req.datacenters = dcs;
+        }
+        Err(e) => return fail(e).await,
+    }
     let nodes = match reach_nodes(&coord, &rows).await {
         Ok(n) => n,
         Err(e) => return fail(e).await,
@@ -146,6 +154,8 @@ fn request_of(run: &RunRow) -> anyhow::Result<BackupRequest> {
         cluster_name: Some(run.cluster_name.clone()),
         limits: run.limits,
         schedule_id: (!run.schedule_id.is_empty()).then(|| run.schedule_id.clone()),
+        // Filled from the database by the caller.
+        datacenters: Vec::new(),
     })
 }
 

@@ -44,20 +44,46 @@ pub async fn download_all(
     Ok(())
 }
 
+/// Files per Download message: ~200 bytes each, so a chunk stays near 1 MiB.
+const DOWNLOAD_CHUNK: usize = 5_000;
+
 async fn download(handle: &RunHandle, plan: &RestorePlan, a: &Assignment) -> anyhow::Result<()> {
     let host = a.target.info.host_id.clone();
     handle.update_node(&host, |p| p.state = "DOWNLOADING".into());
-    let req = pb::DownloadRequest {
-        backup_run_id: plan.backup_run.to_string(),
-        store_url: plan.store_url.clone(),
-        files: a.files.clone(),
-        concurrency: 0,
-    };
+    // The file list goes in chunks (a large node's list exceeds any sane message size); the
+    // header rides on the first.
+    let chunks: Vec<pb::DownloadRequest> = a
+        .files
+        .chunks(DOWNLOAD_CHUNK)
+        .enumerate()
+        .map(|(i, files)| {
+            let head = i == 0;
+            pb::DownloadRequest {
+                backup_run_id: if head {
+                    plan.backup_run.to_string()
+                } else {
+                    String::new()
+                },
+                store_url: if head {
+                    plan.store_url.clone()
+                } else {
+                    String::new()
+                },
+                files: files.to_vec(),
+                concurrency: 0,
+                attempt_id: if head {
+                    handle.id.clone()
+                } else {
+                    String::new()
+                },
+            }
+        })
+        .collect();
     let mut stream = a
         .target
         .client
         .clone()
-        .download(req)
+        .download(tokio_stream::iter(chunks))
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message()))?
         .into_inner();
@@ -134,6 +160,8 @@ pub async fn apply_all(handle: &RunHandle, plan: &RestorePlan) -> anyhow::Result
                         source_host_id: src,
                         keyspace: ks.clone(),
                         table: table.clone(),
+                        // Only the files this run's Download verified.
+                        attempt_id: handle.id.clone(),
                     };
                     let r = match plan.mode {
                         Mode::Import => a

@@ -60,7 +60,8 @@ pub struct RestorePlan {
     pub store_url: String,
     pub backup_run: RunId,
     pub mode: Mode,
-    pub statements: Vec<String>,
+    /// Schema objects to create: before the data, and views after it.
+    pub schema: schema::SchemaPlan,
     pub nodes: Vec<PlannedNode>,
     pub assignments: Vec<Assignment>,
 }
@@ -117,7 +118,10 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
         });
     let keyspaces: BTreeSet<String> = if req.keyspaces.is_empty() {
         held.keys()
-            .filter(|k| !SYSTEM_KEYSPACES.contains(&k.as_str()))
+            .filter(|k| {
+                !SYSTEM_KEYSPACES.contains(&k.as_str())
+                    && !ringvault_common::cql::NON_DATA_KEYSPACES.contains(&k.as_str())
+            })
             .cloned()
             .collect()
     } else {
@@ -226,14 +230,32 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
             statement: r.statement,
         })
         .collect::<Vec<_>>();
-    let statements = schema::plan(&backup.schema, &live, &scope, req.force_schema)
+    let schema = schema::plan(&backup.schema, &live, &scope, req.force_schema)
         .map_err(Status::failed_precondition)?;
+    // The worker checks every object (and that the cluster allows UDFs and views) now, so a
+    // restore it would refuse is refused before anything changes.
+    if !schema.before_data.is_empty() || !schema.views.is_empty() {
+        first
+            .client
+            .clone()
+            .apply_schema(pb::ApplySchemaRequest {
+                objects: schema.all(),
+                dry_run: true,
+            })
+            .await
+            .map_err(|e| {
+                Status::new(
+                    e.code(),
+                    format!("schema check on {}: {}", first.label(), e.message()),
+                )
+            })?;
+    }
     Ok(RestorePlan {
         store,
         store_url,
         backup_run: req.backup_run.clone(),
         mode,
-        statements,
+        schema,
         nodes,
         assignments,
     })
@@ -283,7 +305,7 @@ pub async fn start(coord: &Arc<Coordinator>, req: RestoreRequest) -> Result<RunI
         })
         .collect();
     let handle = coord.record_start(&row, &nodes).await?;
-    tracing::info!(run = %run_id, backup = %planned.backup_run, mode = ?planned.mode, statements = planned.statements.len(), "restore started");
+    tracing::info!(run = %run_id, backup = %planned.backup_run, mode = ?planned.mode, schema_objects = planned.schema.before_data.len() + planned.schema.views.len(), "restore started");
     tokio::spawn(drive(Arc::clone(coord), handle, planned));
     Ok(run_id)
 }
@@ -303,22 +325,7 @@ async fn enter(coord: &Coordinator, handle: &RunHandle, stage: Stage) -> anyhow:
 async fn drive(coord: Arc<Coordinator>, handle: Arc<RunHandle>, plan: RestorePlan) {
     let result = async {
         enter(&coord, &handle, Stage::Schema).await?;
-        if !plan.statements.is_empty() {
-            let first = plan
-                .nodes
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("no target node"))?;
-            first
-                .client
-                .clone()
-                .execute_cql(pb::ExecuteCqlRequest {
-                    statements: plan.statements.clone(),
-                })
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("creating the schema on {}: {}", first.label(), e.message())
-                })?;
-        }
+        apply_schema(&plan, &plan.schema.before_data).await?;
         enter(&coord, &handle, Stage::Download).await?;
         let r = data::download_all(&coord, &handle, &plan).await;
         coord.persist_nodes(&handle).await?;
@@ -330,6 +337,8 @@ async fn drive(coord: Arc<Coordinator>, handle: Arc<RunHandle>, plan: RestorePla
         let r = data::apply_all(&handle, &plan).await;
         coord.persist_nodes(&handle).await?;
         r?;
+        // Views last: Cassandra builds them from the restored base tables.
+        apply_schema(&plan, &plan.schema.views).await?;
         enter(&coord, &handle, Stage::Cleanup).await?;
         data::clean_all(&plan).await
     }
@@ -343,6 +352,27 @@ async fn drive(coord: Arc<Coordinator>, handle: Arc<RunHandle>, plan: RestorePla
         let _ = enter(&coord, &handle, Stage::Done).await;
     }
     coord.finish_run(&handle, state, &error).await;
+}
+
+/// Creates schema objects through the first target node's worker.
+async fn apply_schema(plan: &RestorePlan, objects: &[pb::SchemaObject]) -> anyhow::Result<()> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let first = plan
+        .nodes
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no target node"))?;
+    first
+        .client
+        .clone()
+        .apply_schema(pb::ApplySchemaRequest {
+            objects: objects.to_vec(),
+            dry_run: false,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the schema on {}: {}", first.label(), e.message()))?;
+    Ok(())
 }
 
 /// Parses a `--mode` value.

@@ -63,6 +63,7 @@ async fn main() -> Result<()> {
         running_blobs: BTreeSet::new(),
         running_runs: BTreeSet::new(),
         now_ms: chrono::Utc::now().timestamp_millis(),
+        pause: None,
     };
     let t = Instant::now();
     let report = purge::purge(&store, &opts).await?;
