@@ -54,7 +54,7 @@ impl CoordinatorService {
 
     /// Opens a `--from-store` URL, refused unless it is inside `--allow-from-store` (or is the
     /// coordinator's own store).
-    async fn from_store(
+    async fn open_from_store(
         &self,
         url: &str,
     ) -> Result<Arc<dyn ringvault_common::store::Store>, Status> {
@@ -501,7 +501,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             Arc::clone(&self.coord.store)
         } else {
             who.require(Role::Admin, "--from-store")?;
-            self.from_store(&r.from_store_url).await?
+            self.open_from_store(&r.from_store_url).await?
         };
         let opts = crate::verify::VerifyOptions {
             deep: r.deep,
@@ -707,7 +707,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             Arc::clone(&self.coord.store)
         } else {
             who.require(Role::Admin, "--from-store")?;
-            self.from_store(&url).await?
+            self.open_from_store(&url).await?
         };
         let backups = crate::restore::list_backups(&store)
             .await

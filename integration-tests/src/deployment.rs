@@ -331,9 +331,8 @@ impl Deployment {
     pub async fn worker_client(
         &self,
         n: usize,
-    ) -> anyhow::Result<
-        ringvault_proto::v1::worker_client::WorkerClient<tonic::transport::Channel>,
-    > {
+    ) -> anyhow::Result<ringvault_proto::v1::worker_client::WorkerClient<tonic::transport::Channel>>
+    {
         use ringvault_common::security::{ClientSecurity, ReloadingTls};
         let certs = self.certs();
         let own = certs.get("coordinator");
@@ -467,11 +466,6 @@ impl Deployment {
             .stderr(out);
         self.store_env(&mut cmd)?;
         Ok(cmd)
-    }
-
-    /// gRPC URL of worker `n` (1-based), for tests that call the Worker service directly.
-    pub fn worker_url(&self, n: usize) -> String {
-        format!("http://127.0.0.{n}:{}", self.worker_ports[n - 1])
     }
 
     /// URL of the coordinator's Prometheus metrics page.

@@ -10,10 +10,13 @@ use sha2::{Digest, Sha256};
 use super::SecurityError;
 use super::identity::{Identity, Role};
 
+/// A file's modification time and size: what tells a reload is due.
+type Stamp = Option<(SystemTime, u64)>;
+
 /// A token file, reloaded on change.
 pub struct TokenFile {
     path: PathBuf,
-    state: Mutex<(Option<(SystemTime, u64)>, Vec<Entry>)>,
+    state: Mutex<(Stamp, Vec<Entry>)>,
 }
 
 #[derive(Clone)]
@@ -33,7 +36,7 @@ impl TokenFile {
         Ok(f)
     }
 
-    fn stamp(&self) -> Option<(SystemTime, u64)> {
+    fn stamp(&self) -> Stamp {
         std::fs::metadata(&self.path)
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())))
