@@ -12,7 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_restore.sql"),
     include_str!("../migrations/0003_operations.sql"),
-    include_str!("../migrations/0005_run_datacenters.sql"),
+    include_str!("../migrations/0004_run_datacenters.sql"),
 ];
 
 /// Handle to the coordinator's database.
