@@ -116,19 +116,9 @@ impl Db {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        // Owner-only from the first byte: run requests and store URLs are nobody else's business
-        // (SQLite gives its -wal and -shm files the database file's mode).
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("restricting {} to its owner", path.display()))?;
-        }
+        // Owner-only from the first byte: run requests and store URLs are nobody else's business.
+        ringvault_common::security::create_owner_only(path)
+            .with_context(|| format!("creating {} (owner only)", path.display()))?;
         let conn = rusqlite::Connection::open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         // Pages freed by pruning go back to the filesystem ([`Db::vacuum_step`]): a database

@@ -155,6 +155,15 @@ async fn every_rpc_needs_a_certificate_from_our_ca_and_a_role_that_allows_it() -
         }
     }
     assert!(checked > 25, "only {checked} RPCs found in the protos");
+    // The databases are the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for db in [
+        d.dir.path().join("coordinator.db"),
+        d.dir.path().join("worker1/hash-cache.sqlite"),
+    ] {
+        let mode = std::fs::metadata(&db)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", db.display());
+    }
 
     // A certificate from another CA: refused at the handshake (the handler never runs).
     let other_dir = tempfile::tempdir()?;

@@ -27,6 +27,8 @@ pub struct HashCache {
 impl HashCache {
     /// Opens or creates the cache database.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        ringvault_common::security::create_owner_only(path)
+            .with_context(|| format!("creating {} (owner only)", path.display()))?;
         let conn = rusqlite::Connection::open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

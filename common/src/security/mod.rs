@@ -67,6 +67,18 @@ pub fn identity_of_certificate(der: &[u8]) -> Result<Identity, String> {
     }
 }
 
+/// Creates `path` if missing and makes it readable by its owner only (0600), before a database
+/// is opened on it (SQLite gives its -wal and -shm files the database file's mode).
+pub fn create_owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// Environment variables a child process (nodetool, sstableloader) must not inherit: cloud
 /// credentials and ringvault's own settings.
 pub fn is_secret_env(name: &str) -> bool {

@@ -252,6 +252,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credentials_go_over_plain_http_only_to_loopback_emulators() {
+        for ok in [
+            "s3://bkt/p?endpoint=http://127.0.0.1:9900&region=us-east-1",
+            "gs://bkt/p?endpoint=http://localhost:4443",
+            "az://acct/cont/p?endpoint=https://acct.blob.example.com",
+        ] {
+            assert!(StoreUrl::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "s3://bkt/p?endpoint=http://10.0.0.5:9000&region=us-east-1",
+            "gs://bkt/p?endpoint=http://storage.example.com",
+            "az://acct/cont/p?endpoint=http://acct.blob.example.com",
+        ] {
+            let err = StoreUrl::parse(bad).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("https")),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
     fn parses_file_and_s3_urls() {
         assert_eq!(
             StoreUrl::parse("file:///var/backups").ok(),
@@ -322,8 +344,8 @@ mod tests {
             assert!(!r.contains("secret"), "{u} -> {r}");
         }
         assert_eq!(
-            redact("gs://b/p?endpoint=http://127.0.0.1:4443"),
-            "gs://b/p?endpoint=http://127.0.0.1:4443"
+            redact("gs://bkt/p?endpoint=http://127.0.0.1:4443"),
+            "gs://bkt/p?endpoint=http://127.0.0.1:4443"
         );
     }
 
