@@ -195,7 +195,10 @@ mod tests {
         assert_eq!(parse_tmp(&part), Some(TmpKey::Staging(run.clone())));
         let compose = key(format!("{staged}.rv-parts-0123456789ab/c01-000002"));
         assert_eq!(parse_tmp(&compose), Some(TmpKey::Staging(run.clone())));
-        assert_eq!(parse_tmp(&key(format!("tmp/check-{u}"))), Some(TmpKey::Check));
+        assert_eq!(
+            parse_tmp(&key(format!("tmp/check-{u}"))),
+            Some(TmpKey::Check)
+        );
         for foreign in [
             "tmp/foreign.txt".to_string(),
             format!("tmp/{run}/notes.txt"),

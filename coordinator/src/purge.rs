@@ -436,7 +436,8 @@ pub async fn purge(store: &Arc<dyn Store>, opts: &PurgeOptions) -> anyhow::Resul
         let Ok(run_id) = RunId::parse(run) else {
             continue;
         };
-        if objects.iter().all(old_enough) && !live_lease(store.as_ref(), &run_id, objects, now).await
+        if objects.iter().all(old_enough)
+            && !live_lease(store.as_ref(), &run_id, objects, now).await
         {
             leftovers.extend(objects.iter().map(|o| o.key.clone()));
         }
@@ -483,7 +484,14 @@ async fn sweep_blobs(
     referenced: &mut BTreeSet<String>,
     report: &mut PurgeReport,
 ) -> anyhow::Result<()> {
-    let hash_of = |o: &ObjectMeta| o.key.as_str().rsplit('/').next().unwrap_or_default().to_string();
+    let hash_of = |o: &ObjectMeta| {
+        o.key
+            .as_str()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
     let mut remaining: Vec<&ObjectMeta> = candidates;
     let purge_id = uuid::Uuid::new_v4();
     let marker = layout::purge_marker(&purge_id);
@@ -804,9 +812,23 @@ mod tests {
             let now = unix_ms() + 10_000;
             let shared = put_blob(st.as_ref(), b"named only by the expiring backup").await;
             let orphan = put_blob(st.as_ref(), b"named by nobody").await;
-            commit(st.as_ref(), "", None, now - 3 * DAY_MS, &[shared.clone()]).await;
+            commit(
+                st.as_ref(),
+                "",
+                None,
+                now - 3 * DAY_MS,
+                std::slice::from_ref(&shared),
+            )
+            .await;
             let other = put_blob(st.as_ref(), b"the newest backup").await;
-            commit(st.as_ref(), "", None, now - DAY_MS, &[other.clone()]).await;
+            commit(
+                st.as_ref(),
+                "",
+                None,
+                now - DAY_MS,
+                std::slice::from_ref(&other),
+            )
+            .await;
             // Another coordinator's backup announces that it reuses `shared` while this purge
             // is between its blob listing and its sweep.
             let st2 = Arc::clone(&st);
@@ -833,7 +855,12 @@ mod tests {
             assert_eq!(r.blobs_protected_late, 1, "{r:?}");
             assert_eq!(r.blobs_deleted, 1, "{r:?}");
             // The sweep window's marker is gone once the purge ends.
-            assert!(st.list(layout::PURGES_PREFIX).await.expect("list").is_empty());
+            assert!(
+                st.list(layout::PURGES_PREFIX)
+                    .await
+                    .expect("list")
+                    .is_empty()
+            );
         }
 
         #[tokio::test]
@@ -865,7 +892,9 @@ mod tests {
                 .await
                 .expect("put");
             let ours = layout::staging(&RunId::new(), &uuid::Uuid::new_v4().to_string());
-            st.put(&ours, Bytes::from_static(b"staged")).await.expect("put");
+            st.put(&ours, Bytes::from_static(b"staged"))
+                .await
+                .expect("put");
             let r = purge(&st, &opts(now, 0)).await.expect("purge");
             assert!(st.head(&foreign).await.expect("head").is_some());
             assert!(st.head(&ours).await.expect("head").is_none());
@@ -883,7 +912,14 @@ mod tests {
             };
             for i in 0..30 {
                 let h = put_blob(st.as_ref(), format!("nightly {i}").as_bytes()).await;
-                commit(st.as_ref(), "nightly", Some(rule), now - (30 - i) * DAY_MS, &[h]).await;
+                commit(
+                    st.as_ref(),
+                    "nightly",
+                    Some(rule),
+                    now - (30 - i) * DAY_MS,
+                    &[h],
+                )
+                .await;
             }
             for i in 0..5 {
                 let h = put_blob(st.as_ref(), format!("manual {i}").as_bytes()).await;

@@ -136,15 +136,29 @@ async fn purge_across_five_overlapping_backups_deletes_exactly_the_unreferenced_
 
     // A grace period below the minimum without --force: refused, nothing deleted.
     let refused = d.cli(&["purge", "--keep-last", "2", "--grace-secs", "0"])?;
-    assert!(!refused.status.success(), "purge --grace-secs 0 ran without --force");
+    assert!(
+        !refused.status.success(),
+        "purge --grace-secs 0 ran without --force"
+    );
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("--force"), "{why}");
-    assert_eq!(listing(&d).await?, before, "a refused purge changed the store");
+    assert_eq!(
+        listing(&d).await?,
+        before,
+        "a refused purge changed the store"
+    );
 
     // Dry run: the report, and nothing deleted.
     let dry = purge(
         &d,
-        &["--dry-run", "--keep-last", "2", "--grace-secs", "0", "--force"],
+        &[
+            "--dry-run",
+            "--keep-last",
+            "2",
+            "--grace-secs",
+            "0",
+            "--force",
+        ],
     )?;
     let expired_ids: BTreeSet<String> = ids[..3].iter().cloned().collect();
     let reported = |v: &Value| -> BTreeSet<String> {

@@ -42,7 +42,10 @@ async fn older_blob_goes_younger_stays(backend: &str) -> anyhow::Result<()> {
     st.put(&layout::blob(&young), Bytes::from(format!("young {url}")))
         .await?;
     let young_at = modified(st.as_ref(), &young).await?;
-    assert!(young_at >= old_at + 3_000, "{backend}: {old_at} then {young_at}");
+    assert!(
+        young_at >= old_at + 3_000,
+        "{backend}: {old_at} then {young_at}"
+    );
     let opts = PurgeOptions {
         dry_run: false,
         default_policy: RetentionPolicy::default(),

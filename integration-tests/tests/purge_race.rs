@@ -109,7 +109,10 @@ async fn a_purge_paused_between_listing_and_sweep_keeps_a_blob_another_coordinat
         .flatten()
         .map(|n| n["files_uploaded"].as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(uploaded, 0, "B uploaded files instead of reusing them: {z_view}");
+    assert_eq!(
+        uploaded, 0,
+        "B uploaded files instead of reusing them: {z_view}"
+    );
     let reused: BTreeSet<String> = blobs_of(&b, &z)
         .await?
         .intersection(&only_x)
@@ -145,7 +148,10 @@ async fn a_purge_paused_between_listing_and_sweep_keeps_a_blob_another_coordinat
         "X still committed"
     );
     let (code, v) = runs::verify(&b, &z, true)?;
-    assert!(code == 0 && v["ok"] == true, "B's backup does not verify: {v}");
+    assert!(
+        code == 0 && v["ok"] == true,
+        "B's backup does not verify: {v}"
+    );
     // No lease or sweep marker is left behind.
     assert!(st.list(layout::PURGES_PREFIX).await?.is_empty());
     assert!(

@@ -36,8 +36,7 @@ fn io(op: &'static str, key: impl ToString) -> impl FnOnce(std::io::Error) -> St
 /// Directories that are never a store root: a purge sweeps the root's `blobs/`, `runs/` and
 /// `tmp/`, and a filesystem root or a system directory holds other people's files.
 const REFUSED_ROOTS: &[&str] = &[
-    "/", "/home", "/var", "/tmp", "/opt", "/srv", "/mnt", "/media", "/root", "/var/tmp",
-    "/var/lib",
+    "/", "/home", "/var", "/tmp", "/opt", "/srv", "/mnt", "/media", "/root", "/var/tmp", "/var/lib",
 ];
 /// Trees never used as (or above) a store root, at any depth.
 const REFUSED_TREES: &[&str] = &[
@@ -59,7 +58,10 @@ fn check_root(root: &Path) -> StoreResult<()> {
         if let Ok(c) = std::fs::canonicalize(&existing) {
             break tail.iter().rev().fold(c, |p: PathBuf, t| p.join(t));
         }
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 tail.push(name);
                 existing = parent.to_path_buf();
@@ -302,7 +304,15 @@ mod tests {
 
     #[test]
     fn a_filesystem_root_or_system_directory_is_refused_as_a_store() {
-        for bad in ["/", "/etc", "/usr/local/backups", "/var", "/proc/1", "/tmp", "/dev/shm/x"] {
+        for bad in [
+            "/",
+            "/etc",
+            "/usr/local/backups",
+            "/var",
+            "/proc/1",
+            "/tmp",
+            "/dev/shm/x",
+        ] {
             let err = FileStore::new(PathBuf::from(bad)).expect_err(bad);
             assert!(matches!(err, StoreError::BadUrl { .. }), "{bad}: {err}");
         }

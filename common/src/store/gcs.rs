@@ -715,7 +715,9 @@ mod tests {
             }
             if c == ',' && depth == 0 {
                 let (name, sub) = match cur.split_once('(') {
-                    Some((n, rest)) => (n.to_string(), Some(rest.trim_end_matches(')').to_string())),
+                    Some((n, rest)) => {
+                        (n.to_string(), Some(rest.trim_end_matches(')').to_string()))
+                    }
                     None => (cur.clone(), None),
                 };
                 spec.push((name, sub));
@@ -728,7 +730,9 @@ mod tests {
         for (name, sub) in spec {
             let Some(field) = v.get(&name) else { continue };
             let kept = match (&sub, field) {
-                (Some(s), Value::Array(a)) => Value::Array(a.iter().map(|x| select(x, s)).collect()),
+                (Some(s), Value::Array(a)) => {
+                    Value::Array(a.iter().map(|x| select(x, s)).collect())
+                }
                 (Some(s), x) => select(x, s),
                 (None, x) => x.clone(),
             };

@@ -41,7 +41,9 @@ fn scrape(db: &Db) -> Result<Duration> {
     let last = db.last_successful_backups()?;
     let workers = db.worker_last_seen()?;
     let took = t.elapsed();
-    anyhow::ensure!(!runs.is_empty() && !files.is_empty() && !last.is_empty() && !workers.is_empty());
+    anyhow::ensure!(
+        !runs.is_empty() && !files.is_empty() && !last.is_empty() && !workers.is_empty()
+    );
     Ok(took)
 }
 
@@ -57,7 +59,9 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other:?}; usage: rv-db-bench [--rows N] [--dir D]"),
         }
     }
-    let dir = tempfile::Builder::new().prefix("rv-db-bench-").tempdir_in(&base)?;
+    let dir = tempfile::Builder::new()
+        .prefix("rv-db-bench-")
+        .tempdir_in(&base)?;
     let path = dir.path().join("coordinator.db");
     let db = Db::open(&path)?;
     let now = chrono::Utc::now().timestamp_millis();
@@ -159,7 +163,8 @@ fn main() -> Result<()> {
     );
     let after_scrape = scrape(&db)?;
     stop.store(true, Ordering::Relaxed);
-    hb.join().map_err(|_| anyhow::anyhow!("heartbeat thread panicked"))??;
+    hb.join()
+        .map_err(|_| anyhow::anyhow!("heartbeat thread panicked"))??;
     let after = size_of(&path);
     println!(
         "database size     : {:.1} MiB after housekeeping ({:.1}% of before)",
