@@ -781,7 +781,8 @@ impl Db {
     }
 
     /// Uploaded and skipped files and bytes over every backup run, per cluster: the counters
-    /// of finished runs plus the file rows of runs still running (never a scan of every row).
+    /// of finished runs plus the file rows of runs still running (never a scan of every row:
+    /// `CROSS JOIN` makes SQLite walk the few uncounted runs and their rows by primary key).
     pub fn backup_file_totals(&self) -> anyhow::Result<Vec<ClusterFileTotals>> {
         self.with_read(|c| {
             let mut st = c.prepare(
@@ -795,7 +796,7 @@ impl Db {
                         COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN f.size ELSE 0 END), 0),
                         COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE 1 END), 0),
                         COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE f.size END), 0)
-                    FROM runs r JOIN run_files f ON f.run_id = r.id
+                    FROM runs r CROSS JOIN run_files f ON f.run_id = r.id
                     WHERE r.kind = 'backup' AND r.files_counted = 0
                     GROUP BY r.cluster_name
                  ) GROUP BY cluster_name ORDER BY cluster_name",
@@ -854,7 +855,7 @@ fn count_files(c: &rusqlite::Connection, run_id: &str) -> rusqlite::Result<()> {
                     COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN f.size ELSE 0 END), 0),
                     COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE 1 END), 0),
                     COALESCE(SUM(CASE WHEN f.uploaded != 0 THEN 0 ELSE f.size END), 0)
-             FROM runs r JOIN run_files f ON f.run_id = r.id WHERE r.id=?1 GROUP BY r.cluster_name
+             FROM runs r CROSS JOIN run_files f ON f.run_id = r.id WHERE r.id=?1 GROUP BY r.cluster_name
              ON CONFLICT(cluster_name) DO UPDATE SET
                files_uploaded = files_uploaded + excluded.files_uploaded,
                bytes_uploaded = bytes_uploaded + excluded.bytes_uploaded,

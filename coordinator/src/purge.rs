@@ -812,9 +812,23 @@ mod tests {
             let now = unix_ms() + 10_000;
             let shared = put_blob(st.as_ref(), b"named only by the expiring backup").await;
             let orphan = put_blob(st.as_ref(), b"named by nobody").await;
-            commit(st.as_ref(), "", None, now - 3 * DAY_MS, &[shared.clone()]).await;
+            commit(
+                st.as_ref(),
+                "",
+                None,
+                now - 3 * DAY_MS,
+                std::slice::from_ref(&shared),
+            )
+            .await;
             let other = put_blob(st.as_ref(), b"the newest backup").await;
-            commit(st.as_ref(), "", None, now - DAY_MS, &[other.clone()]).await;
+            commit(
+                st.as_ref(),
+                "",
+                None,
+                now - DAY_MS,
+                std::slice::from_ref(&other),
+            )
+            .await;
             // Another coordinator's backup announces that it reuses `shared` while this purge
             // is between its blob listing and its sweep.
             let st2 = Arc::clone(&st);
