@@ -36,7 +36,9 @@ pub enum CqlError {
     #[error("CQL syntax: {0}")]
     Syntax(String),
     /// A statement kind that a schema request may never run.
-    #[error("statement kind {kind} is not allowed: only CREATE KEYSPACE/TYPE/TABLE/INDEX/MATERIALIZED VIEW/FUNCTION/AGGREGATE … IF NOT EXISTS and ALTER TABLE … DROP col USING TIMESTAMP n (or the ADD of a re-added column) are")]
+    #[error(
+        "statement kind {kind} is not allowed: only CREATE KEYSPACE/TYPE/TABLE/INDEX/MATERIALIZED VIEW/FUNCTION/AGGREGATE … IF NOT EXISTS and ALTER TABLE … DROP col USING TIMESTAMP n (or the ADD of a re-added column) are"
+    )]
     NotAllowed { kind: String },
     /// An object in one of Cassandra's own keyspaces.
     #[error("{kind} in keyspace {keyspace} is not allowed: it belongs to Cassandra")]
@@ -266,6 +268,17 @@ fn quoted_end(b: &[u8], i: usize, q: u8) -> Option<usize> {
         j += 1;
     }
     None
+}
+
+/// Whether the name `DESCRIBE` printed (quoted if it needed quotes, or raw) is `ident`.
+pub fn names_match(printed: &str, ident: &str) -> bool {
+    if printed == ident {
+        return true;
+    }
+    match tokenize(printed).as_deref() {
+        Ok([t]) if t.kind == TokenKind::QuotedName => t.ident().as_deref() == Some(ident),
+        _ => false,
+    }
 }
 
 /// Splits a CQL script into statements at the `;` that are outside literals, quoted names,
@@ -645,7 +658,9 @@ pub fn parse_schema_statement(text: &str) -> Result<SchemaStatement, CqlError> {
             c.expect_kw("using")?;
             c.expect_kw("timestamp")?;
             match c.peek() {
-                Some(t) if t.kind == TokenKind::Word && t.text.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(t)
+                    if t.kind == TokenKind::Word && t.text.bytes().all(|b| b.is_ascii_digit()) =>
+                {
                     c.i += 1
                 }
                 _ => return Err(c.bad(format!("expected a timestamp {}", c.here()))),
@@ -956,8 +971,20 @@ mod tests {
     }
 
     #[test]
+    fn printed_names_match_raw_or_quoted() {
+        assert!(names_match("ks", "ks"));
+        assert!(names_match("\"MyKs\"", "MyKs"));
+        assert!(names_match("\"a\"\"b\"", "a\"b"));
+        assert!(!names_match("MyKs", "myks"));
+        assert!(!names_match("\"ks\".x", "ks"));
+    }
+
+    #[test]
     fn splitter_drops_empty_statements_and_comment_only_text() {
-        assert_eq!(split_statements("  ;; -- nothing\n/* x */ ;").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            split_statements("  ;; -- nothing\n/* x */ ;").unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(split_statements("").unwrap(), Vec::<String>::new());
         assert_eq!(
             split_statements("a; ;b").unwrap(),
@@ -1006,17 +1033,27 @@ mod tests {
             a.render(),
             "CREATE TABLE ks.t(id bigint PRIMARY KEY, v text) WITH comment = 'x'"
         );
-        let c = Canonical::of("CREATE TABLE ks.t (id bigint PRIMARY KEY, v text) WITH comment = 'X'").unwrap();
+        let c =
+            Canonical::of("CREATE TABLE ks.t (id bigint PRIMARY KEY, v text) WITH comment = 'X'")
+                .unwrap();
         assert_ne!(a, c);
         // Text that renders alike but differs inside a literal stays different.
         let d = Canonical::of("CREATE TABLE ks.t (a int) WITH comment = 'a ( b'").unwrap();
         let e = Canonical::of("CREATE TABLE ks.t (a int) WITH comment = 'a (b'").unwrap();
         assert_ne!(d, e);
-        let only = Canonical::of("CREATE TABLE ks.t (a int) WITH ID = 0190d0c4-7f5e-7000-8000-000000000001").unwrap();
+        let only = Canonical::of(
+            "CREATE TABLE ks.t (a int) WITH ID = 0190d0c4-7f5e-7000-8000-000000000001",
+        )
+        .unwrap();
         assert_eq!(only.render(), "CREATE TABLE ks.t(a int)");
     }
 
-    fn req<'a>(kind: ObjectKind, ks: &'a str, name: &'a str, statement: &'a str) -> ObjectRequest<'a> {
+    fn req<'a>(
+        kind: ObjectKind,
+        ks: &'a str,
+        name: &'a str,
+        statement: &'a str,
+    ) -> ObjectRequest<'a> {
         ObjectRequest {
             kind,
             keyspace: ks,
@@ -1031,37 +1068,81 @@ mod tests {
     #[test]
     fn parses_every_kind_describe_emits() {
         let p = |s: &str| parse_schema_statement(s).unwrap();
-        let k = p("CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': '3'} AND durable_writes = true;");
-        assert_eq!((k.kind, k.keyspace.as_str(), k.if_not_exists), (ObjectKind::Keyspace, "ks", false));
+        let k = p(
+            "CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': '3'} AND durable_writes = true;",
+        );
+        assert_eq!(
+            (k.kind, k.keyspace.as_str(), k.if_not_exists),
+            (ObjectKind::Keyspace, "ks", false)
+        );
         let t = p("CREATE TYPE ks.\"Addr\" (street text);");
         assert_eq!((t.kind, t.name.as_str()), (ObjectKind::Type, "Addr"));
-        let t = p("CREATE TABLE IF NOT EXISTS KS.T (id int PRIMARY KEY) WITH ID = 0190D0C4-7f5e-7000-8000-000000000001 AND comment = ''");
-        assert_eq!((t.keyspace.as_str(), t.name.as_str(), t.if_not_exists), ("ks", "t", true));
+        let t = p(
+            "CREATE TABLE IF NOT EXISTS KS.T (id int PRIMARY KEY) WITH ID = 0190D0C4-7f5e-7000-8000-000000000001 AND comment = ''",
+        );
+        assert_eq!(
+            (t.keyspace.as_str(), t.name.as_str(), t.if_not_exists),
+            ("ks", "t", true)
+        );
         assert_eq!(t.id.as_deref(), Some("0190d0c47f5e70008000000000000001"));
         let i = p("CREATE CUSTOM INDEX t_v ON ks.t (v) USING 'StorageAttachedIndex';");
-        assert_eq!((i.kind, i.name.as_str(), i.on_table.as_deref()), (ObjectKind::Index, "t_v", Some("t")));
-        let v = p("CREATE MATERIALIZED VIEW ks.by_v AS\n    SELECT * FROM ks.t\n    WHERE v IS NOT NULL AND id IS NOT NULL\n    PRIMARY KEY (v, id)\n WITH ID = 0190d0c4-7f5e-7000-8000-000000000009 AND comment = 'from; x';");
-        assert_eq!((v.kind, v.name.as_str(), v.on_table.as_deref()), (ObjectKind::View, "by_v", Some("t")));
+        assert_eq!(
+            (i.kind, i.name.as_str(), i.on_table.as_deref()),
+            (ObjectKind::Index, "t_v", Some("t"))
+        );
+        let v = p(
+            "CREATE MATERIALIZED VIEW ks.by_v AS\n    SELECT * FROM ks.t\n    WHERE v IS NOT NULL AND id IS NOT NULL\n    PRIMARY KEY (v, id)\n WITH ID = 0190d0c4-7f5e-7000-8000-000000000009 AND comment = 'from; x';",
+        );
+        assert_eq!(
+            (v.kind, v.name.as_str(), v.on_table.as_deref()),
+            (ObjectKind::View, "by_v", Some("t"))
+        );
         assert_eq!(v.id.as_deref(), Some("0190d0c47f5e70008000000000000009"));
-        let f = p("CREATE FUNCTION ks.f(a int)\n    CALLED ON NULL INPUT\n    RETURNS int\n    LANGUAGE java\n    AS $$return a; /* ; */$$;");
+        let f = p(
+            "CREATE FUNCTION ks.f(a int)\n    CALLED ON NULL INPUT\n    RETURNS int\n    LANGUAGE java\n    AS $$return a; /* ; */$$;",
+        );
         assert_eq!((f.kind, f.name.as_str()), (ObjectKind::Function, "f"));
         let a = p("CREATE AGGREGATE ks.total(int)\n    SFUNC f\n    STYPE int\n    INITCOND 0;");
         assert_eq!((a.kind, a.name.as_str()), (ObjectKind::Aggregate, "total"));
         let d = p("ALTER TABLE ks.t DROP \"Old\" USING TIMESTAMP 1700000000000000;");
-        assert_eq!((d.kind, d.name.as_str(), d.column.as_deref()), (ObjectKind::DroppedColumn, "t", Some("Old")));
+        assert_eq!(
+            (d.kind, d.name.as_str(), d.column.as_deref()),
+            (ObjectKind::DroppedColumn, "t", Some("Old"))
+        );
         let r = p("ALTER TABLE ks.t ADD old frozen<map<text, ks.addr>>;");
-        assert_eq!((r.kind, r.column.as_deref()), (ObjectKind::ReaddedColumn, Some("old")));
+        assert_eq!(
+            (r.kind, r.column.as_deref()),
+            (ObjectKind::ReaddedColumn, Some("old"))
+        );
     }
 
     #[test]
     fn if_not_exists_is_inserted_before_the_name() {
         for (src, want) in [
-            ("CREATE KEYSPACE ks WITH x = 1;", "CREATE KEYSPACE IF NOT EXISTS ks WITH x = 1;"),
-            ("CREATE TABLE ks.t (a int);", "CREATE TABLE IF NOT EXISTS ks.t (a int);"),
-            ("CREATE CUSTOM INDEX i ON ks.t (a);", "CREATE CUSTOM INDEX IF NOT EXISTS i ON ks.t (a);"),
-            ("CREATE MATERIALIZED VIEW ks.v AS SELECT a FROM ks.t WHERE a IS NOT NULL PRIMARY KEY (a);", "CREATE MATERIALIZED VIEW IF NOT EXISTS ks.v AS SELECT a FROM ks.t WHERE a IS NOT NULL PRIMARY KEY (a);"),
-            ("CREATE TYPE IF NOT EXISTS ks.x (a int);", "CREATE TYPE IF NOT EXISTS ks.x (a int);"),
-            ("ALTER TABLE ks.t DROP a USING TIMESTAMP 1;", "ALTER TABLE ks.t DROP a USING TIMESTAMP 1;"),
+            (
+                "CREATE KEYSPACE ks WITH x = 1;",
+                "CREATE KEYSPACE IF NOT EXISTS ks WITH x = 1;",
+            ),
+            (
+                "CREATE TABLE ks.t (a int);",
+                "CREATE TABLE IF NOT EXISTS ks.t (a int);",
+            ),
+            (
+                "CREATE CUSTOM INDEX i ON ks.t (a);",
+                "CREATE CUSTOM INDEX IF NOT EXISTS i ON ks.t (a);",
+            ),
+            (
+                "CREATE MATERIALIZED VIEW ks.v AS SELECT a FROM ks.t WHERE a IS NOT NULL PRIMARY KEY (a);",
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS ks.v AS SELECT a FROM ks.t WHERE a IS NOT NULL PRIMARY KEY (a);",
+            ),
+            (
+                "CREATE TYPE IF NOT EXISTS ks.x (a int);",
+                "CREATE TYPE IF NOT EXISTS ks.x (a int);",
+            ),
+            (
+                "ALTER TABLE ks.t DROP a USING TIMESTAMP 1;",
+                "ALTER TABLE ks.t DROP a USING TIMESTAMP 1;",
+            ),
         ] {
             let st = parse_schema_statement(src).unwrap();
             let out = st.with_if_not_exists(src);
@@ -1075,18 +1156,36 @@ mod tests {
         for (bad, kind) in [
             ("DROP KEYSPACE k", "DROP KEYSPACE"),
             ("drop table ks.t;", "DROP TABLE"),
-            ("CREATE ROLE r WITH SUPERUSER = true AND LOGIN = true", "CREATE ROLE"),
+            (
+                "CREATE ROLE r WITH SUPERUSER = true AND LOGIN = true",
+                "CREATE ROLE",
+            ),
             ("CREATE USER u WITH PASSWORD 'p' SUPERUSER", "CREATE USER"),
-            ("GRANT ALL PERMISSIONS ON ALL KEYSPACES TO r", "GRANT ALL PERMISSIONS"),
-            ("ALTER KEYSPACE ks WITH replication = {'class': 'SimpleStrategy'}", "ALTER KEYSPACE"),
+            (
+                "GRANT ALL PERMISSIONS ON ALL KEYSPACES TO r",
+                "GRANT ALL PERMISSIONS",
+            ),
+            (
+                "ALTER KEYSPACE ks WITH replication = {'class': 'SimpleStrategy'}",
+                "ALTER KEYSPACE",
+            ),
             ("ALTER ROLE cassandra WITH PASSWORD = 'x'", "ALTER ROLE"),
             ("ALTER TABLE ks.t WITH gc_grace_seconds = 0", "ALTER TABLE"),
             ("ALTER TABLE ks.t RENAME a TO b", "ALTER TABLE"),
             ("INSERT INTO ks.t (a) VALUES (1)", "INSERT INTO"),
             ("TRUNCATE ks.t", "TRUNCATE"),
-            ("CREATE OR REPLACE FUNCTION ks.f(a int) RETURNS NULL ON NULL INPUT RETURNS int LANGUAGE java AS 'return a;'", "CREATE OR REPLACE FUNCTION"),
-            ("CREATE TRIGGER tr ON ks.t USING 'org.Evil'", "CREATE TRIGGER"),
-            ("/* CREATE TABLE ks.t (a int) */ DROP KEYSPACE ks", "DROP KEYSPACE"),
+            (
+                "CREATE OR REPLACE FUNCTION ks.f(a int) RETURNS NULL ON NULL INPUT RETURNS int LANGUAGE java AS 'return a;'",
+                "CREATE OR REPLACE FUNCTION",
+            ),
+            (
+                "CREATE TRIGGER tr ON ks.t USING 'org.Evil'",
+                "CREATE TRIGGER",
+            ),
+            (
+                "/* CREATE TABLE ks.t (a int) */ DROP KEYSPACE ks",
+                "DROP KEYSPACE",
+            ),
             ("\"CREATE\" TABLE ks.t (a int)", "\"\\\"CREATE\\\"\""),
         ] {
             let e = parse_schema_statement(bad).expect_err(bad);
@@ -1103,11 +1202,17 @@ mod tests {
             Err(CqlError::Several { count: 2 })
         );
         let hidden = "CREATE TABLE IF NOT EXISTS ks.t (a int PRIMARY KEY) WITH comment = 'x';;";
-        assert!(matches!(parse_schema_statement(hidden), Err(CqlError::Several { .. })));
+        assert!(matches!(
+            parse_schema_statement(hidden),
+            Err(CqlError::Several { .. })
+        ));
         // Semicolons inside a literal, a quoted name, a comment or a body are not separators.
         let ok = "CREATE TABLE IF NOT EXISTS ks.t (a int PRIMARY KEY, \"b;\" int) WITH comment = 'x; DROP KEYSPACE ks' -- ; tail\n;";
         assert!(parse_schema_statement(ok).is_ok());
-        assert_eq!(parse_schema_statement(" -- only a comment\n;"), Err(CqlError::Empty));
+        assert_eq!(
+            parse_schema_statement(" -- only a comment\n;"),
+            Err(CqlError::Empty)
+        );
     }
 
     #[test]
@@ -1118,13 +1223,23 @@ mod tests {
         assert!(validate_object(&r).is_ok());
         let mut other = r.clone();
         other.name = "u";
-        assert!(validate_object(&other).unwrap_err().to_string().contains("\"t\""));
+        assert!(
+            validate_object(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("\"t\"")
+        );
         let mut other = r.clone();
         other.keyspace = "ks2";
         assert!(validate_object(&other).is_err());
         let mut other = r.clone();
         other.table_id = "0190d0c4-7f5e-7000-8000-000000000002";
-        assert!(validate_object(&other).unwrap_err().to_string().contains("ID"));
+        assert!(
+            validate_object(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("ID")
+        );
         let mut other = r.clone();
         other.kind = ObjectKind::Type;
         assert!(validate_object(&other).is_err());
@@ -1140,13 +1255,22 @@ mod tests {
         assert!(validate_object(&req(ObjectKind::Table, "ks", "t", dotted)).is_err());
         // Without IF NOT EXISTS.
         let plain = "CREATE TABLE ks.t (a int PRIMARY KEY)";
-        assert!(validate_object(&req(ObjectKind::Table, "ks", "t", plain)).unwrap_err().to_string().contains("IF NOT EXISTS"));
+        assert!(
+            validate_object(&req(ObjectKind::Table, "ks", "t", plain))
+                .unwrap_err()
+                .to_string()
+                .contains("IF NOT EXISTS")
+        );
         // Unqualified.
         let bare = "CREATE TABLE IF NOT EXISTS t (a int PRIMARY KEY)";
         assert!(validate_object(&req(ObjectKind::Table, "ks", "t", bare)).is_err());
         // Cassandra's keyspaces.
         let sys = "CREATE TABLE IF NOT EXISTS system_auth.t (a int PRIMARY KEY)";
-        assert!(validate_object(&req(ObjectKind::Table, "system_auth", "t", sys)).unwrap_err().is_forbidden());
+        assert!(
+            validate_object(&req(ObjectKind::Table, "system_auth", "t", sys))
+                .unwrap_err()
+                .is_forbidden()
+        );
         // Index: its table must match too.
         let ix = "CREATE INDEX IF NOT EXISTS i ON ks.t (a)";
         let mut r = req(ObjectKind::Index, "ks", "i", ix);

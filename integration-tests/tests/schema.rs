@@ -16,10 +16,8 @@ use scylla::client::session::Session;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn store_url(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "rv-schema-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("rv-schema-{tag}-{}", uuid::Uuid::new_v4().simple()));
     format!("file://{}", dir.display())
 }
 
@@ -103,7 +101,11 @@ async fn the_schema_rpc_runs_only_the_object_it_names() -> anyhow::Result<()> {
     let s = cluster::session(&tb).await?;
     let ks = cluster::unique_keyspace("srpc");
     run(&s, &format!("CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 3}}")).await?;
-    run(&s, &format!("CREATE TABLE {ks}.t (id int PRIMARY KEY, v text)")).await?;
+    run(
+        &s,
+        &format!("CREATE TABLE {ks}.t (id int PRIMARY KEY, v text)"),
+    )
+    .await?;
     run(&s, &format!("INSERT INTO {ks}.t (id, v) VALUES (1, 'one')")).await?;
     s.await_schema_agreement().await?;
     let roles_before = roles(&s).await?;
@@ -146,14 +148,21 @@ async fn the_schema_rpc_runs_only_the_object_it_names() -> anyhow::Result<()> {
                 K::Table,
                 &ks,
                 "t3",
-                &format!("CREATE TABLE IF NOT EXISTS {ks}.t3 (a int PRIMARY KEY); DROP KEYSPACE {ks}"),
+                &format!(
+                    "CREATE TABLE IF NOT EXISTS {ks}.t3 (a int PRIMARY KEY); DROP KEYSPACE {ks}"
+                ),
             ),
             tonic::Code::InvalidArgument,
             "2 statements",
         ),
         (
             "a create without IF NOT EXISTS",
-            object(K::Table, &ks, "t4", &format!("CREATE TABLE {ks}.t4 (a int PRIMARY KEY)")),
+            object(
+                K::Table,
+                &ks,
+                "t4",
+                &format!("CREATE TABLE {ks}.t4 (a int PRIMARY KEY)"),
+            ),
             tonic::Code::InvalidArgument,
             "IF NOT EXISTS",
         ),
@@ -219,7 +228,9 @@ async fn the_schema_rpc_runs_only_the_object_it_names() -> anyhow::Result<()> {
 /// Statements of the keyspace used by the round-trip test.
 fn rich_schema(ks: &str) -> Vec<String> {
     vec![
-        format!("CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 3}}"),
+        format!(
+            "CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 3}}"
+        ),
         format!("CREATE TYPE {ks}.point (x int, y int)"),
         format!("CREATE TYPE {ks}.place (label text, at frozen<point>)"),
         // A body holding `;`, a `//` and a `'`.
@@ -383,7 +394,12 @@ async fn system_keyspaces_are_refused_for_backup_and_restore() -> anyhow::Result
     let snapshots = all_snapshots(&d)?;
     let runs = d.cli_json(&["runs", "list"])?;
 
-    for k in ["system", "system_schema", "system_views", "system_virtual_schema"] {
+    for k in [
+        "system",
+        "system_schema",
+        "system_views",
+        "system_virtual_schema",
+    ] {
         for args in [
             vec!["backup", "--wait", "-k", k],
             vec!["backup", "--wait", "-k", &ks, "-k", k],

@@ -150,7 +150,12 @@ mod tests {
         let e = check(&[good.clone(), drop]).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().contains("DROP KEYSPACE"), "{}", e.message());
-        let role = obj(K::Keyspace, "ks", "ks", "CREATE ROLE r WITH SUPERUSER = true");
+        let role = obj(
+            K::Keyspace,
+            "ks",
+            "ks",
+            "CREATE ROLE r WITH SUPERUSER = true",
+        );
         let e = check(&[role]).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().contains("CREATE ROLE"));
@@ -169,7 +174,10 @@ mod tests {
             "t",
             "CREATE TABLE IF NOT EXISTS ks.t (a int PRIMARY KEY); DROP KEYSPACE ks",
         );
-        assert_eq!(check(&[two]).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            check(&[two]).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         let mut unknown = good.clone();
         unknown.kind = 42;
         assert_eq!(

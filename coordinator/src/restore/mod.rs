@@ -371,7 +371,9 @@ async fn apply_schema(plan: &RestorePlan, objects: &[pb::SchemaObject]) -> anyho
             dry_run: false,
         })
         .await
-        .map_err(|e| anyhow::anyhow!("creating the schema on {}: {}", first.label(), e.message()))?;
+        .map_err(|e| {
+            anyhow::anyhow!("creating the schema on {}: {}", first.label(), e.message())
+        })?;
     Ok(())
 }
 

@@ -80,7 +80,8 @@ fn parse_row(r: &SchemaRow) -> Result<Parsed<'_>, String> {
                 r.kind
             )
         })?;
-    let statements = cql::split_statements(&r.statement).map_err(|e| format!("{}: {e}", label(r)))?;
+    let statements =
+        cql::split_statements(&r.statement).map_err(|e| format!("{}: {e}", label(r)))?;
     if statements.is_empty() {
         return Err(format!(
             "{}: the backup holds no statement that creates it: {:?}",
@@ -103,7 +104,7 @@ fn parse_row(r: &SchemaRow) -> Result<Parsed<'_>, String> {
                     .first()
                     .is_some_and(|t: &pb::SchemaObject| t.name == st.name)
         };
-        if !fits || st.keyspace != r.keyspace {
+        if !fits || !cql::names_match(&r.keyspace, &st.keyspace) {
             return Err(format!(
                 "{}: statement {} creates {} {}.{} instead",
                 label(r),
@@ -123,7 +124,11 @@ fn parse_row(r: &SchemaRow) -> Result<Parsed<'_>, String> {
             statement: st.with_if_not_exists(text),
         });
     }
-    Ok(Parsed { row: r, kind, objects })
+    Ok(Parsed {
+        row: r,
+        kind,
+        objects,
+    })
 }
 
 /// Orders the types of one keyspace so that a type comes after every type it uses (stable:
@@ -193,7 +198,10 @@ pub fn plan(
     let mut problems = Vec::new();
     let mut conflicts = Vec::new();
     let mut by_kind: BTreeMap<ObjectKind, Vec<Parsed<'_>>> = BTreeMap::new();
-    for r in backup.iter().filter(|r| scope.keyspaces.contains(&r.keyspace)) {
+    for r in backup
+        .iter()
+        .filter(|r| scope.keyspaces.contains(&r.keyspace))
+    {
         let p = match parse_row(r) {
             Ok(p) => p,
             Err(e) => {
@@ -212,7 +220,12 @@ pub fn plan(
         }
         match live.get(&(r.kind.as_str(), r.keyspace.as_str(), r.name.as_str())) {
             None => by_kind.entry(p.kind).or_default().push(p),
-            Some(l) if matches!(p.kind, ObjectKind::Table | ObjectKind::Type | ObjectKind::View) => {
+            Some(l)
+                if matches!(
+                    p.kind,
+                    ObjectKind::Table | ObjectKind::Type | ObjectKind::View
+                ) =>
+            {
                 let (b, t) = match (Canonical::of(&r.statement), Canonical::of(&l.statement)) {
                     (Ok(b), Ok(t)) => (b, t),
                     (Err(e), _) | (_, Err(e)) => {
@@ -373,10 +386,19 @@ mod tests {
             )
         );
         // The comment's `;` and newline stay inside the table's statement.
-        assert!(t.statement.contains("comment = 'a;\nb';"), "{}", t.statement);
+        assert!(
+            t.statement.contains("comment = 'a;\nb';"),
+            "{}",
+            t.statement
+        );
         let d = &p.before_data[3];
         assert_eq!(
-            (d.kind, d.name.as_str(), d.column.as_str(), d.statement.as_str()),
+            (
+                d.kind,
+                d.name.as_str(),
+                d.column.as_str(),
+                d.statement.as_str()
+            ),
             (
                 pb::SchemaObjectKind::DroppedColumn as i32,
                 "t",
@@ -418,33 +440,92 @@ mod tests {
     #[test]
     fn dependency_order_types_functions_aggregates_tables_indexes_then_views() {
         let rows = vec![
-            row("view", "ks", "by_v", "CREATE MATERIALIZED VIEW ks.by_v AS\n    SELECT * FROM ks.t\n    WHERE v IS NOT NULL AND id IS NOT NULL\n    PRIMARY KEY (v, id)\n WITH comment = '';"),
-            row("aggregate", "ks", "total", "CREATE AGGREGATE ks.total(int)\n    SFUNC acc\n    STYPE int\n    INITCOND 0;"),
-            row("table", "ks", "t", "CREATE TABLE ks.t (id int PRIMARY KEY, v text, home frozen<outer_t>) WITH ID = 0190d0c4-7f5e-7000-8000-000000000001;"),
+            row(
+                "view",
+                "ks",
+                "by_v",
+                "CREATE MATERIALIZED VIEW ks.by_v AS\n    SELECT * FROM ks.t\n    WHERE v IS NOT NULL AND id IS NOT NULL\n    PRIMARY KEY (v, id)\n WITH comment = '';",
+            ),
+            row(
+                "aggregate",
+                "ks",
+                "total",
+                "CREATE AGGREGATE ks.total(int)\n    SFUNC acc\n    STYPE int\n    INITCOND 0;",
+            ),
+            row(
+                "table",
+                "ks",
+                "t",
+                "CREATE TABLE ks.t (id int PRIMARY KEY, v text, home frozen<outer_t>) WITH ID = 0190d0c4-7f5e-7000-8000-000000000001;",
+            ),
             row("index", "ks", "t_v", "CREATE INDEX t_v ON ks.t (v);"),
-            row("function", "ks", "acc", "CREATE FUNCTION ks.acc(s int, v int)\n    CALLED ON NULL INPUT\n    RETURNS int\n    LANGUAGE java\n    AS $$return s + v; // ; $$;"),
-            row("type", "ks", "outer_t", "CREATE TYPE ks.outer_t (inner frozen<inner_t>, n int);"),
+            row(
+                "function",
+                "ks",
+                "acc",
+                "CREATE FUNCTION ks.acc(s int, v int)\n    CALLED ON NULL INPUT\n    RETURNS int\n    LANGUAGE java\n    AS $$return s + v; // ; $$;",
+            ),
+            row(
+                "type",
+                "ks",
+                "outer_t",
+                "CREATE TYPE ks.outer_t (inner frozen<inner_t>, n int);",
+            ),
             row("type", "ks", "inner_t", "CREATE TYPE ks.inner_t (x int);"),
-            row("keyspace", "ks", "ks", "CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': '1'};"),
+            row(
+                "keyspace",
+                "ks",
+                "ks",
+                "CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': '1'};",
+            ),
         ];
         let p = plan(&rows, &[], &ks_scope(), false).expect("plan");
         let names: Vec<String> = p.before_data.iter().map(|o| o.name.clone()).collect();
-        assert_eq!(names, ["ks", "inner_t", "outer_t", "acc", "total", "t", "t_v"]);
+        assert_eq!(
+            names,
+            ["ks", "inner_t", "outer_t", "acc", "total", "t", "t_v"]
+        );
         assert_eq!(p.views.len(), 1);
-        assert_eq!((p.views[0].name.as_str(), p.views[0].table.as_str()), ("by_v", "t"));
-        assert!(p.views[0].statement.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS ks.by_v AS"));
-        assert!(p.before_data[3].statement.contains("$$return s + v; // ; $$;"));
+        assert_eq!(
+            (p.views[0].name.as_str(), p.views[0].table.as_str()),
+            ("by_v", "t")
+        );
+        assert!(
+            p.views[0]
+                .statement
+                .starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS ks.by_v AS")
+        );
+        assert!(
+            p.before_data[3]
+                .statement
+                .contains("$$return s + v; // ; $$;")
+        );
     }
 
     #[test]
     fn objects_it_cannot_recreate_refuse_the_restore_naming_them() {
         let mut rows = backup();
-        rows.push(row("trigger", "ks", "tr", "CREATE TRIGGER tr ON ks.t USING 'x';"));
+        rows.push(row(
+            "trigger",
+            "ks",
+            "tr",
+            "CREATE TRIGGER tr ON ks.t USING 'x';",
+        ));
         rows.push(row("table", "ks", "legacy", "/* Warning: Table ks.legacy omitted because it has constructs not compatible with CQL */"));
-        rows.push(row("table", "ks", "w", "CREATE TABLE ks.w (a int PRIMARY KEY);\nDROP KEYSPACE ks;"));
+        rows.push(row(
+            "table",
+            "ks",
+            "w",
+            "CREATE TABLE ks.w (a int PRIMARY KEY);\nDROP KEYSPACE ks;",
+        ));
         rows.push(row("index", "ks", "bad", "CREATE INDEX bad ON ks.t (v"));
         let err = plan(&rows, &[], &ks_scope(), false).expect_err("refused");
-        for name in ["trigger ks.tr", "table ks.legacy", "table ks.w", "index ks.bad"] {
+        for name in [
+            "trigger ks.tr",
+            "table ks.legacy",
+            "table ks.w",
+            "index ks.bad",
+        ] {
             assert!(err.contains(name), "{name} not named: {err}");
         }
     }
@@ -470,7 +551,10 @@ mod tests {
         let mut target = backup();
         // Same columns, another id and formatting: not a conflict.
         target[2].statement = "CREATE TABLE ks.t (id bigint PRIMARY KEY, v text) WITH ID = 11111111-7f5e-7000-8000-000000000001 AND comment = 'a;\nb';".into();
-        assert_eq!(plan(&backup(), &target, &scope, false), Ok(SchemaPlan::default()));
+        assert_eq!(
+            plan(&backup(), &target, &scope, false),
+            Ok(SchemaPlan::default())
+        );
         target[2].statement =
             "CREATE TABLE ks.t (id bigint PRIMARY KEY, v int) WITH comment = 'a;\nb';".into();
         let err = plan(&backup(), &target, &scope, false).expect_err("conflict");
@@ -486,7 +570,10 @@ mod tests {
         let st = "CREATE TABLE ks.t (id int PRIMARY KEY, \"größe_名前\" text) WITH ID = 0190d0c4-7f5e-7000-8000-000000000001 AND comment = 'ünï; ✓';";
         let rows = vec![row("table", "ks", "t", st)];
         let mut live = rows.clone();
-        assert_eq!(plan(&rows, &live, &ks_scope(), false), Ok(SchemaPlan::default()));
+        assert_eq!(
+            plan(&rows, &live, &ks_scope(), false),
+            Ok(SchemaPlan::default())
+        );
         live[0].statement = st.replace("größe_名前", "größe_名");
         let err = plan(&rows, &live, &ks_scope(), false).expect_err("conflict");
         assert!(err.contains("größe_名前"), "{err}");
