@@ -335,14 +335,15 @@ impl ObjectKind {
         }
     }
 
-    /// Parses [`ObjectKind::as_str`].
+    /// Parses [`ObjectKind::as_str`] (and `DESCRIBE`'s `materialized_view`).
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "keyspace" => ObjectKind::Keyspace,
             "type" => ObjectKind::Type,
             "table" => ObjectKind::Table,
             "index" => ObjectKind::Index,
-            "view" => ObjectKind::View,
+            // `DESCRIBE SCHEMA` names views `materialized_view`.
+            "view" | "materialized_view" => ObjectKind::View,
             "function" => ObjectKind::Function,
             "aggregate" => ObjectKind::Aggregate,
             "dropped_column" => ObjectKind::DroppedColumn,
