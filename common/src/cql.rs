@@ -270,6 +270,17 @@ fn quoted_end(b: &[u8], i: usize, q: u8) -> Option<usize> {
     None
 }
 
+/// Whether the name `DESCRIBE` printed (quoted if it needed quotes, or raw) is `ident`.
+pub fn names_match(printed: &str, ident: &str) -> bool {
+    if printed == ident {
+        return true;
+    }
+    match tokenize(printed).as_deref() {
+        Ok([t]) if t.kind == TokenKind::QuotedName => t.ident().as_deref() == Some(ident),
+        _ => false,
+    }
+}
+
 /// Splits a CQL script into statements at the `;` that are outside literals, quoted names,
 /// comments and `$$` bodies. Each statement keeps its text (inner comments included) with its
 /// `;`; text holding only comments or whitespace yields nothing.
@@ -324,14 +335,15 @@ impl ObjectKind {
         }
     }
 
-    /// Parses [`ObjectKind::as_str`].
+    /// Parses [`ObjectKind::as_str`] (and `DESCRIBE`'s `materialized_view`).
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "keyspace" => ObjectKind::Keyspace,
             "type" => ObjectKind::Type,
             "table" => ObjectKind::Table,
             "index" => ObjectKind::Index,
-            "view" => ObjectKind::View,
+            // `DESCRIBE SCHEMA` names views `materialized_view`.
+            "view" | "materialized_view" => ObjectKind::View,
             "function" => ObjectKind::Function,
             "aggregate" => ObjectKind::Aggregate,
             "dropped_column" => ObjectKind::DroppedColumn,
@@ -957,6 +969,15 @@ mod tests {
         assert!(st[0].contains("'a;\nb'"));
         assert!(st[1].starts_with("CREATE FUNCTION") && st[1].contains("return a; $$;"));
         assert_eq!(st[2], "ALTER TABLE ks.t DROP old USING TIMESTAMP 5;");
+    }
+
+    #[test]
+    fn printed_names_match_raw_or_quoted() {
+        assert!(names_match("ks", "ks"));
+        assert!(names_match("\"MyKs\"", "MyKs"));
+        assert!(names_match("\"a\"\"b\"", "a\"b"));
+        assert!(!names_match("MyKs", "myks"));
+        assert!(!names_match("\"ks\".x", "ks"));
     }
 
     #[test]

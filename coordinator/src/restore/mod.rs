@@ -149,7 +149,11 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
         }
         Some(req.tables.iter().map(ToString::to_string).collect())
     };
-    let scope = schema::Scope { keyspaces, tables };
+    let scope = schema::Scope {
+        keyspaces,
+        tables,
+        views: schema::views(&backup.schema),
+    };
     let (_cluster, nodes) = reach_cluster(coord, req.cluster_name.as_deref()).await?;
 
     // Same topology: the same host ids with the same tokens.

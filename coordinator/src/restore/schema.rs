@@ -18,13 +18,30 @@ pub struct Scope {
     pub keyspaces: BTreeSet<String>,
     /// Set when only some tables of one keyspace are restored.
     pub tables: Option<BTreeSet<String>>,
+    /// Materialized views (keyspace, view): their SSTables are never imported; Cassandra
+    /// rebuilds a view from its base table.
+    pub views: BTreeSet<(String, String)>,
 }
 
 impl Scope {
-    /// Whether `ks.table` is restored.
+    /// Whether `ks.table` is restored (never a view's own data).
     pub fn keeps(&self, ks: &str, table: &str) -> bool {
-        self.keyspaces.contains(ks) && self.tables.as_ref().is_none_or(|t| t.contains(table))
+        self.keyspaces.contains(ks)
+            && self.tables.as_ref().is_none_or(|t| t.contains(table))
+            && !self.views.contains(&(ks.to_string(), table.to_string()))
     }
+}
+
+/// The materialized views of a backup's schema, as (keyspace, view) in their stored spelling.
+pub fn views(backup: &[SchemaRow]) -> BTreeSet<(String, String)> {
+    backup
+        .iter()
+        .filter(|r| ObjectKind::parse(&r.kind) == Some(ObjectKind::View))
+        .map(|r| match parse_row(r) {
+            Ok(p) => (p.objects[0].keyspace.clone(), p.objects[0].name.clone()),
+            Err(_) => (r.keyspace.clone(), r.name.clone()),
+        })
+        .collect()
 }
 
 /// The objects to create: `before_data` in the schema stage, `views` once the data is in.
@@ -104,7 +121,7 @@ fn parse_row(r: &SchemaRow) -> Result<Parsed<'_>, String> {
                     .first()
                     .is_some_and(|t: &pb::SchemaObject| t.name == st.name)
         };
-        if !fits || st.keyspace != r.keyspace {
+        if !fits || !cql::names_match(&r.keyspace, &st.keyspace) {
             return Err(format!(
                 "{}: statement {} creates {} {}.{} instead",
                 label(r),
@@ -363,6 +380,7 @@ mod tests {
         Scope {
             keyspaces: ["ks".to_string()].into(),
             tables: None,
+            views: BTreeSet::new(),
         }
     }
 
@@ -441,7 +459,7 @@ mod tests {
     fn dependency_order_types_functions_aggregates_tables_indexes_then_views() {
         let rows = vec![
             row(
-                "view",
+                "materialized_view",
                 "ks",
                 "by_v",
                 "CREATE MATERIALIZED VIEW ks.by_v AS\n    SELECT * FROM ks.t\n    WHERE v IS NOT NULL AND id IS NOT NULL\n    PRIMARY KEY (v, id)\n WITH comment = '';",
@@ -500,6 +518,12 @@ mod tests {
                 .statement
                 .contains("$$return s + v; // ; $$;")
         );
+        // A view's own SSTables are never imported; its base table's are.
+        let scope = Scope {
+            views: views(&rows),
+            ..ks_scope()
+        };
+        assert!(!scope.keeps("ks", "by_v") && scope.keeps("ks", "t"));
     }
 
     #[test]
@@ -535,6 +559,7 @@ mod tests {
         let scope = Scope {
             keyspaces: ["ks".to_string()].into(),
             tables: Some(["u".to_string()].into()),
+            views: BTreeSet::new(),
         };
         let target = vec![backup()[0].clone(), backup()[1].clone()];
         let st = statements(&plan(&backup(), &target, &scope, false).expect("plan"));
@@ -547,6 +572,7 @@ mod tests {
         let scope = Scope {
             keyspaces: ["ks".to_string()].into(),
             tables: Some(["t".to_string()].into()),
+            views: BTreeSet::new(),
         };
         let mut target = backup();
         // Same columns, another id and formatting: not a conflict.
