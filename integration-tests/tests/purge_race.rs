@@ -85,9 +85,11 @@ async fn a_purge_paused_between_listing_and_sweep_keeps_a_blob_another_coordinat
     // listing the blobs.
     std::fs::write(&pause, b"hold")?;
     let coordinator_url = a.coordinator_url.clone();
+    let admin = a.certs().flags("admin");
     let purge = std::thread::spawn(move || -> anyhow::Result<Value> {
         let out = std::process::Command::new(deployment::bin("ringvault")?)
             .args(["--coordinator", &coordinator_url])
+            .args(&admin)
             .args(["purge", "--keep-last", "1", "--grace-secs", "0", "--force"])
             .args(["--output", "json"])
             .output()?;
