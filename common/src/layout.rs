@@ -81,6 +81,74 @@ pub fn node_manifest(run: &RunId, host_id: &crate::manifest::HostId) -> ObjectKe
 pub fn run_manifest(run: &RunId) -> ObjectKey {
     ObjectKey(format!("runs/{run}/manifest.json"))
 }
+/// What a key inside a run folder is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunObject {
+    /// `manifest.json`: the commit marker.
+    Manifest,
+    /// `lease.json`.
+    Lease,
+    /// `schema.cql`.
+    Schema,
+    /// `schema.json`.
+    SchemaRows,
+    /// `topology.json`.
+    Topology,
+    /// `nodes/<host id>.json`.
+    NodeManifest(crate::manifest::HostId),
+    /// Anything else (not written by ringvault).
+    Other,
+}
+
+/// The folder name under [`RUNS_PREFIX`] a key lies in, whether or not it is a run id
+/// ringvault writes (purge must see foreign folders too).
+pub fn run_folder(key: &ObjectKey) -> Option<&str> {
+    key.as_str()
+        .strip_prefix(RUNS_PREFIX)
+        .and_then(|rest| rest.split('/').next())
+}
+
+/// Whether `key` names a commit manifest of any run folder, canonical or not
+/// (`runs/<folder>/…/manifest.json`).
+pub fn names_manifest(key: &ObjectKey) -> bool {
+    run_folder(key).is_some() && key.as_str().ends_with("/manifest.json")
+}
+
+/// The run and object a key under [`RUNS_PREFIX`] is, for keys exactly as ringvault builds
+/// them (the inverse of [`run_manifest`], [`node_manifest`] and the others).
+pub fn parse_run_key(key: &ObjectKey) -> Option<(RunId, RunObject)> {
+    let folder = run_folder(key)?;
+    let run = RunId::parse(folder).ok().filter(|r| r.as_str() == folder)?;
+    let rest = key
+        .as_str()
+        .get(RUNS_PREFIX.len() + folder.len()..)?
+        .strip_prefix('/')?;
+    let obj = match rest {
+        "manifest.json" => RunObject::Manifest,
+        "lease.json" => RunObject::Lease,
+        "schema.cql" => RunObject::Schema,
+        "schema.json" => RunObject::SchemaRows,
+        "topology.json" => RunObject::Topology,
+        other => match other
+            .strip_prefix("nodes/")
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|h| crate::manifest::HostId::parse(h).ok())
+        {
+            Some(h) if node_manifest(&run, &h) == *key => RunObject::NodeManifest(h),
+            _ => RunObject::Other,
+        },
+    };
+    Some((run, obj))
+}
+
+/// The run whose commit manifest `key` is, if it is one.
+pub fn parse_run_manifest(key: &ObjectKey) -> Option<RunId> {
+    match parse_run_key(key)? {
+        (run, RunObject::Manifest) => Some(run),
+        _ => None,
+    }
+}
+
 /// Prefix under which uploads are staged until their hash is known.
 pub const TMP_PREFIX: &str = "tmp/";
 
@@ -168,6 +236,32 @@ pub fn staging(run: &RunId, unique: &str) -> ObjectKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_keys_parse_back_to_what_built_them() {
+        let run = RunId::new();
+        let host = crate::manifest::HostId::parse("0b0e6a2c-3b35-4f3e-9a51-64b5a2c7e001")
+            .expect("host id");
+        assert_eq!(parse_run_manifest(&run_manifest(&run)), Some(run.clone()));
+        assert_eq!(
+            parse_run_key(&node_manifest(&run, &host)),
+            Some((run.clone(), RunObject::NodeManifest(host)))
+        );
+        assert_eq!(
+            parse_run_key(&run_lease(&run)),
+            Some((run.clone(), RunObject::Lease))
+        );
+        assert_eq!(
+            parse_run_key(&run_topology(&run)),
+            Some((run.clone(), RunObject::Topology))
+        );
+        assert_eq!(parse_run_manifest(&run_lease(&run)), None);
+        let foreign = ObjectKey("runs/not-a-run/x/manifest.json".into());
+        assert_eq!(parse_run_key(&foreign), None);
+        assert!(names_manifest(&foreign));
+        assert_eq!(run_folder(&foreign), Some("not-a-run"));
+        assert_eq!(run_folder(&ObjectKey("blobs/ab".into())), None);
+    }
 
     #[test]
     fn keys_follow_the_design_layout() {

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::run::{NodeState, RunKind, RunStage, RunState, SnapshotMark};
 use anyhow::Context;
 use rusqlite::{OptionalExtension, params};
 
@@ -49,11 +50,11 @@ pub struct WorkerRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
     pub id: String,
-    pub kind: String,
+    pub kind: RunKind,
     pub tag: String,
     pub cluster_name: String,
-    pub state: String,
-    pub stage: String,
+    pub state: RunState,
+    pub stage: RunStage,
     pub keyspaces: Vec<String>,
     pub tables: Vec<String>,
     pub store_url: String,
@@ -74,8 +75,8 @@ pub struct RunNodeRow {
     pub host_id: String,
     pub address: String,
     pub worker_address: String,
-    pub state: String,
-    pub snapshot: String,
+    pub state: NodeState,
+    pub snapshot: SnapshotMark,
     pub files_total: u64,
     pub files_done: u64,
     pub bytes_total: u64,
@@ -346,7 +347,7 @@ impl Db {
     }
 
     /// Moves a run to a stage.
-    pub fn set_stage(&self, run_id: &str, stage: &str) -> anyhow::Result<()> {
+    pub fn set_stage(&self, run_id: &str, stage: RunStage) -> anyhow::Result<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET stage=?2 WHERE id=?1",
@@ -382,7 +383,7 @@ impl Db {
     pub fn finish_run(
         &self,
         run_id: &str,
-        state: &str,
+        state: RunState,
         error: &str,
         now_ms: i64,
     ) -> anyhow::Result<()> {
@@ -393,7 +394,7 @@ impl Db {
                 params![run_id, state, error, now_ms],
             )?;
             // The metrics counters take the run's files once, when it ends.
-            if state != "RUNNING" {
+            if state.is_terminal() {
                 count_files(&tx, run_id)?;
             }
             tx.commit()?;
@@ -402,14 +403,22 @@ impl Db {
     }
 
     fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRow, String, String, String)> {
+        let kind: RunKind = r.get(1)?;
+        let stage: String = r.get(5)?;
         Ok((
             RunRow {
                 id: r.get(0)?,
-                kind: r.get(1)?,
+                kind,
                 tag: r.get(2)?,
                 cluster_name: r.get(3)?,
                 state: r.get(4)?,
-                stage: r.get(5)?,
+                stage: RunStage::parse(kind, &stage).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        5,
+                        rusqlite::types::Type::Text,
+                        format!("unknown {kind} stage {stage:?}").into(),
+                    )
+                })?,
                 keyspaces: Vec::new(),
                 tables: Vec::new(),
                 store_url: r.get(8)?,
@@ -456,7 +465,7 @@ impl Db {
     }
 
     /// Newest runs first; `only_state` filters.
-    pub fn runs(&self, limit: u32, only_state: Option<&str>) -> anyhow::Result<Vec<RunRow>> {
+    pub fn runs(&self, limit: u32, only_state: Option<RunState>) -> anyhow::Result<Vec<RunRow>> {
         self.with(|c| {
             let sql = format!(
                 "SELECT {} FROM runs WHERE (?1 IS NULL OR state=?1) ORDER BY created_ms DESC, id DESC LIMIT ?2",
@@ -620,8 +629,8 @@ pub struct ScheduleEventRow {
 impl Db {
     // ------------------------------------------------------------------ schedules
 
-    /// Adds a schedule; refuses an id in use.
-    pub fn insert_schedule(&self, s: &ScheduleRow) -> anyhow::Result<()> {
+    /// Adds a schedule; false (and nothing changed) when one with its id exists.
+    pub fn insert_schedule(&self, s: &ScheduleRow) -> anyhow::Result<bool> {
         self.with(|c| {
             let n = c.execute(
                 "INSERT OR IGNORE INTO schedules (id, cron, cluster_name, keyspaces, tables, keep_last, keep_days, limits_json, missed, paused, next_due_ms, created_ms)
@@ -629,8 +638,7 @@ impl Db {
                 params![s.id, s.cron, s.cluster_name, serde_json::to_string(&s.keyspaces)?, serde_json::to_string(&s.tables)?, s.keep_last, s.keep_days,
                         serde_json::to_string(&s.limits)?, s.missed, s.paused, s.next_due_ms, s.created_ms],
             )?;
-            anyhow::ensure!(n == 1, "schedule {} already exists", s.id);
-            Ok(())
+            Ok(n == 1)
         })
     }
 
@@ -744,8 +752,8 @@ impl Db {
 /// How many runs of one kind are in one state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunStateCount {
-    pub kind: String,
-    pub state: String,
+    pub kind: RunKind,
+    pub state: RunState,
     pub runs: u64,
 }
 
@@ -1005,11 +1013,11 @@ mod tests {
         let db = Db::open(&path)?; // second open: no migration re-run
         let run = RunRow {
             id: "r1".into(),
-            kind: "backup".into(),
+            kind: RunKind::Backup,
             tag: "t".into(),
             cluster_name: "c".into(),
-            state: "RUNNING".into(),
-            stage: "plan".into(),
+            state: RunState::Running,
+            stage: RunStage::Backup(crate::run::BackupStage::Plan),
             keyspaces: vec!["ks".into()],
             tables: vec![],
             store_url: "file:///x".into(),
@@ -1025,12 +1033,12 @@ mod tests {
         };
         db.insert_run(&run)?;
         assert_eq!(db.run("r1")?, Some(run.clone()));
-        assert_eq!(db.runs(10, Some("RUNNING"))?.len(), 1);
-        db.finish_run("r1", "FAILED", "boom", 5)?;
-        assert_eq!(db.runs(10, Some("RUNNING"))?.len(), 0);
+        assert_eq!(db.runs(10, Some(RunState::Running))?.len(), 1);
+        db.finish_run("r1", RunState::Failed, "boom", 5)?;
+        assert_eq!(db.runs(10, Some(RunState::Running))?.len(), 0);
         let node = RunNodeRow {
             host_id: "h".into(),
-            state: "UPLOADING".into(),
+            state: NodeState::Uploading,
             files_done: 3,
             ..Default::default()
         };
@@ -1075,13 +1083,17 @@ mod metrics_tests {
     use super::*;
 
     fn run(id: &str, kind: &str, cluster: &str) -> RunRow {
+        let kind = RunKind::parse(kind).expect("kind");
         RunRow {
             id: id.into(),
-            kind: kind.into(),
+            kind,
             tag: "t".into(),
             cluster_name: cluster.into(),
-            state: "RUNNING".into(),
-            stage: "plan".into(),
+            state: RunState::Running,
+            stage: match kind {
+                RunKind::Backup => RunStage::Backup(crate::run::BackupStage::Plan),
+                RunKind::Restore => RunStage::Restore(crate::run::RestoreStage::Plan),
+            },
             keyspaces: vec![],
             tables: vec![],
             store_url: "file:///x".into(),
@@ -1128,25 +1140,25 @@ mod metrics_tests {
         db.insert_files("b2", &[file("a", 10, false), file("b", 20, false)])?;
         db.insert_files("b3", &[file("c", 5, true)])?;
         db.insert_files("r1", &[file("a", 10, true)])?;
-        db.finish_run("b1", "DONE", "", 5_000)?;
-        db.finish_run("b2", "DONE", "", 9_500)?;
-        db.finish_run("b3", "FAILED", "boom", 7_000)?;
+        db.finish_run("b1", RunState::Done, "", 5_000)?;
+        db.finish_run("b2", RunState::Done, "", 9_500)?;
+        db.finish_run("b3", RunState::Failed, "boom", 7_000)?;
         assert_eq!(
             db.run_state_counts()?,
             vec![
                 RunStateCount {
-                    kind: "backup".into(),
-                    state: "DONE".into(),
+                    kind: RunKind::Backup,
+                    state: RunState::Done,
                     runs: 2
                 },
                 RunStateCount {
-                    kind: "backup".into(),
-                    state: "FAILED".into(),
+                    kind: RunKind::Backup,
+                    state: RunState::Failed,
                     runs: 1
                 },
                 RunStateCount {
-                    kind: "restore".into(),
-                    state: "RUNNING".into(),
+                    kind: RunKind::Restore,
+                    state: RunState::Running,
                     runs: 1
                 },
             ]
@@ -1196,8 +1208,8 @@ mod metrics_tests {
         db.insert_files("old", &[file("a", 10, true), file("b", 20, false)])?;
         db.insert_files("new", &[file("a", 10, false)])?;
         db.insert_files("live", &[file("c", 5, true)])?;
-        db.finish_run("old", "DONE", "", 1_000)?;
-        db.finish_run("new", "DONE", "", 9_000)?;
+        db.finish_run("old", RunState::Done, "", 1_000)?;
+        db.finish_run("new", RunState::Done, "", 9_000)?;
         let before = db.backup_file_totals()?;
         assert_eq!(
             before,
@@ -1225,13 +1237,13 @@ mod metrics_tests {
             db.run_state_counts()?,
             vec![
                 RunStateCount {
-                    kind: "backup".into(),
-                    state: "DONE".into(),
+                    kind: RunKind::Backup,
+                    state: RunState::Done,
                     runs: 2
                 },
                 RunStateCount {
-                    kind: "backup".into(),
-                    state: "RUNNING".into(),
+                    kind: RunKind::Backup,
+                    state: RunState::Running,
                     runs: 1
                 },
             ]
@@ -1286,11 +1298,11 @@ mod datacenter_tests {
         let db = Db::open(&dir.path().join("c.db"))?;
         db.insert_run(&RunRow {
             id: "r1".into(),
-            kind: "backup".into(),
+            kind: RunKind::Backup,
             tag: "t".into(),
             cluster_name: "c".into(),
-            state: "RUNNING".into(),
-            stage: "plan".into(),
+            state: RunState::Running,
+            stage: RunStage::Backup(crate::run::BackupStage::Plan),
             keyspaces: vec![],
             tables: vec![],
             store_url: "file:///x".into(),

@@ -3,23 +3,22 @@
 //! driven through persisted stages by [`backup`]; all state lives in SQLite behind [`db`];
 //! [`metrics`] serves it to Prometheus.
 pub mod backup;
+pub mod catalog;
 pub mod db;
+pub mod error;
+pub mod grpc;
 pub mod limits;
 pub mod maintenance;
 pub mod metrics;
-pub mod progress;
 pub mod purge;
-pub mod registry;
 pub mod restore;
-pub mod runs;
+pub mod run;
 pub mod schedule;
-pub mod service;
 pub mod verify;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -122,10 +121,8 @@ pub struct Coordinator {
     pub opts: CoordinatorOptions,
     pub db: db::Db,
     pub store: Arc<dyn Store>,
-    /// Runs in progress in this process, by run id.
-    pub active: Mutex<HashMap<String, Arc<progress::RunHandle>>>,
-    /// Backup starts hold it shared while they plan and record; a purge holds it exclusively.
-    pub purge_lock: tokio::sync::RwLock<()>,
+    /// Runs in progress in this process and the purge lock.
+    pub runs: run::RunRegistry,
     /// Stores `--from-store` may name.
     pub from_store_allowlist: ringvault_common::security::StoreAllowlist,
 }
@@ -189,8 +186,7 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         opts: opts.clone(),
         db,
         store,
-        active: Mutex::new(HashMap::new()),
-        purge_lock: tokio::sync::RwLock::new(()),
+        runs: run::RunRegistry::new(),
         from_store_allowlist,
     });
     backup::recover_unfinished(&coord).await?;
@@ -210,7 +206,7 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
     }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<ringvault_proto::v1::coordinator_server::CoordinatorServer<service::CoordinatorService>>()
+        .set_serving::<ringvault_proto::v1::coordinator_server::CoordinatorServer<grpc::CoordinatorService>>()
         .await;
     tracing::info!(listen = %opts.listen, "coordinator serving");
     let incoming = security::serve::incoming(opts.listen, security).await?;
@@ -222,15 +218,15 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         ))
         .add_service(health_service)
         .add_service(
-            ringvault_proto::v1::registry_server::RegistryServer::new(
-                registry::RegistryService::new(Arc::clone(&coord)),
-            )
+            ringvault_proto::v1::registry_server::RegistryServer::new(grpc::RegistryService::new(
+                Arc::clone(&coord),
+            ))
             .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
             .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE),
         )
         .add_service(
             ringvault_proto::v1::coordinator_server::CoordinatorServer::new(
-                service::CoordinatorService::new(coord),
+                grpc::CoordinatorService::new(coord),
             )
             .max_decoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE)
             .max_encoding_message_size(ringvault_common::service::MAX_GRPC_MESSAGE),

@@ -6,14 +6,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::CoordinatorError;
 use futures::future::BoxFuture;
 use ringvault_common::Identifier;
-use tonic::Status;
 
 use crate::backup::{self, BackupRequest};
 use crate::db::ScheduleRow;
-use crate::progress::RunState;
 use crate::purge::{self, PurgeOptions, PurgeReport, RetentionPolicy};
+use crate::run::RunState;
 use crate::schedule::Launcher;
 use crate::{Coordinator, now_ms};
 
@@ -53,50 +53,36 @@ fn pause_hook() -> Option<purge::PauseHook> {
 }
 
 /// Runs a purge now; refuses while any backup runs in this coordinator or another purge runs.
-pub async fn run_purge(coord: &Arc<Coordinator>, req: PurgeRequest) -> Result<PurgeReport, Status> {
+pub async fn run_purge(
+    coord: &Arc<Coordinator>,
+    req: PurgeRequest,
+) -> Result<PurgeReport, CoordinatorError> {
     let grace = req
         .grace
         .unwrap_or(Duration::from_secs(coord.opts.purge_grace_secs));
     if grace < purge::MIN_GRACE && !req.force {
-        return Err(Status::invalid_argument(format!(
+        return Err(CoordinatorError::invalid(format!(
             "a grace period of {}s is below the minimum of {}s: it would delete uploads other \
              coordinators have in flight; pass --force to do it anyway (nothing was deleted)",
             grace.as_secs(),
             purge::MIN_GRACE.as_secs()
         )));
     }
-    let _exclusive = coord.purge_lock.try_write().map_err(|_| {
-        Status::failed_precondition(
-            "a purge or a backup start is in progress; try again when it ends",
-        )
-    })?;
-    let busy: Vec<String> = coord
-        .active
-        .lock()
-        .map_err(|_| Status::internal("active runs lock poisoned"))?
-        .values()
-        .map(|h| h.id.clone())
-        .collect();
-    if !busy.is_empty() {
-        return Err(Status::failed_precondition(format!(
-            "run(s) {} in progress; purge would race them (nothing was deleted)",
-            busy.join(", ")
-        )));
-    }
+    let _exclusive = coord.runs.purge_guard()?;
     let schedules = coord
         .db
         .call(|db| db.schedules())
         .await
-        .map_err(|e| Status::internal(format!("{e:#}")))?;
+        .map_err(CoordinatorError::Internal)?;
     let running = coord
         .db
         .call(|db| {
-            let runs = db.runs(u32::MAX, Some(RunState::Running.as_str()))?;
+            let runs = db.runs(u32::MAX, Some(RunState::Running))?;
             let blobs = db.running_blobs()?;
             Ok((runs, blobs))
         })
         .await
-        .map_err(|e| Status::internal(format!("{e:#}")))?;
+        .map_err(CoordinatorError::Internal)?;
     let opts = PurgeOptions {
         dry_run: req.dry_run,
         default_policy: req.policy.unwrap_or(RetentionPolicy {
@@ -123,7 +109,7 @@ pub async fn run_purge(coord: &Arc<Coordinator>, req: PurgeRequest) -> Result<Pu
     };
     let report = purge::purge(&coord.store, &opts)
         .await
-        .map_err(|e| Status::internal(format!("purge: {e:#}")))?;
+        .map_err(|e| CoordinatorError::Internal(e.context("purge")))?;
     tracing::info!(
         dry_run = report.dry_run,
         runs = report.runs_deleted.len(),
@@ -167,14 +153,13 @@ impl ScheduledBackups {
         let run = loop {
             match backup::start(&self.coord, req.clone()).await {
                 Ok((run, _)) => break run,
-                Err(e)
-                    if e.code() == tonic::Code::Unavailable
-                        && tokio::time::Instant::now() < deadline =>
+                Err(e @ (CoordinatorError::Unavailable { .. } | CoordinatorError::Busy(_)))
+                    if tokio::time::Instant::now() < deadline =>
                 {
-                    tracing::debug!(schedule = s.id, why = e.message(), "scheduled backup waits");
+                    tracing::debug!(schedule = s.id, why = %e, "scheduled backup waits");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
-                Err(e) => return Err(e.message().to_string()),
+                Err(e) => return Err(e.to_string()),
             }
         };
         let coord = Arc::clone(&self.coord);
@@ -193,32 +178,28 @@ impl Launcher for ScheduledBackups {
 /// Waits for a scheduled run to end; when it is done, applies retention (a purge with the
 /// configured grace period). Failures are logged: the backup itself is not affected.
 async fn retention_after(coord: Arc<Coordinator>, run_id: String, schedule: String) {
-    let handle = coord
-        .active
-        .lock()
-        .ok()
-        .and_then(|a| a.get(&run_id).cloned());
+    let handle = coord.runs.get(&run_id);
     if let Some(h) = handle {
         let mut rx = h.view.subscribe();
-        while rx.borrow_and_update().finished_unix_ms == 0 {
+        while rx.borrow_and_update().run.finished_ms == 0 {
             if rx.changed().await.is_err() {
                 break;
             }
         }
     }
     // The run is recorded as ended just after its view; wait for the row.
-    let mut state = String::new();
+    let mut state = RunState::Running;
     for _ in 0..50 {
         let id = run_id.clone();
         if let Ok(Some(r)) = coord.db.call(move |db| db.run(&id)).await
-            && r.state != RunState::Running.as_str()
+            && r.state.is_terminal()
         {
             state = r.state;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if state != RunState::Done.as_str() {
+    if state != RunState::Done {
         return;
     }
     // Other runs may still be finishing: retry for a while.
@@ -235,7 +216,7 @@ async fn retention_after(coord: Arc<Coordinator>, run_id: String, schedule: Stri
                 return;
             }
             Err(e) => {
-                tracing::debug!(error = e.message(), "retention postponed");
+                tracing::debug!(error = %e, "retention postponed");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }

@@ -10,9 +10,10 @@ use ringvault_common::metrics::{MetricsText, NO_LABELS};
 
 use crate::Coordinator;
 use crate::db::{ClusterFileTotals, RunStateCount};
+use crate::run::{RunKind, RunState};
 
-const KINDS: [&str; 2] = ["backup", "restore"];
-const STATES: [&str; 4] = ["RUNNING", "DONE", "FAILED", "CANCELLED"];
+const KINDS: &[RunKind] = RunKind::ALL;
+const STATES: &[RunState] = RunState::ALL;
 
 /// Binds `addr` and serves `GET /metrics` for `coord` on a spawned task.
 pub async fn spawn(addr: SocketAddr, coord: Arc<Coordinator>) -> anyhow::Result<()> {
@@ -88,7 +89,7 @@ fn format(
     let mut by_kind_state: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for k in KINDS {
         for s in STATES {
-            by_kind_state.insert((k, s), 0);
+            by_kind_state.insert((k.as_str(), s.as_str()), 0);
         }
     }
     for r in runs {
@@ -103,8 +104,8 @@ fn format(
             .iter()
             .map(|((k, s), n)| ([("kind", *k), ("state", *s)], *n as f64)),
     );
-    let mut failed: BTreeMap<&str, u64> = KINDS.iter().map(|k| (*k, 0)).collect();
-    for r in runs.iter().filter(|r| r.state == "FAILED") {
+    let mut failed: BTreeMap<&str, u64> = KINDS.iter().map(|k| (k.as_str(), 0)).collect();
+    for r in runs.iter().filter(|r| r.state == RunState::Failed) {
         *failed.entry(r.kind.as_str()).or_default() += r.runs;
     }
     m.counter(
@@ -172,13 +173,13 @@ mod tests {
     fn renders_every_family_with_zeroes_filled_in() {
         let runs = vec![
             RunStateCount {
-                kind: "backup".into(),
-                state: "DONE".into(),
+                kind: RunKind::Backup,
+                state: RunState::Done,
                 runs: 2,
             },
             RunStateCount {
-                kind: "backup".into(),
-                state: "FAILED".into(),
+                kind: RunKind::Backup,
+                state: RunState::Failed,
                 runs: 1,
             },
         ];

@@ -226,9 +226,7 @@ async fn mark(
 
 /// The run folder a key under `runs/` belongs to.
 fn run_of(key: &ObjectKey) -> Option<&str> {
-    key.as_str()
-        .strip_prefix(layout::RUNS_PREFIX)
-        .and_then(|rest| rest.split('/').next())
+    layout::run_folder(key)
 }
 
 /// The live leases under `runs/` in `objects`: their blobs are marked.
@@ -343,10 +341,7 @@ pub async fn purge(store: &Arc<dyn Store>, opts: &PurgeOptions) -> anyhow::Resul
         };
         let manifest_key = layout::run_manifest(&run_id);
         if !objects.iter().any(|o| o.key == manifest_key) {
-            if objects
-                .iter()
-                .any(|o| o.key.as_str().ends_with("/manifest.json"))
-            {
+            if objects.iter().any(|o| layout::names_manifest(&o.key)) {
                 foreign.insert(run.clone());
             }
             continue;
@@ -388,7 +383,7 @@ pub async fn purge(store: &Arc<dyn Store>, opts: &PurgeOptions) -> anyhow::Resul
     let mut doomed_rest = Vec::new();
     for e in &expired {
         for o in folders.get(&e.run_id).into_iter().flatten() {
-            if o.key.as_str().ends_with("/manifest.json") && run_of(&o.key) == Some(&e.run_id) {
+            if layout::names_manifest(&o.key) && run_of(&o.key) == Some(&e.run_id) {
                 doomed_markers.push(o.key.clone());
             } else {
                 doomed_rest.push(o.key.clone());

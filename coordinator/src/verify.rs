@@ -3,6 +3,7 @@
 //! parallel under a bandwidth cap, and re-hashes it. The report is per node and table, with
 //! every problem named (missing, wrong size, wrong hash, unreadable), plus manifest totals
 //! that disagree with the node manifests.
+use crate::error::CoordinatorError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use ringvault_common::layout;
 use ringvault_common::store::Store;
 use ringvault_common::throttle::Throttle;
 
-use crate::restore::catalog;
+use crate::catalog;
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -90,13 +91,26 @@ impl VerifyReport {
 /// What is wrong with one blob, if anything.
 type BlobVerdict = Option<(&'static str, String)>;
 
+/// [`verify`] holding the coordinator's purge lock shared for the whole check: a purge cannot
+/// sweep what is being checked.
+pub async fn verify_held(
+    coord: &crate::Coordinator,
+    store: &Arc<dyn Store>,
+    run: &RunId,
+    opts: &VerifyOptions,
+    observer: &dyn VerifyObserver,
+) -> Result<VerifyReport, CoordinatorError> {
+    let _no_purge = coord.runs.read_guard().await;
+    verify(store, run, opts, observer).await
+}
+
 /// Verifies committed backup `run` in `store`.
 pub async fn verify(
     store: &Arc<dyn Store>,
     run: &RunId,
     opts: &VerifyOptions,
     observer: &dyn VerifyObserver,
-) -> anyhow::Result<VerifyReport> {
+) -> Result<VerifyReport, CoordinatorError> {
     let started = Instant::now();
     let backup = catalog::load(store, run).await?;
     let mut report = VerifyReport {

@@ -11,13 +11,9 @@ use ringvault_proto::v1 as pb;
 use super::{PlannedNode, Retry, RunContext, connect_worker};
 use crate::Coordinator;
 use crate::db::RunNodeRow;
+use crate::run::SnapshotMark;
 
 const CLEAR_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Whether a node's snapshot state means a snapshot may exist.
-pub fn may_hold_snapshot(state: &str) -> bool {
-    state == "taken" || state == "requested"
-}
 
 /// Clears the run's snapshot on every node that took it; reports the nodes where that failed.
 pub async fn clear_snapshots(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()> {
@@ -27,7 +23,7 @@ pub async fn clear_snapshots(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow:
         .filter(|n| {
             view.nodes
                 .iter()
-                .any(|v| v.host_id == n.info.host_id && may_hold_snapshot(&v.snapshot))
+                .any(|v| v.host_id == n.info.host_id && v.snapshot.may_exist())
         })
         .collect();
     let calls = taken.iter().map(|n| clear_on(ctx, n));
@@ -63,7 +59,7 @@ async fn clear_on(ctx: &RunContext, n: &PlannedNode) -> Result<(), String> {
         let failed = match r {
             Ok(Ok(_)) => {
                 ctx.handle
-                    .update_node(&n.info.host_id, |p| p.snapshot = "cleared".into());
+                    .update_node(&n.info.host_id, |p| p.snapshot = SnapshotMark::Cleared);
                 return Ok(());
             }
             Ok(Err(e)) => e,
@@ -89,7 +85,7 @@ pub async fn clear_after_restart(
     tag: SnapshotTag,
     nodes: Vec<RunNodeRow>,
 ) {
-    for mut node in nodes.into_iter().filter(|n| may_hold_snapshot(&n.snapshot)) {
+    for mut node in nodes.into_iter().filter(|n| n.snapshot.may_exist()) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         loop {
             let result = async {
@@ -105,7 +101,7 @@ pub async fn clear_after_restart(
             match result {
                 Ok(()) => {
                     tracing::info!(run = run_id, node = node.address, %tag, "cleared the snapshot of an unfinished run");
-                    node.snapshot = "cleared".into();
+                    node.snapshot = SnapshotMark::Cleared;
                     let (id, row) = (run_id.clone(), node.clone());
                     if let Err(e) = coord.db.call(move |db| db.put_run_node(&id, &row)).await {
                         tracing::warn!(error = %format!("{e:#}"), "recording a cleared snapshot");

@@ -19,6 +19,7 @@ use super::schema::describe;
 use super::upload::NodeFiles;
 use super::{PlannedNode, RunContext};
 use crate::now_ms;
+use crate::run::NodeState;
 
 const HEAD_PARALLELISM: usize = 32;
 
@@ -183,7 +184,7 @@ async fn write_manifests(
         .await?;
     ctx.handle.update(|r| {
         for n in &mut r.nodes {
-            n.state = "DONE".into();
+            n.state = NodeState::Done;
         }
     });
     Ok(())

@@ -15,6 +15,7 @@ mod upload;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::CoordinatorError;
 use ringvault_common::{Identifier, RunId, SnapshotTag};
 use ringvault_proto::v1 as pb;
 use ringvault_proto::v1::worker_client::WorkerClient;
@@ -24,7 +25,9 @@ use tonic::transport::Channel;
 pub use self::plan::{PlannedNode, Retry, reach_cluster, reach_cluster_in};
 pub use self::resume::recover_unfinished;
 use crate::db::{RunNodeRow, RunRow};
-use crate::progress::{RunHandle, RunState, Stage};
+use crate::run::{
+    BackupStage as Stage, NodeState, RunHandle, RunKind, RunStage, RunState, SnapshotMark,
+};
 use crate::{Coordinator, now_ms};
 
 /// A validated backup request.
@@ -53,11 +56,11 @@ impl BackupRequest {
 }
 
 /// Validates `--dc` names: non-empty, printable, at most 128 characters; duplicates dropped.
-pub fn datacenters(names: &[String]) -> Result<Vec<String>, Status> {
+pub fn datacenters(names: &[String]) -> Result<Vec<String>, CoordinatorError> {
     let mut out: Vec<String> = Vec::new();
     for n in names {
         if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
-            return Err(Status::invalid_argument(format!(
+            return Err(CoordinatorError::invalid(format!(
                 "bad datacenter name {n:?} (1 to 128 printable characters)"
             )));
         }
@@ -97,26 +100,24 @@ pub async fn connect_worker(addr: &str) -> anyhow::Result<WorkerClient<Channel>>
 pub async fn start(
     coord: &Arc<Coordinator>,
     req: BackupRequest,
-) -> Result<(RunId, SnapshotTag), Status> {
+) -> Result<(RunId, SnapshotTag), CoordinatorError> {
     let run_id = RunId::new();
     let tag = match &req.tag {
         Some(t) => t.clone(),
         None => default_tag(&run_id)?,
     };
-    let _no_purge = coord.purge_lock.try_read().map_err(|_| {
-        Status::unavailable("a purge is sweeping the store; start the backup when it ends")
-    })?;
+    let _no_purge = coord.runs.start_guard("backup")?;
     let mut req = req;
     req.limits = req.limits.or(coord.default_limits());
     let planned = plan::plan(coord, &req, &tag).await?;
     let cluster = planned.cluster_name.clone();
     let row = RunRow {
         id: run_id.to_string(),
-        kind: "backup".into(),
+        kind: RunKind::Backup,
         tag: tag.to_string(),
         cluster_name: cluster.clone(),
-        state: RunState::Running.as_str().into(),
-        stage: Stage::Snapshot.as_str().into(),
+        state: RunState::Running,
+        stage: RunStage::Backup(Stage::Snapshot),
         keyspaces: req.keyspaces.iter().map(ToString::to_string).collect(),
         tables: req.tables.iter().map(ToString::to_string).collect(),
         store_url: coord.opts.store.clone(),
@@ -134,8 +135,8 @@ pub async fn start(
             host_id: n.info.host_id.clone(),
             address: n.info.address.clone(),
             worker_address: n.info.worker_address.clone(),
-            state: "PLANNED".into(),
-            snapshot: "none".into(),
+            state: NodeState::Planned,
+            snapshot: SnapshotMark::None,
             ..Default::default()
         })
         .collect();
@@ -146,7 +147,7 @@ pub async fn start(
             .db
             .call(move |db| db.set_run_datacenters(&id, &dcs))
             .await
-            .map_err(|e| Status::internal(format!("{e:#}")))?;
+            .map_err(CoordinatorError::Internal)?;
         handle.update(|r| r.datacenters = req.datacenters.clone());
     }
     tracing::info!(run = %run_id, %tag, cluster, nodes = planned.nodes.len(), datacenters = ?req.datacenters, "backup started");
@@ -163,10 +164,11 @@ pub async fn start(
     Ok((run_id, tag))
 }
 
-fn default_tag(run: &RunId) -> Result<SnapshotTag, Status> {
+fn default_tag(run: &RunId) -> Result<SnapshotTag, CoordinatorError> {
     let ts = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let short: String = run.as_str().chars().rev().take(6).collect();
-    SnapshotTag::parse(&format!("rv-{ts}-{short}")).map_err(|e| Status::internal(e.to_string()))
+    SnapshotTag::parse(&format!("rv-{ts}-{short}"))
+        .map_err(|e| CoordinatorError::Internal(e.into()))
 }
 
 /// Attempts of one node's call per stage before the stage fails.
@@ -189,11 +191,12 @@ impl RunContext {
         if self.handle.cancel.is_cancelled() {
             anyhow::bail!("cancelled by the operator");
         }
-        self.handle.update(|r| r.stage = stage.as_str().into());
+        self.handle
+            .update(|r| r.run.stage = RunStage::Backup(stage));
         let id = self.run_id.to_string();
         self.coord
             .db
-            .call(move |db| db.set_stage(&id, stage.as_str()))
+            .call(move |db| db.set_stage(&id, RunStage::Backup(stage)))
             .await?;
         tracing::info!(run = %self.run_id, stage = stage.as_str(), "stage");
         Ok(())
@@ -266,13 +269,10 @@ async fn drive(ctx: RunContext, planned: plan::Plan, from: Stage) {
 
 impl RunContext {
     async fn enter_cleanup(&self) -> anyhow::Result<()> {
-        self.handle
-            .update(|r| r.stage = Stage::Cleanup.as_str().into());
+        let stage = RunStage::Backup(Stage::Cleanup);
+        self.handle.update(|r| r.run.stage = stage);
         let id = self.run_id.to_string();
-        self.coord
-            .db
-            .call(move |db| db.set_stage(&id, Stage::Cleanup.as_str()))
-            .await
+        self.coord.db.call(move |db| db.set_stage(&id, stage)).await
     }
 }
 
@@ -284,12 +284,11 @@ async fn run_stages(
     planned: &plan::Plan,
     from: Stage,
 ) -> anyhow::Result<()> {
-    let order = |s: Stage| s as u8;
-    if order(from) <= order(Stage::Snapshot) {
+    if from <= Stage::Snapshot {
         ctx.enter(Stage::Snapshot).await?;
         snapshot::take(ctx, nodes).await?;
     }
-    if order(from) <= order(Stage::Schema) {
+    if from <= Stage::Schema {
         ctx.enter(Stage::Schema).await?;
         schema::save(ctx, nodes, &planned.cluster_name, &planned.partitioner).await?;
     }
@@ -297,78 +296,6 @@ async fn run_stages(
     let files = upload::upload(ctx, nodes).await?;
     ctx.enter(Stage::Commit).await?;
     commit::commit(ctx, nodes, files).await
-}
-
-/// Converts a live node view to its row.
-pub fn node_row(n: &pb::NodeProgress) -> RunNodeRow {
-    RunNodeRow {
-        host_id: n.host_id.clone(),
-        address: n.address.clone(),
-        worker_address: n.worker_address.clone(),
-        state: n.state.clone(),
-        snapshot: n.snapshot.clone(),
-        files_total: n.files_total,
-        files_done: n.files_done,
-        bytes_total: n.bytes_total,
-        bytes_done: n.bytes_done,
-        files_uploaded: n.files_uploaded,
-        bytes_uploaded: n.bytes_uploaded,
-        error: n.error.clone(),
-        retries: n.retries,
-    }
-}
-
-/// Builds the CLI's view of a run from its rows.
-pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTotals]) -> pb::Run {
-    pb::Run {
-        id: r.id.clone(),
-        kind: r.kind.clone(),
-        tag: r.tag.clone(),
-        cluster_name: r.cluster_name.clone(),
-        state: r.state.clone(),
-        stage: r.stage.clone(),
-        keyspaces: r.keyspaces.clone(),
-        tables: r.tables.clone(),
-        store_url: ringvault_common::store::redact_url(&r.store_url),
-        created_unix_ms: r.created_ms,
-        finished_unix_ms: r.finished_ms,
-        error: r.error.clone(),
-        source_run_id: r.source_run_id.clone(),
-        limits: Some(pb::RunLimits {
-            upload_concurrency: r.limits.upload_concurrency,
-            upload_bandwidth: r.limits.upload_bandwidth,
-            nodes_at_once: r.limits.nodes_at_once,
-        }),
-        schedule_id: r.schedule_id.clone(),
-        nodes: nodes
-            .iter()
-            .map(|n| pb::NodeProgress {
-                host_id: n.host_id.clone(),
-                address: n.address.clone(),
-                state: n.state.clone(),
-                files_total: n.files_total,
-                files_done: n.files_done,
-                bytes_total: n.bytes_total,
-                bytes_done: n.bytes_done,
-                bytes_uploaded: n.bytes_uploaded,
-                files_uploaded: n.files_uploaded,
-                error: n.error.clone(),
-                worker_address: n.worker_address.clone(),
-                snapshot: n.snapshot.clone(),
-                retries: n.retries,
-            })
-            .collect(),
-        datacenters: Vec::new(),
-        table_summaries: tables
-            .iter()
-            .map(|t| pb::TableSummary {
-                keyspace: t.keyspace.clone(),
-                table: t.table.clone(),
-                files: t.files,
-                bytes: t.bytes,
-            })
-            .collect(),
-    }
 }
 
 #[cfg(test)]

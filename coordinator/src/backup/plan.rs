@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::CoordinatorError;
 use ringvault_common::SnapshotTag;
 use ringvault_proto::v1 as pb;
 use ringvault_proto::v1::worker_client::WorkerClient;
@@ -129,7 +130,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn reach_cluster(
     coord: &Arc<Coordinator>,
     cluster_name: Option<&str>,
-) -> Result<(String, Vec<PlannedNode>), Status> {
+) -> Result<(String, Vec<PlannedNode>), CoordinatorError> {
     reach_cluster_in(coord, cluster_name, &[]).await
 }
 
@@ -138,18 +139,18 @@ pub async fn reach_cluster_in(
     coord: &Arc<Coordinator>,
     cluster_name: Option<&str>,
     datacenters: &[String],
-) -> Result<(String, Vec<PlannedNode>), Status> {
+) -> Result<(String, Vec<PlannedNode>), CoordinatorError> {
     let workers = coord
         .db
         .call(|db| db.workers())
         .await
-        .map_err(|e| Status::internal(format!("{e:#}")))?;
+        .map_err(CoordinatorError::Internal)?;
     let clusters: std::collections::BTreeSet<&str> =
         workers.iter().map(|w| w.cluster_name.as_str()).collect();
     let cluster = match cluster_name {
         Some(c) if clusters.contains(c) => c.to_string(),
         Some(c) => {
-            return Err(Status::not_found(format!(
+            return Err(CoordinatorError::not_found(format!(
                 "no worker has registered for cluster {c:?}"
             )));
         }
@@ -159,12 +160,12 @@ pub async fn reach_cluster_in(
             .map(|c| c.to_string())
             .unwrap_or_default(),
         None if clusters.is_empty() => {
-            return Err(Status::failed_precondition(
+            return Err(CoordinatorError::refused(
                 "no worker has registered with this coordinator",
             ));
         }
         None => {
-            return Err(Status::invalid_argument(format!(
+            return Err(CoordinatorError::invalid(format!(
                 "several clusters are registered ({clusters:?}); name one with --cluster"
             )));
         }
@@ -185,36 +186,36 @@ pub async fn reach_cluster_in(
         })
         .collect();
     if !down.is_empty() {
-        return Err(Status::unavailable(format!(
-            "the run did not start: worker down: {}",
-            down.join(", ")
-        )));
+        return Err(CoordinatorError::unavailable(
+            down.join(", "),
+            "the run did not start: worker down",
+        ));
     }
     // Reach every worker now: a node that does not answer stops the run before it starts.
     let calls = members.iter().map(|w| async move {
         let label = format!("node {} ({}, worker {})", w.address, w.host_id, w.worker_address);
         let mut client = connect_worker(&w.worker_address)
             .await
-            .map_err(|e| Status::unavailable(format!("the run did not start: {label} is unreachable: {e:#}")))?;
+            .map_err(|e| CoordinatorError::unavailable(&label, format!("the run did not start: unreachable: {e:#}")))?;
         let mut info = tokio::time::timeout(CALL_TIMEOUT, client.get_node_info(pb::GetNodeInfoRequest {}))
             .await
-            .map_err(|_| Status::unavailable(format!("the run did not start: {label} did not answer within {CALL_TIMEOUT:?}")))?
-            .map_err(|e| Status::unavailable(format!("the run did not start: {label}: {}", e.message())))?
+            .map_err(|_| CoordinatorError::unavailable(&label, format!("the run did not start: no answer within {CALL_TIMEOUT:?}")))?
+            .map_err(|e| CoordinatorError::from_worker(&label, &e).context("the run did not start"))?
             .into_inner();
         info.worker_address = w.worker_address.clone();
         if info.host_id != w.host_id {
-            return Err(Status::failed_precondition(format!(
+            return Err(CoordinatorError::refused(format!(
                 "the run did not start: {label} now reports host id {} (node replaced? restart its worker)",
                 info.host_id
             )));
         }
-        Ok::<_, Status>(PlannedNode::new(info, client))
+        Ok::<_, CoordinatorError>(PlannedNode::new(info, client))
     });
     let nodes = futures::future::try_join_all(calls).await?;
     let ids: std::collections::BTreeSet<&str> =
         nodes.iter().map(|n| n.info.host_id.as_str()).collect();
     if ids.len() != nodes.len() {
-        return Err(Status::failed_precondition(
+        return Err(CoordinatorError::refused(
             "the run did not start: two workers report the same host id",
         ));
     }
@@ -227,30 +228,32 @@ pub async fn reach_cluster_in(
 pub async fn check_ring_coverage(
     nodes: &[PlannedNode],
     datacenters: &[String],
-) -> Result<(), Status> {
+) -> Result<(), CoordinatorError> {
     if nodes.is_empty() {
-        return Err(Status::failed_precondition(format!(
+        return Err(CoordinatorError::refused(format!(
             "the run did not start: no live worker registered in datacenter {}",
             datacenters.join(", ")
         )));
     }
     let calls = nodes.iter().map(|n| async move {
-        tokio::time::timeout(CALL_TIMEOUT, n.client.clone().get_ring(pb::GetRingRequest {}))
-            .await
-            .map_err(|_| {
-                Status::unavailable(format!(
-                    "the run did not start: {}: reading the ring did not answer within {CALL_TIMEOUT:?}",
-                    n.label()
-                ))
-            })?
-            .map(|r| r.into_inner().nodes)
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "the run did not start: {}: reading the ring: {}",
-                    n.label(),
-                    e.message()
-                ))
-            })
+        tokio::time::timeout(
+            CALL_TIMEOUT,
+            n.client.clone().get_ring(pb::GetRingRequest {}),
+        )
+        .await
+        .map_err(|_| {
+            CoordinatorError::unavailable(
+                n.label(),
+                format!(
+                    "the run did not start: reading the ring did not answer within {CALL_TIMEOUT:?}"
+                ),
+            )
+        })?
+        .map(|r| r.into_inner().nodes)
+        .map_err(|e| {
+            CoordinatorError::from_worker(n.label(), &e)
+                .context("the run did not start: reading the ring")
+        })
     });
     let views = futures::future::try_join_all(calls).await?;
     // The union of every node's view: a node that only some peers know is still in the ring.
@@ -268,7 +271,7 @@ pub async fn check_ring_coverage(
         ring.values().map(|r| r.datacenter.as_str()).collect();
     for dc in datacenters {
         if !dcs.contains(dc.as_str()) {
-            return Err(Status::invalid_argument(format!(
+            return Err(CoordinatorError::invalid(format!(
                 "datacenter {dc:?} is not in the ring (datacenters: {})",
                 dcs.iter().copied().collect::<Vec<_>>().join(", ")
             )));
@@ -294,7 +297,7 @@ pub async fn check_ring_coverage(
         })
         .collect();
     if !uncovered.is_empty() {
-        return Err(Status::failed_precondition(format!(
+        return Err(CoordinatorError::refused(format!(
             "the run did not start: no live worker registered for {}; start a worker beside each node (or back up whole datacenters with --dc); nothing was snapshotted",
             uncovered.join(", ")
         )));
@@ -302,12 +305,12 @@ pub async fn check_ring_coverage(
     Ok(())
 }
 
-/// Plans a run; every refusal is a `Status` with the reason.
+/// Plans a run; every refusal is a [`CoordinatorError`] with the reason.
 pub async fn plan(
     coord: &Arc<Coordinator>,
     req: &BackupRequest,
     tag: &SnapshotTag,
-) -> Result<Plan, Status> {
+) -> Result<Plan, CoordinatorError> {
     let (cluster, nodes) =
         reach_cluster_in(coord, req.cluster_name.as_deref(), &req.datacenters).await?;
     // Every node of the ring (of the selected datacenters) must have its worker here.
@@ -315,7 +318,7 @@ pub async fn plan(
     let first = nodes
         .first()
         .cloned()
-        .ok_or_else(|| Status::failed_precondition("no node to back up"))?;
+        .ok_or_else(|| CoordinatorError::refused("no node to back up"))?;
 
     // The selection must exist.
     let tables = first
@@ -323,18 +326,12 @@ pub async fn plan(
         .clone()
         .list_tables(pb::ListTablesRequest {})
         .await
-        .map_err(|e| {
-            Status::unavailable(format!(
-                "{}: listing tables: {}",
-                first.label(),
-                e.message()
-            ))
-        })?
+        .map_err(|e| CoordinatorError::from_worker(first.label(), &e).context("listing tables"))?
         .into_inner()
         .tables;
     for ks in &req.keyspaces {
         if !tables.iter().any(|t| t.keyspace == ks.as_str()) {
-            return Err(Status::not_found(format!(
+            return Err(CoordinatorError::not_found(format!(
                 "keyspace {ks} does not exist; nothing was snapshotted"
             )));
         }
@@ -350,7 +347,7 @@ pub async fn plan(
                 .iter()
                 .any(|x| x.keyspace == ks && x.table == t.as_str())
             {
-                return Err(Status::not_found(format!(
+                return Err(CoordinatorError::not_found(format!(
                     "table {ks}.{t} does not exist; nothing was snapshotted"
                 )));
             }
@@ -358,7 +355,7 @@ pub async fn plan(
     }
     // The store must work from here and from every node.
     coord.store.check().await.map_err(|e| {
-        Status::failed_precondition(format!(
+        CoordinatorError::refused(format!(
             "store {} is not usable: {e}",
             coord.store.describe()
         ))
@@ -370,7 +367,7 @@ pub async fn plan(
                 store_url: coord.opts.store.clone(),
             })
             .await
-            .map_err(|e| Status::failed_precondition(format!("{}: {}", n.label(), e.message())))
+            .map_err(|e| CoordinatorError::refused(format!("{}: {}", n.label(), e.message())))
     });
     futures::future::try_join_all(checks).await?;
     // Free space floor.
@@ -382,7 +379,7 @@ pub async fn plan(
             .zip(&n.info.free_bytes)
             .find(|(_, f)| **f < coord.opts.min_free_bytes)
         {
-            return Err(Status::failed_precondition(format!(
+            return Err(CoordinatorError::refused(format!(
                 "{}: data directory {dir} has {free} bytes free, below the floor of {} bytes",
                 n.label(),
                 coord.opts.min_free_bytes
@@ -398,10 +395,10 @@ pub async fn plan(
                 tag: tag.to_string(),
             })
             .await
-            .map_err(|e| Status::unavailable(format!("{}: {}", n.label(), e.message())))?
+            .map_err(|e| CoordinatorError::from_worker(n.label(), &e))?
             .into_inner()
             .dirs;
-        Ok::<_, Status>((n.label(), dirs))
+        Ok::<_, CoordinatorError>((n.label(), dirs))
     });
     let clashes: Vec<String> = futures::future::try_join_all(finds)
         .await?
@@ -410,7 +407,7 @@ pub async fn plan(
         .map(|(label, dirs)| format!("{label} ({} directories, e.g. {})", dirs.len(), dirs[0]))
         .collect();
     if !clashes.is_empty() {
-        return Err(Status::already_exists(format!(
+        return Err(CoordinatorError::conflict(format!(
             "snapshot tag {tag} already exists on {}",
             clashes.join(", ")
         )));

@@ -13,18 +13,18 @@ use ringvault_proto::v1 as pb;
 
 use super::{BackupRequest, PlannedNode, RunContext, cleanup, connect_worker, drive, plan};
 use crate::db::{RunNodeRow, RunRow};
-use crate::progress::{RunState, Stage};
+use crate::run::{BackupStage as Stage, RunHandle, RunKind, RunState};
 use crate::{Coordinator, now_ms};
 
 /// At start: resumes every backup left RUNNING by a previous process; fails the restores.
 pub async fn recover_unfinished(coord: &Arc<Coordinator>) -> anyhow::Result<()> {
     let runs = coord
         .db
-        .call(|db| db.runs(u32::MAX, Some(RunState::Running.as_str())))
+        .call(|db| db.runs(u32::MAX, Some(RunState::Running)))
         .await?;
     for run in runs {
-        if run.kind == "backup" {
-            tracing::warn!(run = %run.id, stage = run.stage, "resuming a backup left running");
+        if run.kind == RunKind::Backup {
+            tracing::warn!(run = %run.id, stage = %run.stage, "resuming a backup left running");
             // Active before the server answers anyone: no second run on the cluster, no purge.
             let id = run.id.clone();
             let rows = coord.db.call(move |db| db.run_nodes(&id)).await?;
@@ -51,7 +51,7 @@ async fn fail_unresumable(
     let (id, r) = (run.id.clone(), reason);
     coord
         .db
-        .call(move |db| db.finish_run(&id, RunState::Failed.as_str(), &r, now_ms()))
+        .call(move |db| db.finish_run(&id, RunState::Failed, &r, now_ms()))
         .await?;
     let id = run.id.clone();
     let nodes = coord.db.call(move |db| db.run_nodes(&id)).await?;
@@ -70,15 +70,13 @@ async fn resume(
     coord: Arc<Coordinator>,
     run: RunRow,
     rows: Vec<RunNodeRow>,
-    handle: Arc<crate::progress::RunHandle>,
+    handle: Arc<RunHandle>,
 ) {
     let fail = |e: anyhow::Error| {
         let coord = Arc::clone(&coord);
         let run = run.clone();
         async move {
-            if let Ok(mut active) = coord.active.lock() {
-                active.remove(&run.id);
-            }
+            coord.runs.release(&run.id);
             let reason = format!(
                 "the coordinator restarted in stage {} and could not resume the run: {e:#}",
                 run.stage
@@ -119,12 +117,11 @@ async fn resume(
         partitioner: first.unwrap_or_default(),
         nodes,
     };
-    let from = Stage::parse(&run.stage).unwrap_or(Stage::Snapshot);
-    let from = if from == Stage::Plan {
-        Stage::Snapshot
-    } else {
-        from
-    };
+    let from = run
+        .stage
+        .backup()
+        .unwrap_or(Stage::Snapshot)
+        .max(Stage::Snapshot);
     let ctx = RunContext {
         coord: Arc::clone(&coord),
         run_id,

@@ -2,6 +2,7 @@
 //! one tag and the safety-net TTL. A node is marked `requested` (and persisted) before the
 //! call, so cleanup clears a snapshot even when the worker died while taking it; a worker that
 //! restarts mid-call gets the snapshot re-issued, replacing its own partial one.
+use crate::run::{NodeState, SnapshotMark};
 use futures::StreamExt;
 use ringvault_proto::v1 as pb;
 
@@ -11,9 +12,9 @@ use super::{PlannedNode, Retry, RunContext};
 pub async fn take(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()> {
     for n in nodes {
         ctx.handle.update_node(&n.info.host_id, |p| {
-            p.state = "WAITING".into();
-            if p.snapshot != "taken" {
-                p.snapshot = "requested".into();
+            p.state = NodeState::Waiting;
+            if p.snapshot != SnapshotMark::Taken {
+                p.snapshot = SnapshotMark::Requested;
             }
         });
     }
@@ -37,7 +38,7 @@ pub async fn take(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()>
 async fn take_on(ctx: &RunContext, n: &PlannedNode) -> Result<(), String> {
     let host = &n.info.host_id;
     ctx.handle
-        .update_node(host, |p| p.state = "SNAPSHOTTING".into());
+        .update_node(host, |p| p.state = NodeState::Snapshotting);
     let mut replace = ctx.resumed;
     let mut attempt = 0;
     loop {
@@ -52,8 +53,8 @@ async fn take_on(ctx: &RunContext, n: &PlannedNode) -> Result<(), String> {
         let failed = match n.client.clone().snapshot(req).await {
             Ok(_) => {
                 ctx.handle.update_node(host, |p| {
-                    p.state = "SNAPSHOT_TAKEN".into();
-                    p.snapshot = "taken".into();
+                    p.state = NodeState::SnapshotTaken;
+                    p.snapshot = SnapshotMark::Taken;
                 });
                 return Ok(());
             }
@@ -68,7 +69,7 @@ async fn take_on(ctx: &RunContext, n: &PlannedNode) -> Result<(), String> {
             Ok(Retry::GiveUp) => {
                 let msg = failed.message().to_string();
                 ctx.handle.update_node(host, |p| {
-                    p.state = "FAILED".into();
+                    p.state = NodeState::Failed;
                     p.error = msg.clone();
                 });
                 return Err(format!("{}: {msg}", n.label()));
@@ -76,7 +77,7 @@ async fn take_on(ctx: &RunContext, n: &PlannedNode) -> Result<(), String> {
             Err(e) => {
                 let msg = format!("{e:#}");
                 ctx.handle.update_node(host, |p| {
-                    p.state = "FAILED".into();
+                    p.state = NodeState::Failed;
                     p.error = msg.clone();
                 });
                 return Err(msg);

@@ -15,6 +15,7 @@ use ringvault_proto::v1 as pb;
 
 use super::{PlannedNode, Retry, RunContext};
 use crate::db::RunFileRow;
+use crate::run::NodeState;
 
 /// The files one node reported.
 pub struct NodeFiles {
@@ -107,9 +108,9 @@ async fn upload_node(
     match &result {
         Ok(_) => ctx
             .handle
-            .update_node(&host, |p| p.state = "UPLOADED".into()),
+            .update_node(&host, |p| p.state = NodeState::Uploaded),
         Err(e) => ctx.handle.update_node(&host, |p| {
-            p.state = "FAILED".into();
+            p.state = NodeState::Failed;
             p.error = format!("{e:#}");
         }),
     }
@@ -137,7 +138,7 @@ async fn follow(
 ) -> Result<NodeFiles, FollowError> {
     let host = n.info.host_id.clone();
     ctx.handle
-        .update_node(&host, |p| p.state = "UPLOADING".into());
+        .update_node(&host, |p| p.state = NodeState::Uploading);
     let req = pb::UploadRequest {
         run_id: ctx.run_id.to_string(),
         tag: ctx.tag.to_string(),

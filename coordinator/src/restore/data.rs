@@ -8,7 +8,7 @@ use ringvault_proto::v1 as pb;
 
 use super::{Assignment, Mode, RestorePlan};
 use crate::Coordinator;
-use crate::progress::RunHandle;
+use crate::run::{NodeState, RunHandle};
 
 /// Downloads every assignment in parallel; fails naming the node and the file.
 pub async fn download_all(
@@ -25,9 +25,9 @@ pub async fn download_all(
             let r = download(handle, plan, a).await;
             let host = &a.target.info.host_id;
             match &r {
-                Ok(()) => handle.update_node(host, |p| p.state = "STAGED".into()),
+                Ok(()) => handle.update_node(host, |p| p.state = NodeState::Staged),
                 Err(e) => handle.update_node(host, |p| {
-                    p.state = "FAILED".into();
+                    p.state = NodeState::Failed;
                     p.error = format!("{e:#}");
                 }),
             }
@@ -49,7 +49,7 @@ const DOWNLOAD_CHUNK: usize = 5_000;
 
 async fn download(handle: &RunHandle, plan: &RestorePlan, a: &Assignment) -> anyhow::Result<()> {
     let host = a.target.info.host_id.clone();
-    handle.update_node(&host, |p| p.state = "DOWNLOADING".into());
+    handle.update_node(&host, |p| p.state = NodeState::Downloading);
     // The file list goes in chunks (a large node's list exceeds any sane message size); the
     // header rides on the first.
     let chunks: Vec<pb::DownloadRequest> = a
@@ -146,14 +146,12 @@ pub async fn apply_all(handle: &RunHandle, plan: &RestorePlan) -> anyhow::Result
                 let host = a.target.info.host_id.clone();
                 for (src, ks, table) in staged_tables(plan, a) {
                     handle.update_node(&host, |p| {
-                        p.state = format!(
-                            "{} {ks}.{table}",
-                            if plan.mode == Mode::Import {
-                                "IMPORTING"
-                            } else {
-                                "LOADING"
-                            }
-                        )
+                        let t = format!("{ks}.{table}");
+                        p.state = if plan.mode == Mode::Import {
+                            NodeState::Importing(t)
+                        } else {
+                            NodeState::Loading(t)
+                        }
                     });
                     let staged = pb::StagedTable {
                         backup_run_id: plan.backup_run.to_string(),
@@ -186,13 +184,13 @@ pub async fn apply_all(handle: &RunHandle, plan: &RestorePlan) -> anyhow::Result
                     };
                     if let Err(e) = r {
                         handle.update_node(&host, |p| {
-                            p.state = "FAILED".into();
+                            p.state = NodeState::Failed;
                             p.error = e.message().to_string();
                         });
                         anyhow::bail!("{}: {ks}.{table}: {}", a.target.label(), e.message());
                     }
                 }
-                handle.update_node(&host, |p| p.state = "DONE".into());
+                handle.update_node(&host, |p| p.state = NodeState::Done);
                 anyhow::Ok(())
             }
         });

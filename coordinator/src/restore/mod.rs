@@ -4,22 +4,24 @@
 //! then moves through persisted stages: schema (create what is missing), download (each worker
 //! stages and verifies its files), import (`nodetool import`, same topology) or load
 //! (sstableloader, any topology), cleanup (staging removed once the data is in).
-pub mod catalog;
 mod data;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::error::CoordinatorError;
 use ringvault_common::manifest::NodeManifest;
 use ringvault_common::store::Store;
 use ringvault_common::{Identifier, RunId};
 use ringvault_proto::v1 as pb;
-use tonic::Status;
 
 use crate::backup::{PlannedNode, reach_cluster};
+use crate::catalog;
 use crate::db::{RunNodeRow, RunRow};
-use crate::progress::{RunHandle, RunState, Stage};
+use crate::run::{
+    NodeState, RestoreStage as Stage, RunHandle, RunKind, RunStage, RunState, SnapshotMark,
+};
 use crate::{Coordinator, now_ms};
 
 /// Keyspaces restored only when asked for by name: restoring roles or repair history over a
@@ -87,24 +89,20 @@ fn files_to_restore(m: &NodeManifest, scope: &schema::Scope) -> Vec<pb::RestoreF
         .collect()
 }
 
-async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestorePlan, Status> {
+async fn plan(
+    coord: &Arc<Coordinator>,
+    req: &RestoreRequest,
+) -> Result<RestorePlan, CoordinatorError> {
     let (store, store_url) = match &req.from_store {
         Some(url) => (
             ringvault_common::store::open(url)
                 .await
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                .map_err(|e| CoordinatorError::invalid(e.to_string()))?,
             url.clone(),
         ),
         None => (Arc::clone(&coord.store), coord.opts.store.clone()),
     };
-    let backup = catalog::load(&store, &req.backup_run).await.map_err(|e| {
-        let msg = format!("{e:#}");
-        if msg.contains("not found") {
-            Status::not_found(msg)
-        } else {
-            Status::failed_precondition(msg)
-        }
-    })?;
+    let backup = catalog::load(&store, &req.backup_run).await?;
     // What the backup holds.
     let held: BTreeMap<String, BTreeSet<String>> = backup
         .nodes
@@ -127,7 +125,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
     } else {
         for k in &req.keyspaces {
             if !held.contains_key(k.as_str()) {
-                return Err(Status::not_found(format!(
+                return Err(CoordinatorError::not_found(format!(
                     "keyspace {k} is not in backup {}",
                     req.backup_run
                 )));
@@ -141,7 +139,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
         let ks = keyspaces.iter().next().cloned().unwrap_or_default();
         for t in &req.tables {
             if !held.get(&ks).is_some_and(|ts| ts.contains(t.as_str())) {
-                return Err(Status::not_found(format!(
+                return Err(CoordinatorError::not_found(format!(
                     "table {ks}.{t} is not in backup {}",
                     req.backup_run
                 )));
@@ -169,7 +167,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
         });
     let mode = match req.mode {
         Some(Mode::Import) if !same => {
-            return Err(Status::failed_precondition(
+            return Err(CoordinatorError::refused(
                 "--mode import needs the backup's topology (same host ids and tokens); use --mode loader",
             ));
         }
@@ -199,7 +197,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
         }
     }
     if assignments.iter().all(|a| a.files.is_empty()) {
-        return Err(Status::failed_precondition(
+        return Err(CoordinatorError::refused(
             "the selection holds no SSTable in this backup",
         ));
     }
@@ -208,7 +206,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
         let need: u64 = a.files.iter().map(|f| f.size).sum();
         let free = a.target.info.free_bytes.first().copied().unwrap_or(0);
         if need > free {
-            return Err(Status::failed_precondition(format!(
+            return Err(CoordinatorError::refused(format!(
                 "{}: not enough disk for staging: {need} bytes to download, {free} bytes free",
                 a.target.label()
             )));
@@ -217,13 +215,13 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
     // Schema: compare with the live one before anything is created.
     let first = nodes
         .first()
-        .ok_or_else(|| Status::failed_precondition("no target node"))?;
+        .ok_or_else(|| CoordinatorError::refused("no target node"))?;
     let live = first
         .client
         .clone()
         .describe_schema(pb::DescribeSchemaRequest {})
         .await
-        .map_err(|e| Status::unavailable(format!("{}: {}", first.label(), e.message())))?
+        .map_err(|e| CoordinatorError::from_worker(first.label(), &e))?
         .into_inner()
         .rows
         .into_iter()
@@ -235,7 +233,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
         })
         .collect::<Vec<_>>();
     let schema = schema::plan(&backup.schema, &live, &scope, req.force_schema)
-        .map_err(Status::failed_precondition)?;
+        .map_err(CoordinatorError::refused)?;
     // The worker checks every object (and that the cluster allows UDFs and views) now, so a
     // restore it would refuse is refused before anything changes.
     if !schema.before_data.is_empty() || !schema.views.is_empty() {
@@ -248,10 +246,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
             })
             .await
             .map_err(|e| {
-                Status::new(
-                    e.code(),
-                    format!("schema check on {}: {}", first.label(), e.message()),
-                )
+                CoordinatorError::from_worker(first.label(), &e).context("schema check")
             })?;
     }
     Ok(RestorePlan {
@@ -266,10 +261,11 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
 }
 
 /// Validates and plans a restore, records it and starts it.
-pub async fn start(coord: &Arc<Coordinator>, req: RestoreRequest) -> Result<RunId, Status> {
-    let _no_purge = coord.purge_lock.try_read().map_err(|_| {
-        Status::unavailable("a purge is sweeping the store; start the restore when it ends")
-    })?;
+pub async fn start(
+    coord: &Arc<Coordinator>,
+    req: RestoreRequest,
+) -> Result<RunId, CoordinatorError> {
+    let _no_purge = coord.runs.start_guard("restore")?;
     let planned = plan(coord, &req).await?;
     let cluster = planned
         .nodes
@@ -279,11 +275,11 @@ pub async fn start(coord: &Arc<Coordinator>, req: RestoreRequest) -> Result<RunI
     let run_id = RunId::new();
     let row = RunRow {
         id: run_id.to_string(),
-        kind: "restore".into(),
+        kind: RunKind::Restore,
         tag: format!("restore-of-{}", planned.backup_run),
         cluster_name: cluster.clone(),
-        state: RunState::Running.as_str().into(),
-        stage: Stage::Schema.as_str().into(),
+        state: RunState::Running,
+        stage: RunStage::Restore(Stage::Schema),
         keyspaces: req.keyspaces.iter().map(ToString::to_string).collect(),
         tables: req.tables.iter().map(ToString::to_string).collect(),
         store_url: planned.store_url.clone(),
@@ -301,8 +297,8 @@ pub async fn start(coord: &Arc<Coordinator>, req: RestoreRequest) -> Result<RunI
             host_id: a.target.info.host_id.clone(),
             address: a.target.info.address.clone(),
             worker_address: a.target.info.worker_address.clone(),
-            state: "PLANNED".into(),
-            snapshot: "none".into(),
+            state: NodeState::Planned,
+            snapshot: SnapshotMark::None,
             files_total: a.files.len() as u64,
             bytes_total: a.files.iter().map(|f| f.size).sum(),
             ..Default::default()
@@ -318,11 +314,11 @@ async fn enter(coord: &Coordinator, handle: &RunHandle, stage: Stage) -> anyhow:
     if handle.cancel.is_cancelled() {
         anyhow::bail!("cancelled by the operator");
     }
-    handle.update(|r| r.stage = stage.as_str().into());
+    handle.update(|r| r.run.stage = RunStage::Restore(stage));
     let id = handle.id.clone();
     coord
         .db
-        .call(move |db| db.set_stage(&id, stage.as_str()))
+        .call(move |db| db.set_stage(&id, RunStage::Restore(stage)))
         .await
 }
 
@@ -382,12 +378,12 @@ async fn apply_schema(plan: &RestorePlan, objects: &[pb::SchemaObject]) -> anyho
 }
 
 /// Parses a `--mode` value.
-pub fn parse_mode(s: &str) -> Result<Option<Mode>, Status> {
+pub fn parse_mode(s: &str) -> Result<Option<Mode>, CoordinatorError> {
     match s {
         "" => Ok(None),
         "import" => Ok(Some(Mode::Import)),
         "loader" => Ok(Some(Mode::Loader)),
-        other => Err(Status::invalid_argument(format!(
+        other => Err(CoordinatorError::invalid(format!(
             "unknown mode {other:?} (import, loader)"
         ))),
     }

@@ -4,6 +4,7 @@
 //! schedule's `missed` policy either runs once now (`run-once`) or skips with a record
 //! (`skip`), and the record says how many windows were missed.
 pub mod cron;
+pub mod manage;
 
 use std::sync::Arc;
 use std::time::Duration;

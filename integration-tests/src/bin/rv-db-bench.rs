@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ringvault_coordinator::db::{Db, RunFileRow, RunRow, WorkerRow};
 use ringvault_coordinator::maintenance::{HousekeepingConfig, housekeeping};
+use ringvault_coordinator::run::{BackupStage, RunKind, RunStage, RunState};
 
 const DAY_MS: i64 = 86_400_000;
 const FILES_PER_RUN: u64 = 10_000;
@@ -85,11 +86,11 @@ fn main() -> Result<()> {
         let finished = now - (runs - i) as i64 * DAY_MS;
         db.insert_run(&RunRow {
             id: id.clone(),
-            kind: "backup".into(),
+            kind: RunKind::Backup,
             tag: id.clone(),
             cluster_name: "c1".into(),
-            state: "RUNNING".into(),
-            stage: "upload".into(),
+            state: RunState::Running,
+            stage: RunStage::Backup(BackupStage::Upload),
             keyspaces: vec![],
             tables: vec![],
             store_url: "file:///x".into(),
@@ -115,7 +116,7 @@ fn main() -> Result<()> {
             })
             .collect();
         db.insert_files(&id, &files)?;
-        db.finish_run(&id, "DONE", "", finished)?;
+        db.finish_run(&id, RunState::Done, "", finished)?;
     }
     println!(
         "filled            : {rows} file rows over {runs} finished runs in {:.1} s",

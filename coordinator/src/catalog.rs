@@ -1,5 +1,7 @@
-//! Reading backups from a store alone: the run manifests (`runs/*/manifest.json`) list what is
-//! committed; a run folder without one is not a backup.
+//! The backup catalog: reading backups from a store alone, through the keys
+//! [`ringvault_common::layout`] builds and parses. The run manifests (`runs/*/manifest.json`)
+//! list what is committed; a run folder without one is not a backup. Restore, verify and
+//! `backups list` read backups only through here.
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -7,6 +9,8 @@ use ringvault_common::RunId;
 use ringvault_common::layout;
 use ringvault_common::manifest::{NodeManifest, RunManifest, SchemaRow, Topology};
 use ringvault_common::store::{self, Store, StoreError};
+
+use crate::error::CoordinatorError;
 
 const MANIFEST_LIMIT: usize = 1 << 30;
 
@@ -28,7 +32,7 @@ async fn json<T: serde::de::DeserializeOwned>(
 }
 
 /// Loads a committed backup; a run without `manifest.json` is refused as never committed.
-pub async fn load(st: &Arc<dyn Store>, run: &RunId) -> anyhow::Result<Backup> {
+pub async fn load(st: &Arc<dyn Store>, run: &RunId) -> Result<Backup, CoordinatorError> {
     let manifest: RunManifest = match json(st.as_ref(), &layout::run_manifest(run)).await {
         Ok(m) => m,
         Err(e)
@@ -37,31 +41,36 @@ pub async fn load(st: &Arc<dyn Store>, run: &RunId) -> anyhow::Result<Backup> {
         {
             let any = st.list(&layout::run_prefix(run)).await?;
             if any.is_empty() {
-                anyhow::bail!("backup {run} not found in {}", st.describe());
+                return Err(CoordinatorError::not_found(format!(
+                    "backup {run} not found in {}",
+                    st.describe()
+                )));
             }
-            anyhow::bail!(
+            return Err(CoordinatorError::not_found(format!(
                 "backup {run} was never committed (no manifest.json in {}); it cannot be restored",
                 st.describe()
-            );
+            )));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
-    anyhow::ensure!(
-        &manifest.run_id == run,
-        "manifest of {run} names run {}",
-        manifest.run_id
-    );
+    if &manifest.run_id != run {
+        return Err(CoordinatorError::Internal(anyhow::anyhow!(
+            "manifest of {run} names run {}",
+            manifest.run_id
+        )));
+    }
     let topology: Topology = json(st.as_ref(), &layout::run_topology(run)).await?;
     let schema: Vec<SchemaRow> = json(st.as_ref(), &layout::run_schema_rows(run)).await?;
     let mut nodes = Vec::new();
     for n in &manifest.nodes {
         let m: NodeManifest = json(st.as_ref(), &layout::node_manifest(run, &n.host_id)).await?;
-        anyhow::ensure!(
-            m.node.host_id == n.host_id,
-            "node manifest {} names host {}",
-            n.host_id,
-            m.node.host_id
-        );
+        if m.node.host_id != n.host_id {
+            return Err(CoordinatorError::Internal(anyhow::anyhow!(
+                "node manifest {} names host {}",
+                n.host_id,
+                m.node.host_id
+            )));
+        }
         nodes.push(m);
     }
     Ok(Backup {
@@ -76,16 +85,10 @@ pub async fn load(st: &Arc<dyn Store>, run: &RunId) -> anyhow::Result<Backup> {
 pub async fn list(st: &Arc<dyn Store>) -> anyhow::Result<Vec<RunManifest>> {
     let objects = st.list(layout::RUNS_PREFIX).await?;
     let mut out = Vec::new();
-    for o in objects
+    for run in objects
         .iter()
-        .filter(|o| o.key.as_str().ends_with("/manifest.json"))
+        .filter_map(|o| layout::parse_run_manifest(&o.key))
     {
-        let run = o
-            .key
-            .as_str()
-            .trim_start_matches(layout::RUNS_PREFIX)
-            .trim_end_matches("/manifest.json");
-        let Ok(run) = RunId::parse(run) else { continue };
         out.push(json::<RunManifest>(st.as_ref(), &layout::run_manifest(&run)).await?);
     }
     out.sort_by_key(|m| std::cmp::Reverse(m.committed_unix_ms));
