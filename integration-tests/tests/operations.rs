@@ -356,14 +356,14 @@ async fn verify_reports_corrupt_and_missing_blobs_by_node_and_table() -> anyhow:
         .collect();
     assert_eq!(flagged, bad_tables, "{v}");
 
-    // Bad input: clear errors, exit 1.
-    for (arg, needle) in [
-        (RunId::new().to_string(), "not found"),
-        ("../etc".to_string(), "run id"),
+    // Bad input: clear errors, exit 4 for an unknown run, 3 for a malformed id.
+    for (arg, needle, code) in [
+        (RunId::new().to_string(), "not found", 4),
+        ("../etc".to_string(), "run id", 3),
     ] {
         let out = d.cli(&["verify", &arg])?;
         let text = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(1), "{arg}: {text}");
+        assert_eq!(out.status.code(), Some(code), "{arg}: {text}");
         assert!(text.contains(needle), "{arg}: {text}");
     }
     s.query_unpaged(format!("DROP KEYSPACE {ks}"), ()).await?;
@@ -487,7 +487,9 @@ async fn a_one_minute_schedule_backs_up_on_time_trims_and_runs_a_missed_window_o
     ] {
         let out = d.cli(&args)?;
         let text = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+        // Exit 4 when the schedule named does not exist, 3 for any other bad input.
+        let code = if needle == "not found" { 4 } else { 3 };
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
         assert!(text.contains(needle), "{args:?}: {text}");
     }
     assert_eq!(d.cli_json(&["schedule", "list"])?, serde_json::json!([]));
@@ -507,7 +509,11 @@ async fn a_one_minute_schedule_backs_up_on_time_trims_and_runs_a_missed_window_o
     assert_eq!(due % 60_000, 0, "due on a minute boundary: {added}");
     assert!(due > now_ms() && due <= now_ms() + 60_000, "{added}");
     let dup = d.cli(&["schedule", "add", "every-minute", "--cron", "* * * * *"])?;
-    assert_eq!(dup.status.code(), Some(1));
+    assert_eq!(
+        dup.status.code(),
+        Some(5),
+        "a schedule id in use is a conflict"
+    );
 
     // Two windows: each backup starts on time; retention keeps only the newest.
     let mut done = Vec::new();
@@ -588,7 +594,7 @@ async fn per_run_limits_bound_nodes_at_once_and_are_recorded_with_the_run() -> a
     }
     // Bad limits are refused before anything runs.
     let out = d.cli(&["backup", "-k", &ks, "--bandwidth", "5X"])?;
-    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    assert_eq!(out.status.code(), Some(3), "usage error: bad input");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown size unit"));
 
     let started = d.cli_json(&[

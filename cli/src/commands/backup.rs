@@ -37,7 +37,9 @@ pub struct BackupOptions {
 /// Runs `ringvault backup`.
 pub async fn run(mut client: Client, o: BackupOptions, format: Format) -> anyhow::Result<ExitCode> {
     if !o.tables.is_empty() && o.keyspaces.len() != 1 {
-        anyhow::bail!("-t/--table needs exactly one -k/--keyspace");
+        return Err(super::bad_input(
+            "-t/--table needs exactly one -k/--keyspace",
+        ));
     }
     let resp = client
         .start_backup(pb::StartBackupRequest {

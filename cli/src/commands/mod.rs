@@ -168,12 +168,151 @@ impl LimitArgs {
     }
 }
 
-/// Turns a gRPC status into an error carrying the server's message (prefixed by the code when
-/// the call was refused for who made it).
+/// A call the coordinator refused or failed, kept with its gRPC code so `main` can exit with
+/// the code's class (see [`exit_code_for`]).
+#[derive(Debug)]
+pub struct CallError {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            tonic::Code::Unauthenticated => write!(f, "unauthenticated: {}", self.message),
+            tonic::Code::PermissionDenied => write!(f, "permission denied: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Bad input caught by the CLI itself, before any call: exits like a refused request.
+pub fn bad_input(msg: &str) -> anyhow::Error {
+    status(tonic::Status::invalid_argument(msg))
+}
+
+/// Turns a gRPC status into an error carrying the server's message and code.
 pub fn status(e: tonic::Status) -> anyhow::Error {
-    match e.code() {
-        tonic::Code::Unauthenticated => anyhow::anyhow!("unauthenticated: {}", e.message()),
-        tonic::Code::PermissionDenied => anyhow::anyhow!("permission denied: {}", e.message()),
-        _ => anyhow::anyhow!("{}", e.message()),
+    anyhow::Error::new(CallError {
+        code: e.code(),
+        message: e.message().to_string(),
+    })
+}
+
+/// Exit codes, one per class of outcome (documented in the README):
+pub mod exit {
+    /// Done as asked.
+    pub const OK: u8 = 0;
+    /// A local failure: a file that cannot be read, the CLI's own error.
+    pub const LOCAL: u8 = 1;
+    /// The command ran, but what it checked or ran failed (a failed run, a verify problem).
+    pub const FAILED: u8 = 2;
+    /// Bad input: a malformed request, or one refused in the current state.
+    pub const INVALID: u8 = 3;
+    /// What the request names does not exist.
+    pub const NOT_FOUND: u8 = 4;
+    /// Another operation holds what this one needs (a run on the cluster, a schedule id).
+    pub const CONFLICT: u8 = 5;
+    /// The coordinator, a node or the store could not be reached or was busy: retry later.
+    pub const UNAVAILABLE: u8 = 6;
+    /// Not authenticated, or not allowed.
+    pub const DENIED: u8 = 7;
+    /// The coordinator failed internally.
+    pub const INTERNAL: u8 = 8;
+}
+
+/// The exit code for a failed gRPC call's code.
+pub fn exit_code_for(code: tonic::Code) -> u8 {
+    use tonic::Code as C;
+    match code {
+        C::Ok => exit::OK,
+        C::InvalidArgument | C::FailedPrecondition | C::OutOfRange => exit::INVALID,
+        C::NotFound => exit::NOT_FOUND,
+        C::AlreadyExists | C::Aborted => exit::CONFLICT,
+        C::Unavailable | C::DeadlineExceeded | C::ResourceExhausted | C::Cancelled => {
+            exit::UNAVAILABLE
+        }
+        C::Unauthenticated | C::PermissionDenied => exit::DENIED,
+        C::Internal | C::Unknown | C::DataLoss | C::Unimplemented => exit::INTERNAL,
+    }
+}
+
+/// The exit code and message for an error that ended the command.
+pub fn describe_failure(e: &anyhow::Error) -> (u8, String) {
+    if let Some(call) = e.chain().find_map(|c| c.downcast_ref::<CallError>()) {
+        let code = exit_code_for(call.code);
+        return (code, format!("{e:#} [{}]", code_name(call.code)));
+    }
+    if e.chain()
+        .any(|c| c.downcast_ref::<tonic::transport::Error>().is_some())
+    {
+        return (exit::UNAVAILABLE, format!("{e:#}"));
+    }
+    (exit::LOCAL, format!("{e:#}"))
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::InvalidArgument => "invalid-argument",
+        C::FailedPrecondition => "refused",
+        C::OutOfRange => "out-of-range",
+        C::NotFound => "not-found",
+        C::AlreadyExists => "already-exists",
+        C::Aborted => "conflict",
+        C::Unavailable => "unavailable",
+        C::DeadlineExceeded => "deadline-exceeded",
+        C::ResourceExhausted => "resource-exhausted",
+        C::Cancelled => "cancelled",
+        C::Unauthenticated => "unauthenticated",
+        C::PermissionDenied => "permission-denied",
+        C::Internal => "internal",
+        C::Unknown => "unknown",
+        C::DataLoss => "data-loss",
+        C::Unimplemented => "unimplemented",
+        C::Ok => "ok",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_class_of_failure_has_its_own_exit_code() {
+        let cases = [
+            (tonic::Code::InvalidArgument, exit::INVALID),
+            (tonic::Code::FailedPrecondition, exit::INVALID),
+            (tonic::Code::NotFound, exit::NOT_FOUND),
+            (tonic::Code::Aborted, exit::CONFLICT),
+            (tonic::Code::Unavailable, exit::UNAVAILABLE),
+            (tonic::Code::PermissionDenied, exit::DENIED),
+            (tonic::Code::Internal, exit::INTERNAL),
+        ];
+        for (code, want) in cases {
+            let e = status(tonic::Status::new(code, "m")).context("calling");
+            let (got, msg) = describe_failure(&e);
+            assert_eq!(got, want, "{code:?}: {msg}");
+            assert!(msg.starts_with("calling: "), "{msg}");
+        }
+        let (code, msg) = describe_failure(&status(tonic::Status::permission_denied("no")));
+        assert_eq!(code, exit::DENIED);
+        assert!(msg.contains("permission denied: no"), "{msg}");
+        assert_eq!(describe_failure(&anyhow::anyhow!("disk")).0, exit::LOCAL);
+        let distinct: std::collections::BTreeSet<u8> = [
+            exit::OK,
+            exit::LOCAL,
+            exit::FAILED,
+            exit::INVALID,
+            exit::NOT_FOUND,
+            exit::CONFLICT,
+            exit::UNAVAILABLE,
+            exit::DENIED,
+            exit::INTERNAL,
+        ]
+        .into();
+        assert_eq!(distinct.len(), 9);
     }
 }

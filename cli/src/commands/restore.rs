@@ -46,7 +46,9 @@ pub async fn run(
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     if !o.tables.is_empty() && o.keyspaces.len() != 1 {
-        anyhow::bail!("-t/--table needs exactly one -k/--keyspace");
+        return Err(super::bad_input(
+            "-t/--table needs exactly one -k/--keyspace",
+        ));
     }
     let resp = client
         .start_restore(pb::StartRestoreRequest {

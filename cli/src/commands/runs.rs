@@ -154,6 +154,6 @@ pub async fn watch(
 fn exit_for(r: &pb::Run) -> ExitCode {
     match r.state.as_str() {
         "DONE" | "RUNNING" => ExitCode::SUCCESS,
-        _ => ExitCode::from(2),
+        _ => ExitCode::from(super::exit::FAILED),
     }
 }

@@ -65,7 +65,9 @@ pub async fn run(
     let schedules = match cmd {
         ScheduleCommand::Add(o) => {
             if !o.tables.is_empty() && o.keyspaces.len() != 1 {
-                anyhow::bail!("-t/--table needs exactly one -k/--keyspace");
+                return Err(super::bad_input(
+                    "-t/--table needs exactly one -k/--keyspace",
+                ));
             }
             vec![
                 client

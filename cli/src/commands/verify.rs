@@ -135,6 +135,6 @@ pub async fn run(mut client: Client, o: VerifyOptions, format: Format) -> anyhow
     Ok(if r.ok {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(2)
+        ExitCode::from(super::exit::FAILED)
     })
 }

@@ -150,19 +150,15 @@ impl ToSql for RunStage {
 
 named_enum!(
     /// What is known of a node's snapshot for this run: whether `clearsnapshot` is owed.
+    #[derive(Default)]
     SnapshotMark {
+        #[default]
         None => "none",
         Requested => "requested",
         Taken => "taken",
         Cleared => "cleared",
     }
 );
-
-impl Default for SnapshotMark {
-    fn default() -> Self {
-        Self::None
-    }
-}
 
 impl SnapshotMark {
     /// Whether the node may hold the run's snapshot (so cleanup must clear it).
