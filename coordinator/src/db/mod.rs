@@ -1,0 +1,141 @@
+//! The one module that talks to SQLite: versioned migrations, and typed reads and writes of
+//! workers ([`workers`]), runs, per-node tasks, files and known blobs ([`runs`]), schedules
+//! ([`schedules`]), the metrics page's aggregates ([`metrics`]) and bounded-state housekeeping
+//! ([`housekeeping`]), one file per table family. One writing connection in WAL mode
+//! behind a mutex, plus a read-only connection for the metrics page's aggregates (a WAL reader
+//! never waits for the writer, and heartbeats never wait behind a scrape); callers run these
+//! blocking calls on the blocking pool ([`Db::call`]). State stays bounded: file rows of
+//! finished runs are rolled up to per-table totals ([`Db::roll_up_files`]), old runs and
+//! events are pruned ([`Db::prune_history`]) and the freed pages returned to the filesystem
+//! in small steps ([`Db::vacuum_step`]).
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+mod housekeeping;
+mod metrics;
+mod runs;
+mod schedules;
+mod workers;
+
+pub use housekeeping::Housekeeping;
+pub use metrics::{ClusterFileTotals, RunStateCount};
+pub use runs::{RunFileRow, RunNodeRow, RunRow, TableTotals};
+pub use schedules::{ScheduleEventRow, ScheduleRow};
+pub use workers::WorkerRow;
+
+/// Migrations in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_restore.sql"),
+    include_str!("../../migrations/0003_operations.sql"),
+    include_str!("../../migrations/0004_identity.sql"),
+    include_str!("../../migrations/0005_run_datacenters.sql"),
+    include_str!("../../migrations/0006_bounded.sql"),
+];
+
+/// Handle to the coordinator's database.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<rusqlite::Connection>>,
+    /// Read-only, for aggregates that may take a while (metrics).
+    read: Arc<Mutex<rusqlite::Connection>>,
+}
+
+impl Db {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Owner-only from the first byte: run requests and store URLs are nobody else's business.
+        ringvault_common::security::create_owner_only(path)
+            .with_context(|| format!("creating {} (owner only)", path.display()))?;
+        let conn = rusqlite::Connection::open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // Pages freed by pruning go back to the filesystem ([`Db::vacuum_step`]): a database
+        // made before this setting is rebuilt once, here, before anything else uses it.
+        let auto_vacuum: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+        if auto_vacuum != 2 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            conn.execute_batch("VACUUM")
+                .context("enabling incremental vacuum")?;
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let conn = Arc::new(Mutex::new(conn));
+        let migrating = Self {
+            conn: Arc::clone(&conn),
+            read: Arc::clone(&conn),
+        };
+        migrating.migrate()?;
+        let read = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {} for reading", path.display()))?;
+        read.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Self {
+            conn,
+            read: Arc::new(Mutex::new(read)),
+        })
+    }
+
+    /// Runs `f` on the read-only connection.
+    fn with_read<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self
+            .read
+            .lock()
+            .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
+        f(&mut conn)
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        self.with(|c| {
+            let version: usize =
+                c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+            if version > MIGRATIONS.len() {
+                anyhow::bail!(
+                    "database schema version {version} is newer than this coordinator knows ({})",
+                    MIGRATIONS.len()
+                );
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+                let tx = c.unchecked_transaction()?;
+                tx.execute_batch(sql)
+                    .with_context(|| format!("migration {}", i + 1))?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+                tx.commit()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` on the blocking pool.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .context("database task")?
+    }
+}
