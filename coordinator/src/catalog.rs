@@ -12,7 +12,8 @@ use ringvault_common::store::{self, Store, StoreError};
 
 use crate::error::CoordinatorError;
 
-const MANIFEST_LIMIT: usize = 1 << 30;
+/// The largest document (manifest, lease, marker) any reader of the store accepts.
+pub const MANIFEST_LIMIT: usize = 1 << 30;
 
 /// A committed backup, everything restore needs.
 pub struct Backup {
@@ -22,7 +23,9 @@ pub struct Backup {
     pub nodes: Vec<NodeManifest>,
 }
 
-async fn json<T: serde::de::DeserializeOwned>(
+/// Reads one JSON document ringvault wrote (bounded by [`MANIFEST_LIMIT`]); every reader of
+/// manifests, leases and markers goes through here.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
     st: &dyn Store,
     key: &layout::ObjectKey,
 ) -> anyhow::Result<T> {
@@ -33,7 +36,7 @@ async fn json<T: serde::de::DeserializeOwned>(
 
 /// Loads a committed backup; a run without `manifest.json` is refused as never committed.
 pub async fn load(st: &Arc<dyn Store>, run: &RunId) -> Result<Backup, CoordinatorError> {
-    let manifest: RunManifest = match json(st.as_ref(), &layout::run_manifest(run)).await {
+    let manifest: RunManifest = match read_json(st.as_ref(), &layout::run_manifest(run)).await {
         Ok(m) => m,
         Err(e)
             if e.downcast_ref::<StoreError>()
@@ -59,11 +62,12 @@ pub async fn load(st: &Arc<dyn Store>, run: &RunId) -> Result<Backup, Coordinato
             manifest.run_id
         )));
     }
-    let topology: Topology = json(st.as_ref(), &layout::run_topology(run)).await?;
-    let schema: Vec<SchemaRow> = json(st.as_ref(), &layout::run_schema_rows(run)).await?;
+    let topology: Topology = read_json(st.as_ref(), &layout::run_topology(run)).await?;
+    let schema: Vec<SchemaRow> = read_json(st.as_ref(), &layout::run_schema_rows(run)).await?;
     let mut nodes = Vec::new();
     for n in &manifest.nodes {
-        let m: NodeManifest = json(st.as_ref(), &layout::node_manifest(run, &n.host_id)).await?;
+        let m: NodeManifest =
+            read_json(st.as_ref(), &layout::node_manifest(run, &n.host_id)).await?;
         if m.node.host_id != n.host_id {
             return Err(CoordinatorError::Internal(anyhow::anyhow!(
                 "node manifest {} names host {}",
@@ -89,7 +93,7 @@ pub async fn list(st: &Arc<dyn Store>) -> anyhow::Result<Vec<RunManifest>> {
         .iter()
         .filter_map(|o| layout::parse_run_manifest(&o.key))
     {
-        out.push(json::<RunManifest>(st.as_ref(), &layout::run_manifest(&run)).await?);
+        out.push(read_json::<RunManifest>(st.as_ref(), &layout::run_manifest(&run)).await?);
     }
     out.sort_by_key(|m| std::cmp::Reverse(m.committed_unix_ms));
     Ok(out)

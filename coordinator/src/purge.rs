@@ -35,7 +35,6 @@ use ringvault_common::store::{self, ObjectMeta, Store};
 pub const DELETE_BATCH: usize = 1000;
 /// Batches deleted at once (each a single request on S3, a few batch requests elsewhere).
 const DELETES_IN_FLIGHT: usize = 4;
-const MANIFEST_LIMIT: usize = 1 << 30;
 const DAY_MS: i64 = 86_400_000;
 /// The shortest grace period a purge accepts without `force`: other coordinators' uploads in
 /// flight are protected only by their age.
@@ -202,14 +201,7 @@ pub fn apply_retention(
     (kept, expired)
 }
 
-async fn json<T: serde::de::DeserializeOwned>(
-    st: &dyn Store,
-    key: &ObjectKey,
-) -> anyhow::Result<T> {
-    let bytes = store::get_bytes(st, key, MANIFEST_LIMIT).await?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("{key} is not a valid ringvault document"))
-}
+use crate::catalog::read_json as json;
 
 /// Marks every blob a committed backup's node manifests name.
 async fn mark(
