@@ -63,7 +63,10 @@ pub fn parse_or_exit<T: clap::Parser>(env_prefix: &str) -> T {
 
 /// The environment variable a flag without an explicit one is read from.
 pub fn derived_env(env_prefix: &str, long: &str) -> String {
-    format!("{env_prefix}{}", long.to_ascii_uppercase().replace('-', "_"))
+    format!(
+        "{env_prefix}{}",
+        long.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// `T`'s command with the `--config` flag and an environment variable for every flag.
@@ -368,7 +371,10 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<Opts, ConfigError> {
-        try_parse_from::<Opts, _, _>(std::iter::once("svc").chain(args.iter().copied()), "RVCFGTEST_")
+        try_parse_from::<Opts, _, _>(
+            std::iter::once("svc").chain(args.iter().copied()),
+            "RVCFGTEST_",
+        )
     }
 
     #[test]
@@ -423,7 +429,11 @@ mod tests {
         };
         let f = file("listen = \"127.0.0.1:2\"\nname = \"from-file\"\n");
         let path = f.path().to_str().unwrap();
-        assert_eq!(parse(&["--config", path]).listen.port(), 2, "file beats default");
+        assert_eq!(
+            parse(&["--config", path]).listen.port(),
+            2,
+            "file beats default"
+        );
         // SAFETY: only this test reads or writes RVCFGENV_* variables.
         unsafe {
             std::env::set_var("RVCFGENV_LISTEN_X", "127.0.0.1:3");
@@ -431,7 +441,11 @@ mod tests {
         }
         let o = parse(&["--config", path]);
         assert_eq!(o.listen.port(), 3, "env beats file");
-        assert_eq!(o.name.as_deref(), Some("from-env"), "derived env name beats file");
+        assert_eq!(
+            o.name.as_deref(),
+            Some("from-env"),
+            "derived env name beats file"
+        );
         let o = parse(&["--config", path, "--name", "flag"]);
         assert_eq!(o.name.as_deref(), Some("flag"), "flag beats env");
         // SAFETY: as above.
@@ -445,11 +459,17 @@ mod tests {
     fn unknown_keys_are_refused_by_name() {
         let f = file("data-dir = [\"/a\"]\nlisten-port = 3\n");
         let e = parse(&["--config", f.path().to_str().unwrap()]).unwrap_err();
-        assert!(matches!(&e, ConfigError::UnknownKey { key, .. } if key == "listen-port"), "{e}");
+        assert!(
+            matches!(&e, ConfigError::UnknownKey { key, .. } if key == "listen-port"),
+            "{e}"
+        );
         assert!(e.to_string().contains("`listen-port`"), "{e}");
         let f = file("count_secs = 3\n");
         let e = parse(&["--config", f.path().to_str().unwrap()]).unwrap_err();
-        assert!(e.to_string().contains("`count-secs`"), "snake case gets a hint: {e}");
+        assert!(
+            e.to_string().contains("`count-secs`"),
+            "snake case gets a hint: {e}"
+        );
         let f = file("config = \"x\"\n");
         assert!(matches!(
             parse(&["--config", f.path().to_str().unwrap()]).unwrap_err(),
@@ -468,8 +488,8 @@ mod tests {
             ("name = { a = 1 }\n", "name"),
         ] {
             let f = file(text);
-            let e = parse(&["--config", f.path().to_str().unwrap(), "--data-dir", "/a"])
-                .unwrap_err();
+            let e =
+                parse(&["--config", f.path().to_str().unwrap(), "--data-dir", "/a"]).unwrap_err();
             assert!(
                 matches!(&e, ConfigError::Value { key: k, .. } if k == key),
                 "{text}: {e}"

@@ -11,8 +11,12 @@ use scylla::statement::unprepared::Statement;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (mut nodes, mut keyspace, mut table, mut drop) =
-        (vec!["127.0.0.1:9042".to_string()], String::new(), String::new(), false);
+    let (mut nodes, mut keyspace, mut table, mut drop) = (
+        vec!["127.0.0.1:9042".to_string()],
+        String::new(),
+        String::new(),
+        false,
+    );
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
