@@ -225,8 +225,12 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
             tokens,
         ))
         .add_service(health_service)
-        .add_service(ringvault_proto::reflection::v1()?)
-        .add_service(ringvault_proto::reflection::v1alpha()?)
+        .add_service(ringvault_proto::reflection::v1(
+            ringvault_proto::reflection::COORDINATOR,
+        )?)
+        .add_service(ringvault_proto::reflection::v1alpha(
+            ringvault_proto::reflection::COORDINATOR,
+        )?)
         .add_service(
             ringvault_proto::v1::registry_server::RegistryServer::new(
                 registry::RegistryService::new(Arc::clone(&coord)),

@@ -23,20 +23,36 @@ pub mod reflection {
     /// a build defect, reported rather than panicking).
     pub type Error = tonic_reflection::server::Error;
 
-    fn builder() -> tonic_reflection::server::Builder<'static> {
-        tonic_reflection::server::Builder::configure()
+    /// The services the coordinator serves.
+    pub const COORDINATOR: &[&str] = &[
+        "ringvault.v1.Coordinator",
+        "ringvault.v1.Registry",
+        "grpc.health.v1.Health",
+    ];
+    /// The services a worker serves.
+    pub const WORKER: &[&str] = &["ringvault.v1.Worker", "grpc.health.v1.Health"];
+
+    fn builder(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+        let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(super::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for s in services {
+            b = b.with_service_name(*s);
+        }
+        b
     }
 
-    /// The `grpc.reflection.v1` service.
-    pub fn v1() -> Result<v1::ServerReflectionServer<impl v1::ServerReflection>, Error> {
-        builder().build_v1()
+    /// The `grpc.reflection.v1` service listing `services` ([`COORDINATOR`] or [`WORKER`]).
+    pub fn v1(
+        services: &[&str],
+    ) -> Result<v1::ServerReflectionServer<impl v1::ServerReflection>, Error> {
+        builder(services).build_v1()
     }
 
-    /// The `grpc.reflection.v1alpha` service.
-    pub fn v1alpha()
-    -> Result<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>, Error> {
-        builder().build_v1alpha()
+    /// The `grpc.reflection.v1alpha` service listing `services`.
+    pub fn v1alpha(
+        services: &[&str],
+    ) -> Result<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>, Error> {
+        builder(services).build_v1alpha()
     }
 }

@@ -190,8 +190,12 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
             None,
         ))
         .add_service(health_service)
-        .add_service(ringvault_proto::reflection::v1()?)
-        .add_service(ringvault_proto::reflection::v1alpha()?)
+        .add_service(ringvault_proto::reflection::v1(
+            ringvault_proto::reflection::WORKER,
+        )?)
+        .add_service(ringvault_proto::reflection::v1alpha(
+            ringvault_proto::reflection::WORKER,
+        )?)
         .add_service(
             ringvault_proto::v1::worker_server::WorkerServer::new(service::WorkerService::new(
                 node,
