@@ -3,6 +3,7 @@
 //! ([`layout`]), content hashing ([`hash`]) and the object-store trait with its backends
 //! ([`store`]), the bandwidth cap ([`throttle`]), and the Prometheus text renderer both
 //! binaries serve ([`metrics`]).
+pub mod config;
 pub mod cql;
 pub mod hash;
 pub mod ids;

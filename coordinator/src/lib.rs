@@ -26,6 +26,10 @@ use clap::Parser;
 use ringvault_common::security::{self, ClientSecurity, ServerSecurity};
 use ringvault_common::store::Store;
 
+/// Prefix of the environment variable of a flag that names none itself (`--config FILE`
+/// and the file's keys: `ringvault_common::config`).
+pub const ENV_PREFIX: &str = "RINGVAULT_";
+
 /// Command-line options of `ringvault-coordinator`.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -217,6 +221,12 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
             tokens,
         ))
         .add_service(health_service)
+        .add_service(ringvault_proto::reflection::v1(
+            ringvault_proto::reflection::COORDINATOR,
+        )?)
+        .add_service(ringvault_proto::reflection::v1alpha(
+            ringvault_proto::reflection::COORDINATOR,
+        )?)
         .add_service(
             ringvault_proto::v1::registry_server::RegistryServer::new(grpc::RegistryService::new(
                 Arc::clone(&coord),

@@ -1,9 +1,9 @@
 //! `ringvault-coordinator`: see the crate docs in `lib.rs`.
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let opts = ringvault_coordinator::CoordinatorOptions::parse();
+    // Flags, RINGVAULT_* variables, then `--config FILE` (TOML), then defaults.
+    let opts: ringvault_coordinator::CoordinatorOptions =
+        ringvault_common::config::parse_or_exit(ringvault_coordinator::ENV_PREFIX);
     ringvault_common::service::init_tracing();
     ringvault_coordinator::run(opts).await
 }

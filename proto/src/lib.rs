@@ -7,3 +7,52 @@ pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("ringvault.v1");
 }
+
+/// The encoded `FileDescriptorSet` of package `ringvault.v1`, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ringvault_v1_descriptor.bin"));
+
+/// gRPC server reflection (`grpc.reflection.v1` and `v1alpha`, the one older grpcurl asks
+/// for) describing `ringvault.v1` and `grpc.health.v1`. Both servers add it; the
+/// authorization layer lets anyone who completes the TLS handshake call it (it reveals the
+/// public schema only, no data).
+pub mod reflection {
+    use tonic_reflection::server::{v1, v1alpha};
+
+    /// Why the reflection services could not be built (a descriptor set that does not decode:
+    /// a build defect, reported rather than panicking).
+    pub type Error = tonic_reflection::server::Error;
+
+    /// The services the coordinator serves.
+    pub const COORDINATOR: &[&str] = &[
+        "ringvault.v1.Coordinator",
+        "ringvault.v1.Registry",
+        "grpc.health.v1.Health",
+    ];
+    /// The services a worker serves.
+    pub const WORKER: &[&str] = &["ringvault.v1.Worker", "grpc.health.v1.Health"];
+
+    fn builder(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(super::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for s in services {
+            b = b.with_service_name(*s);
+        }
+        b
+    }
+
+    /// The `grpc.reflection.v1` service listing `services` ([`COORDINATOR`] or [`WORKER`]).
+    pub fn v1(
+        services: &[&str],
+    ) -> Result<v1::ServerReflectionServer<impl v1::ServerReflection>, Error> {
+        builder(services).build_v1()
+    }
+
+    /// The `grpc.reflection.v1alpha` service listing `services`.
+    pub fn v1alpha(
+        services: &[&str],
+    ) -> Result<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>, Error> {
+        builder(services).build_v1alpha()
+    }
+}

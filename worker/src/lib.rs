@@ -25,6 +25,10 @@ use anyhow::Context;
 use clap::Parser;
 use ringvault_common::security::{self, ClientSecurity, ServerSecurity};
 
+/// Prefix of the environment variable of a flag that names none itself (`--config FILE`
+/// and the file's keys: `ringvault_common::config`).
+pub const ENV_PREFIX: &str = "RINGVAULT_WORKER_";
+
 /// Command-line options of `ringvault-worker`.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -186,6 +190,12 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
             None,
         ))
         .add_service(health_service)
+        .add_service(ringvault_proto::reflection::v1(
+            ringvault_proto::reflection::WORKER,
+        )?)
+        .add_service(ringvault_proto::reflection::v1alpha(
+            ringvault_proto::reflection::WORKER,
+        )?)
         .add_service(
             ringvault_proto::v1::worker_server::WorkerServer::new(service::WorkerService::new(
                 node,

@@ -2,6 +2,8 @@
 mod backup;
 mod backups;
 mod certs;
+mod completions;
+mod health;
 mod purge;
 mod restore;
 mod runs;
@@ -73,12 +75,23 @@ pub enum Command {
     Schedule(schedule::ScheduleCommand),
     /// Make a private CA and certificates for the coordinator, workers and CLI users (offline).
     Certs(certs::CertsOptions),
+    /// Check a coordinator's or worker's gRPC health (exit 0 when serving).
+    Health(health::HealthOptions),
+    /// Print a shell completion script (bash, zsh, fish): e.g.
+    /// `ringvault completions bash > /etc/bash_completion.d/ringvault`.
+    Completions(completions::CompletionsOptions),
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Certs(o) = cli.command {
         return certs::run(o, cli.output);
+    }
+    if let Command::Completions(o) = cli.command {
+        return completions::run(o);
+    }
+    if let Command::Health(o) = cli.command {
+        return health::run(o, &cli.coordinator, &cli.tls, cli.output).await;
     }
     let client = connect(&cli).await?;
     match cli.command {
@@ -90,7 +103,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(o) => verify::run(client, o, cli.output).await,
         Command::Purge(o) => purge::run(client, o, cli.output).await,
         Command::Schedule(c) => schedule::run(client, c, cli.output).await,
-        Command::Certs(_) => unreachable!("handled before connecting"),
+        Command::Certs(_) | Command::Completions(_) | Command::Health(_) => {
+            unreachable!("handled before connecting")
+        }
     }
 }
 
