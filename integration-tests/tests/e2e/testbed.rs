@@ -2,11 +2,13 @@
 //! CQL (the scylla driver) are read back, and `nodetool snapshot -t T ks` through the test bed
 //! produces the documented on-disk layout, which `nodetool clearsnapshot -t T` removes.
 use anyhow::Context;
-use ringvault_integration_tests::cluster;
+use ringvault_integration_tests::guards::Keyspaces;
 use ringvault_integration_tests::testbed::Testbed;
+use ringvault_integration_tests::{bed, cluster};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_node_is_up_normal_and_runs_cassandra_5() -> anyhow::Result<()> {
+    let _bed = bed::shared().await;
     let tb = Testbed::load()?;
     let status = tb.nodetool(1, &["status"])?;
     let up: Vec<&str> = status.lines().filter(|l| l.starts_with("UN ")).collect();
@@ -24,8 +26,10 @@ async fn every_node_is_up_normal_and_runs_cassandra_5() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn nodetool_snapshot_produces_the_documented_layout_and_clearsnapshot_removes_it()
 -> anyhow::Result<()> {
+    let _bed = bed::shared().await;
     let tb = Testbed::load()?;
     let ks = cluster::unique_keyspace("tb");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["employee"]).await?;
     cluster::write_rows(&s, &ks, "employee", 0, 100, 64).await?;
