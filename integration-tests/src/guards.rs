@@ -39,6 +39,7 @@ impl Drop for Keyspaces {
                     s.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
                         .await?;
                 }
+                s.await_schema_agreement().await?;
                 anyhow::Ok(())
             })
         })
