@@ -16,8 +16,6 @@ use ringvault_integration_tests::{bed, cluster};
 use ringvault_proto::v1 as pb;
 use serde_json::Value;
 
-/// The tests share three Cassandra nodes; one at a time.
-
 /// Host id of test-bed node `n`, as `nodetool info` prints it.
 fn host_id(d: &Deployment, n: usize) -> anyhow::Result<String> {
     let info = d.testbed.nodetool(n, &["info"])?;
