@@ -39,21 +39,55 @@ pub async fn open_store(d: &Deployment) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The S3 backend reads credentials from the standard AWS environment: tests set them
-/// process-wide once, identical for every test.
+/// process-wide once, identical for every test (see [`set_store_env`]).
 pub fn set_aws_env(tb: &Testbed) -> anyhow::Result<()> {
+    set_store_env(tb)
+}
+
+/// Puts the test bed's store credentials (S3 keys and region, the Azurite account key the
+/// Azure backend signs its SAS with) in this process's environment, once, identical for every
+/// test; deployments' processes inherit them.
+pub fn set_store_env(tb: &Testbed) -> anyhow::Result<()> {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    let (k, s, r) = (
-        tb.var("RV_S3_ACCESS_KEY")?,
-        tb.var("RV_S3_SECRET_KEY")?,
-        tb.var("RV_S3_REGION")?,
-    );
+    let vars = [
+        ("AWS_ACCESS_KEY_ID", tb.var("RV_S3_ACCESS_KEY")?),
+        ("AWS_SECRET_ACCESS_KEY", tb.var("RV_S3_SECRET_KEY")?),
+        ("AWS_REGION", tb.var("RV_S3_REGION")?),
+        ("AZURE_STORAGE_KEY", tb.var("RV_AZ_KEY")?),
+    ];
     // SAFETY: set once, before any store is opened by this test process, to the same values.
     ONCE.call_once(|| unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", k);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", s);
-        std::env::set_var("AWS_REGION", r);
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
     });
     Ok(())
+}
+
+/// A fresh prefix on the test bed's fake-gcs-server (anonymous: a plain-http emulator).
+pub fn gs_store_url(tb: &Testbed) -> anyhow::Result<String> {
+    Ok(format!(
+        "gs://{}/e2e-{}?endpoint={}",
+        tb.var("RV_GCS_BUCKET")?,
+        uuid::Uuid::new_v4().simple(),
+        tb.var("RV_GCS_ENDPOINT")?
+    ))
+}
+
+/// A fresh prefix in the test bed's Azurite container.
+pub fn az_store_url(tb: &Testbed) -> anyhow::Result<String> {
+    Ok(format!(
+        "az://{}/{}/e2e-{}?endpoint={}",
+        tb.var("RV_AZ_ACCOUNT")?,
+        tb.var("RV_AZ_CONTAINER")?,
+        uuid::Uuid::new_v4().simple(),
+        tb.var("RV_AZ_ENDPOINT")?
+    ))
+}
+
+/// The directory of a `file://` store URL.
+pub fn file_store_dir(url: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(url.trim_start_matches("file://"))
 }
 
 /// A JSON document from the store.
@@ -154,4 +188,64 @@ pub fn verify(d: &Deployment, run: &str, deep: bool) -> anyhow::Result<(i32, Val
 /// The test-bed node number (1-based) of a node address 127.0.0.N.
 pub fn node_number(address: &str) -> Option<usize> {
     address.rsplit('.').next()?.parse().ok()
+}
+
+/// The `id` of a run's JSON view.
+pub fn id_of(v: &Value) -> anyhow::Result<String> {
+    Ok(v["id"].as_str().context("run id")?.to_string())
+}
+
+/// A finished command's stdout and stderr, for messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Calls `probe` every `every` until it gives a value; an error from `probe` ends the wait at
+/// once; fails naming `what` after `limit`. The one deadline loop of the end-to-end tests.
+pub fn poll<T>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe()? {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not observed within {limit:?}: {what}"
+        );
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits until the coordinator lists the worker of node `address` as down (its heartbeats
+/// stopped for longer than the coordinator's worker timeout).
+pub fn wait_worker_down(d: &Deployment, address: &str) -> anyhow::Result<()> {
+    poll(
+        &format!("the worker of node {address} listed as down"),
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            let Ok(v) = d.cli_json(&["workers", "list"]) else {
+                return Ok(None);
+            };
+            let down = v.as_array().is_some_and(|ws| {
+                ws.iter()
+                    .any(|w| w["address"] == address && w["alive"] == false)
+            });
+            Ok(down.then_some(()))
+        },
+    )
 }

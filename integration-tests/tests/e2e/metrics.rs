@@ -6,16 +6,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ringvault_integration_tests::cluster;
 use ringvault_integration_tests::deployment::{Deployment, bin, free_port, tail};
+use ringvault_integration_tests::guards::Keyspaces;
+use ringvault_integration_tests::runs::file_store_url;
+use ringvault_integration_tests::{bed, cluster};
 use serde_json::Value;
-
-/// The Cassandra-backed tests share three nodes; one at a time (as in backup.rs).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().await
-}
 
 /// GETs `url`; returns (status, content type, body).
 async fn get(url: &str) -> anyhow::Result<(u16, String, String)> {
@@ -76,6 +71,7 @@ impl Drop for Coordinator {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn coordinator_serves_metrics_without_cassandra() -> anyhow::Result<()> {
+    let _bed = bed::shared().await;
     let dir = tempfile::Builder::new().prefix("rv-metrics-").tempdir()?;
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store)?;
@@ -196,15 +192,12 @@ fn files_uploaded(v: &Value) -> anyhow::Result<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_after_a_backup_count_uploaded_and_skipped_files() -> anyhow::Result<()> {
-    let _g = serial().await;
-    let store = std::env::temp_dir().join(format!(
-        "rv-store-metrics-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let d = Deployment::start(&format!("file://{}", store.display()))?;
+    let _bed = bed::exclusive().await;
+    let d = Deployment::start(&file_store_url("metrics")?)?;
     let tb = d.testbed.clone();
     let nodes = tb.nodes()?;
     let ks = cluster::unique_keyspace("metrics");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["employee"]).await?;
     cluster::write_rows(&s, &ks, "employee", 0, 1000, 200).await?;

@@ -1,27 +1,13 @@
 //! Restores on the real test bed, checked by an independent client: rows are read back with the
 //! scylla driver at consistency ALL and compared in full with what was there at backup time.
-use std::time::Duration;
 
 use anyhow::Context;
-use ringvault_integration_tests::cluster;
 use ringvault_integration_tests::deployment::Deployment;
+use ringvault_integration_tests::guards::Keyspaces;
+use ringvault_integration_tests::runs::{self, file_store_dir, file_store_url, output_text};
+use ringvault_integration_tests::{bed, cluster};
 use scylla::client::session::Session;
 use serde_json::Value;
-
-/// The tests share three Cassandra nodes; one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn store_url(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "rv-restore-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    format!("file://{}", dir.display())
-}
-
-fn store_dir(url: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(url.trim_start_matches("file://"))
-}
 
 /// A keyspace with two tables of varied column types, flushed, and a committed backup of it.
 struct Fixture {
@@ -31,12 +17,15 @@ struct Fixture {
     run: String,
     employee: Vec<String>,
     department: Vec<String>,
+    /// Dropped last: the keyspace goes however the test ends.
+    _keyspaces: Keyspaces,
 }
 
 async fn fixture(prefix: &str) -> anyhow::Result<Fixture> {
-    let d = Deployment::start(&store_url(prefix))?;
+    let d = Deployment::start(&file_store_url(prefix)?)?;
     let tb = d.testbed.clone();
     let ks = cluster::unique_keyspace(prefix);
+    let keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["employee", "department"]).await?;
     cluster::write_rows(&s, &ks, "employee", 0, 1200, 200).await?;
@@ -55,6 +44,7 @@ async fn fixture(prefix: &str) -> anyhow::Result<Fixture> {
         run,
         employee,
         department,
+        _keyspaces: keyspaces,
     })
 }
 
@@ -77,16 +67,12 @@ fn refused(d: &Deployment, args: &[&str]) -> anyhow::Result<String> {
     all.extend_from_slice(args);
     let out = d.cli(&all)?;
     anyhow::ensure!(!out.status.success(), "restore {args:?} was accepted");
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
+    Ok(output_text(&out))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn truncated_table_comes_back_identical_with_nodetool_import() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let f = fixture("rtrunc").await?;
     f.s.query_unpaged(format!("TRUNCATE {}.employee", f.ks), ())
         .await?;
@@ -120,7 +106,7 @@ async fn truncated_table_comes_back_identical_with_nodetool_import() -> anyhow::
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_keyspace_is_recreated_with_its_schema_and_rows() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let f = fixture("rdrop").await?;
     f.s.query_unpaged(format!("DROP KEYSPACE {}", f.ks), ())
         .await?;
@@ -162,7 +148,7 @@ async fn dropped_keyspace_is_recreated_with_its_schema_and_rows() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sstableloader_mode_restores_the_same_rows() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let f = fixture("rload").await?;
     f.s.query_unpaged(format!("TRUNCATE {}.department", f.ks), ())
         .await?;
@@ -183,10 +169,10 @@ async fn sstableloader_mode_restores_the_same_rows() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_blob_is_refused_before_any_import_naming_the_file() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let f = fixture("rcorrupt").await?;
     // Flip one byte of the blob of one Data.db file.
-    let dir = store_dir(&f.d.store_url);
+    let dir = file_store_dir(&f.d.store_url);
     let node_manifests = dir.join("runs").join(&f.run).join("nodes");
     let first = std::fs::read_dir(&node_manifests)?
         .next()
@@ -231,7 +217,7 @@ async fn a_corrupt_blob_is_refused_before_any_import_naming_the_file() -> anyhow
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_restore_requests_are_refused_and_change_nothing() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let mut f = fixture("rbad").await?;
     let unknown = "01a213ec-0000-7000-8000-000000000000";
     assert!(refused(&f.d, &[unknown])?.contains("not found"));
@@ -243,7 +229,7 @@ async fn bad_restore_requests_are_refused_and_change_nothing() -> anyhow::Result
     assert!(refused(&f.d, &[&f.run, "-k", &f.ks, "-t", "nope"])?.contains("is not in backup"));
 
     // A run without manifest.json was never committed.
-    let dir = store_dir(&f.d.store_url);
+    let dir = file_store_dir(&f.d.store_url);
     let uncommitted = "01a213ec-1111-7000-8000-000000000000";
     let src = dir.join("runs").join(&f.run);
     let dst = dir.join("runs").join(uncommitted);
@@ -271,7 +257,7 @@ async fn bad_restore_requests_are_refused_and_change_nothing() -> anyhow::Result
 
     // A target node down.
     f.d.kill_worker(2)?;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    runs::wait_worker_down(&f.d, &f.d.testbed.var("RV_NODE2_ADDRESS")?)?;
     let text = refused(&f.d, &[&f.run, "-k", &f.ks])?;
     assert!(
         text.contains(&f.d.testbed.var("RV_NODE2_ADDRESS")?),
@@ -299,11 +285,11 @@ async fn bad_restore_requests_are_refused_and_change_nothing() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread")]
 async fn a_coordinator_with_an_empty_database_lists_and_restores_from_the_bucket_alone()
 -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let f = fixture("rbucket").await?;
     let url = f.d.store_url.clone();
     // Another coordinator, its own empty database and an unrelated default store.
-    let fresh = Deployment::start_allowing(&store_url("other"), &[], &[&url])?;
+    let fresh = Deployment::start_allowing(&file_store_url("other")?, &[], &[&url])?;
     let listed = fresh.cli_json(&["backups", "list", "--from-store", &url])?;
     assert!(
         listed

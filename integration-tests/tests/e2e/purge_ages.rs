@@ -9,11 +9,9 @@ use ringvault_common::hash::ContentHash;
 use ringvault_common::layout;
 use ringvault_common::store::{self, Store};
 use ringvault_coordinator::purge::{self, PurgeOptions, RetentionPolicy};
+use ringvault_integration_tests::bed;
+use ringvault_integration_tests::runs::{now_ms, set_store_env};
 use ringvault_integration_tests::testbed::Testbed;
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 async fn modified(st: &dyn Store, h: &ContentHash) -> anyhow::Result<i64> {
     let key = layout::blob(h);
@@ -68,11 +66,11 @@ async fn older_blob_goes_younger_stays(backend: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One test, so the credentials are exported before any other thread runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn on_gcs_s3_azure_and_file_an_old_unreferenced_blob_goes_and_a_young_one_stays()
 -> anyhow::Result<()> {
-    Testbed::load()?.export_store_credentials()?;
+    let _bed = bed::shared().await;
+    set_store_env(&Testbed::load()?)?;
     for backend in ["gs", "s3", "az", "file"] {
         older_blob_goes_younger_stays(backend).await?;
     }

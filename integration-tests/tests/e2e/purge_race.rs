@@ -4,21 +4,22 @@
 //! without uploading, blobs only the backup A is expiring names. The purge must keep them and
 //! B's backup must verify deep (docs/design.md, "Purge protocol", interleaving 3).
 //!
-//! The only test in this binary: the hook is passed to A's process through this process's
-//! environment, set while A starts and removed before B starts.
+//! The hook is passed to A's process through this process's environment, set while A starts
+//! and removed before B starts: the test holds the bed exclusively, so no other test reads the
+//! environment (or starts a process) meanwhile.
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use ringvault_common::RunId;
 use ringvault_common::hash::ContentHash;
 use ringvault_common::layout;
 use ringvault_coordinator::maintenance::PAUSE_ENV;
-use ringvault_integration_tests::cluster;
 use ringvault_integration_tests::deployment::{self, Deployment};
-use ringvault_integration_tests::runs::{self, node_manifests, open_store};
+use ringvault_integration_tests::guards::{EnvVars, Keyspaces};
+use ringvault_integration_tests::runs::{self, id_of, node_manifests, open_store};
 use ringvault_integration_tests::testbed::Testbed;
+use ringvault_integration_tests::{bed, cluster};
 use serde_json::Value;
 
 async fn blobs_of(d: &Deployment, run: &str) -> anyhow::Result<BTreeSet<String>> {
@@ -28,10 +29,6 @@ async fn blobs_of(d: &Deployment, run: &str) -> anyhow::Result<BTreeSet<String>>
         .iter()
         .flat_map(|m| m.files.iter().map(|f| f.hash.to_string()))
         .collect())
-}
-
-fn id_of(v: &Value) -> anyhow::Result<String> {
-    Ok(v["id"].as_str().context("run id")?.to_string())
 }
 
 fn wait_for_file(path: &Path, purge: &std::thread::JoinHandle<anyhow::Result<Value>>) {
@@ -49,16 +46,18 @@ fn wait_for_file(path: &Path, purge: &std::thread::JoinHandle<anyhow::Result<Val
 #[tokio::test(flavor = "multi_thread")]
 async fn a_purge_paused_between_listing_and_sweep_keeps_a_blob_another_coordinator_reuses()
 -> anyhow::Result<()> {
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
     let url = runs::s3_store_url(&tb)?;
     let hook_dir = tempfile::tempdir()?;
     let pause = hook_dir.path().join("pause");
     let paused = hook_dir.path().join("pause.paused");
-    // SAFETY: the only test of this binary; nothing else reads or writes the environment
-    // while the coordinators start.
+    // SAFETY: the bed is held exclusively; nothing else reads or writes the environment
+    // while the coordinators start. The guard removes the hook even if A fails to start.
+    let hook = EnvVars::save(&[PAUSE_ENV]);
     unsafe { std::env::set_var(PAUSE_ENV, &pause) };
     let a = Deployment::start(&url)?;
-    unsafe { std::env::remove_var(PAUSE_ENV) };
+    drop(hook);
     let b = Deployment::start(&url)?;
 
     let s = cluster::session(&tb).await?;
@@ -66,6 +65,8 @@ async fn a_purge_paused_between_listing_and_sweep_keeps_a_blob_another_coordinat
         cluster::unique_keyspace("race_x"),
         cluster::unique_keyspace("race_y"),
     );
+    let mut keyspaces = Keyspaces::new(&tb, &ks_x);
+    keyspaces.also(&ks_y);
     for ks in [&ks_x, &ks_y] {
         cluster::create_keyspace(&s, &tb, ks, &["t"]).await?;
         cluster::write_rows(&s, ks, "t", 0, 200, 1024).await?;

@@ -1,12 +1,15 @@
 //! Proves the test bed runs a real Cassandra 5.0 cluster: every node is UN, rows written over
 //! CQL (the scylla driver) are read back, and `nodetool snapshot -t T ks` through the test bed
-//! produces the documented on-disk layout, which `nodetool clearsnapshot -t T` removes.
+//! produces the documented on-disk layout, which `nodetool clearsnapshot -t T` removes. The
+//! keyspace guard every test relies on drops its keyspace even when a test panics.
 use anyhow::Context;
-use ringvault_integration_tests::cluster;
+use ringvault_integration_tests::guards::Keyspaces;
 use ringvault_integration_tests::testbed::Testbed;
+use ringvault_integration_tests::{bed, cluster};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_node_is_up_normal_and_runs_cassandra_5() -> anyhow::Result<()> {
+    let _bed = bed::shared().await;
     let tb = Testbed::load()?;
     let status = tb.nodetool(1, &["status"])?;
     let up: Vec<&str> = status.lines().filter(|l| l.starts_with("UN ")).collect();
@@ -24,8 +27,10 @@ async fn every_node_is_up_normal_and_runs_cassandra_5() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn nodetool_snapshot_produces_the_documented_layout_and_clearsnapshot_removes_it()
 -> anyhow::Result<()> {
+    let _bed = bed::shared().await;
     let tb = Testbed::load()?;
     let ks = cluster::unique_keyspace("tb");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["employee"]).await?;
     cluster::write_rows(&s, &ks, "employee", 0, 100, 64).await?;
@@ -97,4 +102,52 @@ async fn nodetool_snapshot_produces_the_documented_layout_and_clearsnapshot_remo
     }
     s.query_unpaged(format!("DROP KEYSPACE {ks}"), ()).await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyspace_guard_drops_its_keyspace_even_when_the_test_panics() -> anyhow::Result<()> {
+    let _bed = bed::shared().await;
+    let tb = Testbed::load()?;
+    let ks = cluster::unique_keyspace("guard");
+    let (tb2, ks2) = (tb.clone(), ks.clone());
+    let failing_test = tokio::spawn(async move {
+        let _keyspaces = Keyspaces::new(&tb2, &ks2);
+        let s = cluster::session(&tb2).await.expect("session");
+        cluster::create_keyspace(&s, &tb2, &ks2, &["t"])
+            .await
+            .expect("create");
+        assert_eq!(keyspace_rows(&s, &ks2).await.expect("read"), 1);
+        panic!("a test failing after creating {ks2}");
+    })
+    .await;
+    let payload = match failing_test {
+        Err(e) if e.is_panic() => e.into_panic(),
+        other => anyhow::bail!("the failing test did not panic: {other:?}"),
+    };
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("a test failing after creating"),
+        "the test failed before its keyspace existed: {message}"
+    );
+    let s = cluster::session(&tb).await?;
+    assert_eq!(
+        keyspace_rows(&s, &ks).await?,
+        0,
+        "keyspace {ks} survived its failed test"
+    );
+    Ok(())
+}
+
+/// Rows of `system_schema.keyspaces` naming `ks` (1 while it exists).
+async fn keyspace_rows(s: &scylla::client::session::Session, ks: &str) -> anyhow::Result<usize> {
+    Ok(s.query_unpaged(
+        "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+        (ks,),
+    )
+    .await?
+    .into_rows_result()?
+    .rows_num())
 }

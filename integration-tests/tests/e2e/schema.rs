@@ -6,19 +6,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ringvault_integration_tests::cluster;
 use ringvault_integration_tests::deployment::Deployment;
+use ringvault_integration_tests::guards::Keyspaces;
+use ringvault_integration_tests::runs::file_store_url;
+use ringvault_integration_tests::{bed, cluster};
 use ringvault_proto::v1 as pb;
 use scylla::client::session::Session;
-
-/// The tests share three Cassandra nodes; one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn store_url(tag: &str) -> String {
-    let dir =
-        std::env::temp_dir().join(format!("rv-schema-{tag}-{}", uuid::Uuid::new_v4().simple()));
-    format!("file://{}", dir.display())
-}
 
 async fn run(s: &Session, cql: &str) -> anyhow::Result<()> {
     s.query_unpaged(cql, ())
@@ -94,11 +87,12 @@ fn object(kind: pb::SchemaObjectKind, ks: &str, name: &str, statement: &str) -> 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_schema_rpc_runs_only_the_object_it_names() -> anyhow::Result<()> {
     use pb::SchemaObjectKind as K;
-    let _g = SERIAL.lock().await;
-    let d = Deployment::start(&store_url("rpc"))?;
+    let _bed = bed::exclusive().await;
+    let d = Deployment::start(&file_store_url("rpc")?)?;
     let tb = d.testbed.clone();
     let s = cluster::session(&tb).await?;
     let ks = cluster::unique_keyspace("srpc");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     run(&s, &format!("CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 3}}")).await?;
     run(
         &s,
@@ -269,11 +263,12 @@ async fn aggregate(s: &Session, ks: &str) -> anyhow::Result<i64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn udt_udf_uda_view_and_awkward_names_come_back_identical() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
-    let d = Deployment::start(&store_url("rich"))?;
+    let _bed = bed::exclusive().await;
+    let d = Deployment::start(&file_store_url("rich")?)?;
     let tb = d.testbed.clone();
     let s = cluster::session(&tb).await?;
     let ks = cluster::unique_keyspace("srich");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     for st in rich_schema(&ks) {
         run(&s, &st).await?;
         s.await_schema_agreement().await?;
@@ -379,11 +374,12 @@ fn all_snapshots(d: &Deployment) -> anyhow::Result<BTreeSet<String>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn system_keyspaces_are_refused_for_backup_and_restore() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
-    let d = Deployment::start(&store_url("sys"))?;
+    let _bed = bed::exclusive().await;
+    let d = Deployment::start(&file_store_url("sys")?)?;
     let tb = d.testbed.clone();
     let s = cluster::session(&tb).await?;
     let ks = cluster::unique_keyspace("ssys");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     cluster::create_keyspace(&s, &tb, &ks, &["t"]).await?;
     cluster::write_rows(&s, &ks, "t", 0, 50, 16).await?;
     cluster::flush(&tb, &ks)?;

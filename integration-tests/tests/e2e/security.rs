@@ -10,22 +10,14 @@ use std::time::{Duration, Instant};
 
 use ringvault_common::security::certs::CertAuthority;
 use ringvault_common::security::{ClientSecurity, Identity, ReloadingTls, Role};
+use ringvault_integration_tests::bed;
 use ringvault_integration_tests::deployment::{Deployment, TESTBED_CLUSTER, bin, free_port};
+use ringvault_integration_tests::runs::{file_store_url, output_text};
 use ringvault_proto::v1 as pb;
 use ringvault_proto::v1::registry_client::RegistryClient;
 use ringvault_proto::v1::worker_client::WorkerClient;
 use tonic::Code;
 use tonic::transport::Channel;
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn file_store(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "rv-security-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    format!("file://{}", dir.display())
-}
 
 /// Client security trusting `ca`, presenting `cert` (name under `dir`) if given.
 fn client(ca: &Path, own: Option<(&Path, &str)>) -> ClientSecurity {
@@ -78,14 +70,6 @@ fn runs_count(d: &Deployment) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-fn stderr(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// A TCP server that counts connections and keeps what it received.
 struct Mock {
     port: u16,
@@ -125,12 +109,12 @@ async fn mock() -> Mock {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rpc_needs_a_certificate_from_our_ca_and_a_role_that_allows_it() -> anyhow::Result<()>
 {
-    let _g = SERIAL.lock().await;
-    let d = Deployment::start(&file_store("roles"))?;
+    let _bed = bed::exclusive().await;
+    let d = Deployment::start(&file_store_url("roles")?)?;
     let certs = d.certs();
-    let coordinator_proto = include_str!("../../proto/ringvault/v1/coordinator.proto");
-    let worker_proto = include_str!("../../proto/ringvault/v1/worker.proto");
-    let registry_proto = include_str!("../../proto/ringvault/v1/registry.proto");
+    let coordinator_proto = include_str!("../../../proto/ringvault/v1/coordinator.proto");
+    let worker_proto = include_str!("../../../proto/ringvault/v1/worker.proto");
+    let registry_proto = include_str!("../../../proto/ringvault/v1/registry.proto");
 
     // 1. No client certificate: UNAUTHENTICATED on every RPC of every service.
     let anon = client(&certs.ca, None);
@@ -198,32 +182,32 @@ async fn every_rpc_needs_a_certificate_from_our_ca_and_a_role_that_allows_it() -
     let before = runs_count(&d);
     let o = d.cli_as("viewer", &["backup", "-k", "system_auth"])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("permission denied"),
+        !o.status.success() && output_text(&o).contains("permission denied"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     assert!(d.cli_as("viewer", &["runs", "list"])?.status.success());
     let fake_run = uuid::Uuid::now_v7().to_string();
     let o = d.cli_as("operator", &["restore", &fake_run])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("admin role"),
+        !o.status.success() && output_text(&o).contains("admin role"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     let o = d.cli_as("operator", &["purge", "--dry-run"])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("admin role"),
+        !o.status.success() && output_text(&o).contains("admin role"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     let o = d.cli_as("viewer", &["verify", &fake_run, "--deep"])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("operator role"),
+        !o.status.success() && output_text(&o).contains("operator role"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     let o = d.cli_as("admin", &["purge", "--dry-run"])?;
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     assert_eq!(runs_count(&d), before, "a refused call started a run");
 
     // 3. Components may not call what is not theirs.
@@ -335,12 +319,12 @@ async fn every_rpc_needs_a_certificate_from_our_ca_and_a_role_that_allows_it() -
     // `workers remove` is for admins; the real worker then registers again by itself.
     let o = d.cli_as("operator", &["workers", "remove", &host_id])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("admin role"),
+        !o.status.success() && output_text(&o).contains("admin role"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     let o = d.cli_as("admin", &["workers", "remove", &host_id])?;
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     d.wait_workers(3)?;
 
     // Bearer tokens are not accepted by this coordinator (no --tokens-file).
@@ -354,23 +338,23 @@ async fn every_rpc_needs_a_certificate_from_our_ca_and_a_role_that_allows_it() -
         .args(["runs", "list"])
         .output()?;
     assert!(
-        !o.status.success() && stderr(&o).contains("unauthenticated"),
+        !o.status.success() && output_text(&o).contains("unauthenticated"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bearer_tokens_carry_a_role_for_users_without_certificates() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let tokens = tempfile::tempdir()?;
     let (viewer, line) = ringvault_common::security::tokens::new_token("bob", Role::Viewer);
     std::fs::write(tokens.path().join("tokens"), format!("{line}\n"))?;
     std::fs::write(tokens.path().join("bob.token"), &viewer)?;
     std::fs::write(tokens.path().join("wrong.token"), "0123")?;
     let tokens_file = tokens.path().join("tokens").display().to_string();
-    let d = Deployment::start_with(&file_store("tokens"), &["--tokens-file", &tokens_file])?;
+    let d = Deployment::start_with(&file_store_url("tokens")?, &["--tokens-file", &tokens_file])?;
     let run = |token: &str, args: &[&str]| -> anyhow::Result<std::process::Output> {
         Ok(Command::new(bin("ringvault")?)
             .args(["--coordinator", &d.coordinator_url, "--tls-ca"])
@@ -381,18 +365,18 @@ async fn bearer_tokens_carry_a_role_for_users_without_certificates() -> anyhow::
             .output()?)
     };
     let o = run("bob.token", &["runs", "list"])?;
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let o = run("bob.token", &["backup", "-k", "system_auth"])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("permission denied"),
+        !o.status.success() && output_text(&o).contains("permission denied"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     let o = run("wrong.token", &["runs", "list"])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("unauthenticated"),
+        !o.status.success() && output_text(&o).contains("unauthenticated"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     // A token never travels in clear.
     let o = Command::new(bin("ringvault")?)
@@ -405,9 +389,9 @@ async fn bearer_tokens_carry_a_role_for_users_without_certificates() -> anyhow::
         .args(["runs", "list"])
         .output()?;
     assert!(
-        !o.status.success() && stderr(&o).contains("https"),
+        !o.status.success() && output_text(&o).contains("https"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     let log = std::fs::read_to_string(d.log("coordinator"))?;
     assert!(!log.contains(&viewer), "the token reached the log");
@@ -417,8 +401,8 @@ async fn bearer_tokens_carry_a_role_for_users_without_certificates() -> anyhow::
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_opens_only_the_stores_it_is_configured_for_and_bounds_requests()
 -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
-    let d = Deployment::start(&file_store("allow"))?;
+    let _bed = bed::exclusive().await;
+    let d = Deployment::start(&file_store_url("allow")?)?;
     let certs = d.certs();
     let m = mock().await;
     let elsewhere =
@@ -469,11 +453,13 @@ async fn a_worker_opens_only_the_stores_it_is_configured_for_and_bounds_requests
         // The coordinator's --from-store is held to its own allowlist.
         let o = d.cli(&["backups", "list", "--from-store", url])?;
         assert!(
-            !o.status.success() && stderr(&o).contains("refused"),
+            !o.status.success() && output_text(&o).contains("refused"),
             "{}",
-            stderr(&o)
+            output_text(&o)
         );
     }
+    // Every refused call has returned; a margin for a connection still in flight, since an
+    // absence cannot be observed.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         m.connections.load(Ordering::SeqCst),
@@ -517,9 +503,9 @@ async fn a_worker_opens_only_the_stores_it_is_configured_for_and_bounds_requests
         &huge.to_string(),
     ])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("concurrency"),
+        !o.status.success() && output_text(&o).contains("concurrency"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     assert_eq!(runs_count(&d), before);
     let rss_kb: u64 = std::fs::read_to_string(format!(
@@ -536,6 +522,7 @@ async fn a_worker_opens_only_the_stores_it_is_configured_for_and_bounds_requests
 
 #[test]
 fn servers_refuse_to_start_without_tls_off_loopback() -> anyhow::Result<()> {
+    let _bed = bed::shared_blocking();
     let dir = tempfile::tempdir()?;
     let store = format!("file://{}", dir.path().join("store").display());
     let db = dir.path().join("c.db").display().to_string();
@@ -563,15 +550,15 @@ fn servers_refuse_to_start_without_tls_off_loopback() -> anyhow::Result<()> {
         "--insecure-loopback",
     ])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("loopback"),
+        !o.status.success() && output_text(&o).contains("loopback"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     let o = coordinator(&["--listen", &format!("127.0.0.1:{port}")])?;
     assert!(
-        !o.status.success() && stderr(&o).contains("no TLS configured"),
+        !o.status.success() && output_text(&o).contains("no TLS configured"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     let o = Command::new(bin("ringvault-worker")?)
         .args([
@@ -584,26 +571,26 @@ fn servers_refuse_to_start_without_tls_off_loopback() -> anyhow::Result<()> {
         ])
         .output()?;
     assert!(
-        !o.status.success() && stderr(&o).contains("no TLS configured"),
+        !o.status.success() && output_text(&o).contains("no TLS configured"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     // A plain-text client is refused off loopback before it connects.
     let o = Command::new(bin("ringvault")?)
         .args(["--coordinator", "http://192.0.2.1:7600", "runs", "list"])
         .output()?;
     assert!(
-        !o.status.success() && stderr(&o).contains("loopback"),
+        !o.status.success() && output_text(&o).contains("loopback"),
         "{}",
-        stderr(&o)
+        output_text(&o)
     );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_rotated_on_disk_is_used_by_the_next_connection() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
-    let d = Deployment::start(&file_store("rotate"))?;
+    let _bed = bed::exclusive().await;
+    let d = Deployment::start(&file_store_url("rotate")?)?;
     let certs = d.certs();
     let pid = d.coordinator_pid();
     assert!(d.cli(&["runs", "list"])?.status.success());
@@ -656,7 +643,7 @@ async fn a_certificate_rotated_on_disk_is_used_by_the_next_connection() -> anyho
     assert!(
         o.status.success(),
         "the rotated certificates were not used: {}",
-        stderr(&o)
+        output_text(&o)
     );
     let err = raw_call(
         channel(

@@ -9,17 +9,12 @@ use bytes::Bytes;
 use ringvault_common::RunId;
 use ringvault_common::hash::ContentHash;
 use ringvault_common::layout;
-use ringvault_integration_tests::cluster;
 use ringvault_integration_tests::deployment::Deployment;
-use ringvault_integration_tests::runs::{self, node_manifests, open_store};
+use ringvault_integration_tests::guards::Keyspaces;
+use ringvault_integration_tests::runs::{self, id_of, node_manifests, now_ms, open_store};
 use ringvault_integration_tests::testbed::Testbed;
+use ringvault_integration_tests::{bed, cluster};
 use serde_json::Value;
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn id_of(v: &Value) -> anyhow::Result<String> {
-    Ok(v["id"].as_str().context("run id")?.to_string())
-}
 
 /// Every key in the store, with its size.
 async fn listing(d: &Deployment) -> anyhow::Result<BTreeMap<String, u64>> {
@@ -58,10 +53,11 @@ fn purge(d: &Deployment, args: &[&str]) -> anyhow::Result<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_across_five_overlapping_backups_deletes_exactly_the_unreferenced_blobs()
 -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
     let d = Deployment::start(&runs::s3_store_url(&tb)?)?;
     let ks = cluster::unique_keyspace("purge");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["t"]).await?;
     // Five backups: three that add SSTables (each includes the earlier ones), then a major
@@ -239,12 +235,13 @@ async fn purge_across_five_overlapping_backups_deletes_exactly_the_unreferenced_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_reports_corrupt_and_missing_blobs_by_node_and_table() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
     let url = runs::file_store_url("verify")?;
     let root = std::path::PathBuf::from(url.trim_start_matches("file://"));
     let d = Deployment::start(&url)?;
     let ks = cluster::unique_keyspace("verify");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["a", "b"]).await?;
     cluster::write_rows(&s, &ks, "a", 0, 200, 1024).await?;
@@ -390,19 +387,15 @@ fn wait_scheduled(
     count: usize,
     limit: Duration,
 ) -> anyhow::Result<Vec<Value>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let v = scheduled_runs(d, id);
-        if v.len() >= count {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} scheduled run(s) after {limit:?}",
-            v.len()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    runs::poll(
+        &format!("{count} runs of schedule {id}"),
+        limit,
+        Duration::from_millis(500),
+        || {
+            let v = scheduled_runs(d, id);
+            Ok((v.len() >= count).then_some(v))
+        },
+    )
 }
 
 fn backups(d: &Deployment) -> Vec<String> {
@@ -416,29 +409,23 @@ fn backups(d: &Deployment) -> Vec<String> {
 }
 
 fn wait_backups(d: &Deployment, want: &[String]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while backups(d) != want {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "backups {:?}, want {want:?}",
-            backups(d)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Ok(())
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    runs::poll(
+        &format!("backups {want:?}"),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || Ok((backups(d) == want).then_some(())),
+    )
+    .with_context(|| format!("backups now {:?}", backups(d)))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_minute_schedule_backs_up_on_time_trims_and_runs_a_missed_window_once()
 -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
     let mut d = Deployment::start(&runs::file_store_url("sched")?)?;
     let ks = cluster::unique_keyspace("sched");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["t"]).await?;
     cluster::write_rows(&s, &ks, "t", 0, 50, 512).await?;
@@ -582,10 +569,11 @@ async fn a_one_minute_schedule_backs_up_on_time_trims_and_runs_a_missed_window_o
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_run_limits_bound_nodes_at_once_and_are_recorded_with_the_run() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
     let d = Deployment::start(&runs::file_store_url("limits")?)?;
     let ks = cluster::unique_keyspace("limits");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["t"]).await?;
     for chunk in 0..3 {

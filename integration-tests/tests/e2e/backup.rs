@@ -2,7 +2,7 @@
 //! test runs its own coordinator and workers ([`Deployment`]) and checks the result
 //! independently (data directories, nodetool, the store's bytes re-hashed here).
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -12,16 +12,14 @@ use ringvault_common::manifest::NodeManifest;
 use ringvault_common::store::{self, Store};
 use ringvault_integration_tests::cluster;
 use ringvault_integration_tests::deployment::Deployment;
-use ringvault_integration_tests::runs::{file_store_url, node_manifests, open_store, s3_store_url};
+use ringvault_integration_tests::guards::Keyspaces;
 use ringvault_integration_tests::testbed::Testbed;
+use ringvault_integration_tests::{bed, runs};
+use runs::{
+    az_store_url, file_store_url, gs_store_url, node_manifests, open_store, output_text,
+    s3_store_url, set_store_env,
+};
 use serde_json::Value;
-
-/// The tests share three Cassandra nodes; one at a time keeps timings meaningful.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().await
-}
 
 /// Streams every blob the run refers to and re-hashes it here; returns the number checked.
 async fn rehash_all_blobs(st: &dyn Store, manifests: &[NodeManifest]) -> anyhow::Result<usize> {
@@ -49,19 +47,11 @@ async fn rehash_all_blobs(st: &dyn Store, manifests: &[NodeManifest]) -> anyhow:
 }
 
 fn backup(d: &Deployment, args: &[&str]) -> anyhow::Result<Value> {
-    ringvault_integration_tests::runs::backup_done(d, args)
+    runs::backup_done(d, args)
 }
 
 fn run_id(v: &Value) -> anyhow::Result<RunId> {
     Ok(RunId::parse(v["id"].as_str().context("run id")?)?)
-}
-
-fn fail_output(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The manifests list exactly what an independent `nodetool snapshot` of the same, unchanged
@@ -136,6 +126,7 @@ async fn keyspace_backup_end_to_end(store_url: String) -> anyhow::Result<()> {
     let d = Deployment::start(&store_url)?;
     let tb = d.testbed.clone();
     let ks = cluster::unique_keyspace("org");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["employee", "department"]).await?;
     cluster::write_rows(&s, &ks, "employee", 0, 1500, 300).await?;
@@ -259,69 +250,39 @@ async fn keyspace_backup_end_to_end(store_url: String) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keyspace_backup_to_file_store_matches_nodetool_and_deduplicates() -> anyhow::Result<()> {
-    let _g = serial().await;
+    let _bed = bed::exclusive().await;
     keyspace_backup_end_to_end(file_store_url("ks")?).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keyspace_backup_to_s3_matches_nodetool_and_deduplicates() -> anyhow::Result<()> {
-    let _g = serial().await;
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
     keyspace_backup_end_to_end(s3_store_url(&tb)?).await
 }
 
-/// A fresh prefix on the test bed's fake-gcs-server (anonymous: a plain-http emulator).
-fn gs_store_url(tb: &Testbed) -> anyhow::Result<String> {
-    Ok(format!(
-        "gs://{}/e2e-{}?endpoint={}",
-        tb.var("RV_GCS_BUCKET")?,
-        uuid::Uuid::new_v4().simple(),
-        tb.var("RV_GCS_ENDPOINT")?
-    ))
-}
-
-/// A fresh prefix in the test bed's Azurite container.
-fn az_store_url(tb: &Testbed) -> anyhow::Result<String> {
-    Ok(format!(
-        "az://{}/{}/e2e-{}?endpoint={}",
-        tb.var("RV_AZ_ACCOUNT")?,
-        tb.var("RV_AZ_CONTAINER")?,
-        uuid::Uuid::new_v4().simple(),
-        tb.var("RV_AZ_ENDPOINT")?
-    ))
-}
-
-/// The Azure backend of this test process (which reads the manifests back) signs its SAS with
-/// the account key from the standard variable, like the deployment's processes.
-fn set_azure_env(tb: &Testbed) -> anyhow::Result<()> {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    let key = tb.var("RV_AZ_KEY")?;
-    // SAFETY: set once, identical for every test.
-    ONCE.call_once(|| unsafe { std::env::set_var("AZURE_STORAGE_KEY", key) });
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn keyspace_backup_to_gcs_matches_nodetool_and_deduplicates() -> anyhow::Result<()> {
-    let _g = serial().await;
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
     keyspace_backup_end_to_end(gs_store_url(&tb)?).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keyspace_backup_to_azure_matches_nodetool_and_deduplicates() -> anyhow::Result<()> {
-    let _g = serial().await;
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
-    set_azure_env(&tb)?;
+    set_store_env(&tb)?;
     keyspace_backup_end_to_end(az_store_url(&tb)?).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn table_and_full_backups_hold_exactly_their_selection() -> anyhow::Result<()> {
-    let _g = serial().await;
+    let _bed = bed::exclusive().await;
     let d = Deployment::start(&file_store_url("sel")?)?;
     let tb = d.testbed.clone();
     let ks = cluster::unique_keyspace("sel");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["employee", "salary"]).await?;
     cluster::write_rows(&s, &ks, "employee", 0, 500, 100).await?;
@@ -371,10 +332,11 @@ async fn table_and_full_backups_hold_exactly_their_selection() -> anyhow::Result
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_before_any_snapshot() -> anyhow::Result<()> {
-    let _g = serial().await;
+    let _bed = bed::exclusive().await;
     let d = Deployment::start(&file_store_url("bad")?)?;
     let tb = d.testbed.clone();
     let ks = cluster::unique_keyspace("bad");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["employee"]).await?;
     let long = "x".repeat(201);
@@ -401,7 +363,7 @@ async fn bad_input_is_refused_before_any_snapshot() -> anyhow::Result<()> {
         all.extend_from_slice(args);
         let out = d.cli(&all)?;
         assert!(!out.status.success(), "{args:?} was accepted");
-        let text = fail_output(&out);
+        let text = output_text(&out);
         assert!(text.contains(why), "{args:?}: expected {why:?} in {text}");
     }
     for tag in ["t-unknown-ks", "t-unknown-table", "t-bad-ks"] {
@@ -425,7 +387,7 @@ async fn bad_input_is_refused_before_any_snapshot() -> anyhow::Result<()> {
     let out = d.cli(&["backup", "-k", &ks, "--tag", &tag])?;
     tb.nodetool(2, &["clearsnapshot", "-t", &tag])?;
     assert!(!out.status.success());
-    let text = fail_output(&out);
+    let text = output_text(&out);
     let node2 = tb.var("RV_NODE2_ADDRESS")?;
     assert!(
         text.contains("already exists") && text.contains(&node2),
@@ -443,13 +405,13 @@ async fn bad_input_is_refused_before_any_snapshot() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_down_at_plan_time_stops_the_run_naming_the_node() -> anyhow::Result<()> {
-    let _g = serial().await;
+    let _bed = bed::exclusive().await;
     let mut d = Deployment::start(&file_store_url("down")?)?;
     let tb = d.testbed.clone();
     d.kill_worker(3)?;
     let out = d.cli(&["backup", "--tag", "down-at-plan"])?;
     assert!(!out.status.success());
-    let text = fail_output(&out);
+    let text = output_text(&out);
     assert!(
         text.contains(&tb.var("RV_NODE3_ADDRESS")?) && text.contains("did not start"),
         "{text}"
@@ -462,41 +424,25 @@ async fn a_worker_down_at_plan_time_stops_the_run_naming_the_node() -> anyhow::R
 }
 
 fn wait_for_stage(d: &Deployment, run: &str, stage: &str) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = d.cli_json(&["runs", "show", run])?;
-        if v["stage"] == stage
-            && v["nodes"]
+    runs::poll(
+        &format!("run {run} uploading in stage {stage} on every node"),
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            let v = d.cli_json(&["runs", "show", run])?;
+            let every_node_moving = v["nodes"]
                 .as_array()
-                .is_some_and(|n| n.iter().all(|x| x["bytes_done"].as_u64().unwrap_or(0) > 0))
-        {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            v["state"] == "RUNNING",
-            "run ended before stage {stage}: {v}"
-        );
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "run never reached stage {stage}: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_for_end(d: &Deployment, run: &str) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = d.cli_json(&["runs", "show", run])?;
-        if v["state"] != "RUNNING" {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "run still RUNNING after 120 s: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+                .is_some_and(|n| n.iter().all(|x| x["bytes_done"].as_u64().unwrap_or(0) > 0));
+            if v["stage"] == stage && every_node_moving {
+                return Ok(Some(v));
+            }
+            anyhow::ensure!(
+                v["state"] == "RUNNING",
+                "run ended before stage {stage}: {v}"
+            );
+            Ok(None)
+        },
+    )
 }
 
 /// A keyspace big enough that a throttled upload lasts several seconds. With `own_data`, every
@@ -506,8 +452,9 @@ async fn slow_keyspace(
     tb: &Testbed,
     prefix: &str,
     own_data: bool,
-) -> anyhow::Result<(String, scylla::client::session::Session)> {
+) -> anyhow::Result<(String, scylla::client::session::Session, Keyspaces)> {
     let ks = cluster::unique_keyspace(prefix);
+    let guard = Keyspaces::new(tb, &ks);
     let s = cluster::session(tb).await?;
     cluster::create_keyspace(&s, tb, &ks, &["big"]).await?;
     if own_data {
@@ -522,14 +469,14 @@ async fn slow_keyspace(
     }
     cluster::write_rows(&s, &ks, "big", 0, 400, 8192).await?;
     cluster::flush(tb, &ks)?;
-    Ok((ks, s))
+    Ok((ks, s, guard))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_upload_that_does_not_come_back_fails_the_run_naming_it()
 -> anyhow::Result<()> {
-    let _g = serial().await;
-    // A worker that comes back in time gets its work re-issued (tests/crash.rs); this one
+    let _bed = bed::exclusive().await;
+    // A worker that comes back in time gets its work re-issued (the crash module); this one
     // stays down past the grace period.
     let mut d = Deployment::start_with(
         &file_store_url("kill")?,
@@ -541,24 +488,22 @@ async fn a_worker_killed_mid_upload_that_does_not_come_back_fails_the_run_naming
         ],
     )?;
     let tb = d.testbed.clone();
-    let (ks, s) = slow_keyspace(&tb, "killw", true).await?;
+    let (ks, s, _keyspaces) = slow_keyspace(&tb, "killw", true).await?;
     let started = d.cli_json(&["backup", "-k", &ks])?;
     let run = started["id"].as_str().context("id")?.to_string();
     let tag = started["tag"].as_str().context("tag")?.to_string();
     // Each node holds its own rows (replication factor 1), so node 2 cannot find its files
     // already uploaded by a replica: strike it while its upload is under way.
-    ringvault_integration_tests::runs::wait_until(&d, &run, "node 2 mid-upload", |v| {
-        let n2 = v["nodes"].as_array()?.iter().find(|n| {
-            n["address"]
-                .as_str()
-                .and_then(ringvault_integration_tests::runs::node_number)
-                == Some(2)
-        })?;
+    runs::wait_until(&d, &run, "node 2 mid-upload", |v| {
+        let n2 = v["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["address"].as_str().and_then(runs::node_number) == Some(2))?;
         let (done, total) = (n2["bytes_done"].as_u64()?, n2["bytes_total"].as_u64()?);
         (v["stage"] == "upload" && n2["state"] == "UPLOADING" && done < total).then_some(())
     })?;
     d.kill_worker(2)?;
-    let v = wait_for_end(&d, &run)?;
+    let v = runs::wait_for_end(&d, &run, Duration::from_secs(120))?;
     assert_eq!(v["state"], "FAILED", "{v}");
     let node2 = tb.var("RV_NODE2_ADDRESS")?;
     assert!(
@@ -588,7 +533,7 @@ async fn a_worker_killed_mid_upload_that_does_not_come_back_fails_the_run_naming
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unusable_store_fails_clearly_and_is_never_reported_done() -> anyhow::Result<()> {
-    let _g = serial().await;
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
     // Wrong credentials: the coordinator refuses to start, with the server's error.
     let bad = s3_store_url(&tb)?;
@@ -603,7 +548,7 @@ async fn an_unusable_store_fails_clearly_and_is_never_reported_done() -> anyhow:
     .env("AWS_REGION", "us-east-1")
     .output()?;
     assert!(!out.status.success());
-    let text = fail_output(&out);
+    let text = output_text(&out);
     assert!(
         text.contains("failed its check")
             && (text.contains("AccessDenied")
@@ -638,21 +583,22 @@ async fn an_unusable_store_fails_clearly_and_is_never_reported_done() -> anyhow:
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "private S3 server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    runs::poll(
+        "the private S3 server listening",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok()),
+    )?;
     let url = format!("s3://bkt/p?endpoint=http://127.0.0.1:{port}&region=us-east-1");
     let d = Deployment::start_with(&url, &["--upload-bandwidth", "300000"])?;
-    let (ks, s) = slow_keyspace(&tb, "gone", false).await?;
+    let (ks, s, _keyspaces) = slow_keyspace(&tb, "gone", false).await?;
     let started = d.cli_json(&["backup", "-k", &ks])?;
     let run = started["id"].as_str().context("id")?.to_string();
     let tag = started["tag"].as_str().context("tag")?.to_string();
     wait_for_stage(&d, &run, "upload")?;
     server.kill()?;
     server.wait()?;
-    let v = wait_for_end(&d, &run)?;
+    let v = runs::wait_for_end(&d, &run, Duration::from_secs(120))?;
     assert_eq!(v["state"], "FAILED", "{v}");
     let err = v["error"].as_str().unwrap_or_default();
     assert!(

@@ -5,25 +5,25 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use ringvault_integration_tests::cluster;
 use ringvault_integration_tests::deployment::Deployment;
+use ringvault_integration_tests::guards::Keyspaces;
 use ringvault_integration_tests::runs::{self, node_number};
 use ringvault_integration_tests::testbed::Testbed;
+use ringvault_integration_tests::{bed, cluster};
 use serde_json::Value;
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A keyspace whose SSTables are many mid-sized files (eight flushes of ~400 KB per node), so
 /// a throttled upload lasts ~10 s per node and its progress moves in small steps.
-async fn chunked_keyspace(tb: &Testbed, prefix: &str) -> anyhow::Result<String> {
+async fn chunked_keyspace(tb: &Testbed, prefix: &str) -> anyhow::Result<(String, Keyspaces)> {
     let ks = cluster::unique_keyspace(prefix);
+    let guard = Keyspaces::new(tb, &ks);
     let s = cluster::session(tb).await?;
     cluster::create_keyspace(&s, tb, &ks, &["big"]).await?;
     for chunk in 0..8 {
         cluster::write_rows(&s, &ks, "big", chunk * 50, 50, 8192).await?;
         cluster::flush(tb, &ks)?;
     }
-    Ok(ks)
+    Ok((ks, guard))
 }
 
 /// Where to strike.
@@ -116,6 +116,7 @@ async fn strike(tb: &Testbed, ks: &str, target: Target, point: Point) -> anyhow:
     match target {
         Target::Worker => {
             d.kill_worker(victim)?;
+            // Down for a second: the scenario's outage, not a wait for a condition.
             std::thread::sleep(Duration::from_secs(1));
             d.start_worker(victim)?;
         }
@@ -189,9 +190,9 @@ async fn strike(tb: &Testbed, ks: &str, target: Target, point: Point) -> anyhow:
 }
 
 async fn five_points(target: Target, prefix: &str) -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let tb = Testbed::load()?;
-    let ks = chunked_keyspace(&tb, prefix).await?;
+    let (ks, _keyspaces) = chunked_keyspace(&tb, prefix).await?;
     let mut tags = Vec::new();
     let mut failures = Vec::new();
     for point in [

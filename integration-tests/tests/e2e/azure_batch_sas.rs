@@ -4,8 +4,8 @@
 //!   202 and every sub-request with 403; the delete must fail naming a blob, and nothing is
 //!   deleted (a batch answer is read part by part, never taken as success from its status).
 //!
-//! Credentials are process-wide environment variables, so this file holds one test that sets
-//! them step by step.
+//! Credentials are process-wide environment variables, so this test holds the bed exclusively
+//! while it sets them step by step, and puts them back however it ends.
 use anyhow::{Context, Result, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -13,6 +13,8 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use ringvault_common::layout::ObjectKey;
 use ringvault_common::store::{self, Store};
+use ringvault_integration_tests::bed;
+use ringvault_integration_tests::guards::EnvVars;
 use ringvault_integration_tests::testbed::Testbed;
 use sha2::Sha256;
 
@@ -82,7 +84,8 @@ fn key(s: &str) -> Result<ObjectKey> {
 
 /// Opens the store at `url` with only `sas` as credential.
 async fn open_with_sas(url: &str, sas: &str) -> Result<std::sync::Arc<dyn Store>> {
-    // SAFETY: this file's only test; no other thread reads the environment meanwhile.
+    // SAFETY: the test holds the bed exclusively; no other test reads the environment
+    // meanwhile.
     unsafe {
         std::env::remove_var("AZURE_STORAGE_KEY");
         std::env::set_var("AZURE_STORAGE_AUTH", "sas");
@@ -103,6 +106,12 @@ async fn put_blobs(st: &dyn Store) -> Result<Vec<ObjectKey>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn azure_batch_deletes_obey_the_sas_and_report_refused_parts() -> Result<()> {
+    let _bed = bed::exclusive().await;
+    let _env = EnvVars::save(&[
+        "AZURE_STORAGE_AUTH",
+        "AZURE_STORAGE_SAS_TOKEN",
+        "AZURE_STORAGE_KEY",
+    ]);
     let tb = Testbed::load()?;
     let account = tb.var("RV_AZ_ACCOUNT")?;
     let container = tb.var("RV_AZ_CONTAINER")?;

@@ -23,6 +23,8 @@ use futures::{StreamExt, TryStreamExt};
 use rand::RngCore;
 use ringvault_common::layout::ObjectKey;
 use ringvault_common::store::{self, RetryPolicy, Store, StoreError};
+use ringvault_integration_tests::bed;
+use ringvault_integration_tests::runs::set_store_env;
 use ringvault_integration_tests::testbed::Testbed;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,24 +37,6 @@ enum Kind {
     S3,
     Gcs,
     Azure,
-}
-
-/// Store credentials for the backends, from the test bed, set once for the whole process.
-fn set_credentials(tb: &Testbed) -> Result<()> {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    let vars = [
-        ("AWS_ACCESS_KEY_ID", tb.var("RV_S3_ACCESS_KEY")?),
-        ("AWS_SECRET_ACCESS_KEY", tb.var("RV_S3_SECRET_KEY")?),
-        ("AWS_REGION", tb.var("RV_S3_REGION")?),
-        ("AZURE_STORAGE_KEY", tb.var("RV_AZ_KEY")?),
-    ];
-    // SAFETY: set once, before any store is opened, identical for every test.
-    ONCE.call_once(|| unsafe {
-        for (k, v) in vars {
-            std::env::set_var(k, v);
-        }
-    });
-    Ok(())
 }
 
 /// The store URL of a backend under a fresh prefix, talking to `via` instead of the server's
@@ -158,7 +142,7 @@ async fn ensure_same(st: &dyn Store, k: &ObjectKey, expected: &[u8]) -> Result<(
 /// The suite: the same body for every backend.
 async fn conformance(kind: Kind) -> Result<()> {
     let tb = Testbed::load()?;
-    set_credentials(&tb)?;
+    set_store_env(&tb)?;
     let prefix = uuid::Uuid::new_v4().simple().to_string();
     let url = store_url(&tb, kind, &prefix, None)?;
     let st = store::open(&url)
@@ -754,20 +738,24 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn file_store_conforms() -> Result<()> {
+    let _bed = bed::shared().await;
     conformance(Kind::File).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_store_conforms() -> Result<()> {
+    let _bed = bed::shared().await;
     conformance(Kind::S3).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gcs_store_conforms() -> Result<()> {
+    let _bed = bed::shared().await;
     conformance(Kind::Gcs).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn azure_store_conforms() -> Result<()> {
+    let _bed = bed::shared().await;
     conformance(Kind::Azure).await
 }

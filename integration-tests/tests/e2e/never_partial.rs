@@ -7,22 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use ringvault_integration_tests::cluster;
 use ringvault_integration_tests::deployment::Deployment;
-use ringvault_integration_tests::runs::{file_store_url, node_number, wait_for_end, wait_until};
+use ringvault_integration_tests::guards::Keyspaces;
+use ringvault_integration_tests::runs::{
+    file_store_url, node_number, output_text, wait_for_end, wait_until,
+};
+use ringvault_integration_tests::{bed, cluster};
 use ringvault_proto::v1 as pb;
 use serde_json::Value;
-
-/// The tests share three Cassandra nodes; one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn output(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Host id of test-bed node `n`, as `nodetool info` prints it.
 fn host_id(d: &Deployment, n: usize) -> anyhow::Result<String> {
@@ -46,13 +38,17 @@ fn staging_dir(d: &Deployment, n: usize) -> anyhow::Result<PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_without_a_worker_stops_the_backup_naming_it_before_any_snapshot()
 -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     // Coordinator and workers beside nodes 1 and 2 only: node 3 never had a worker.
     let mut d = Deployment::start_some(&file_store_url("ring")?, &[], &[1, 2])?;
     let tb = d.testbed.clone();
     let out = d.cli(&["backup", "--tag", "ring-uncovered"])?;
-    assert!(!out.status.success(), "backup accepted: {}", output(&out));
-    let text = output(&out);
+    assert!(
+        !out.status.success(),
+        "backup accepted: {}",
+        output_text(&out)
+    );
+    let text = output_text(&out);
     let node3 = tb.var("RV_NODE3_ADDRESS")?;
     let id3 = host_id(&d, 3)?;
     assert!(
@@ -69,7 +65,11 @@ async fn a_node_without_a_worker_stops_the_backup_naming_it_before_any_snapshot(
     // --dc naming a datacenter that does not exist is refused too, changing nothing.
     let out = d.cli(&["backup", "--tag", "ring-nodc", "--dc", "no-such-dc"])?;
     assert!(!out.status.success(), "unknown --dc accepted");
-    assert!(output(&out).contains("no-such-dc"), "{}", output(&out));
+    assert!(
+        output_text(&out).contains("no-such-dc"),
+        "{}",
+        output_text(&out)
+    );
     cluster::assert_no_snapshot(&tb, "ring-nodc")?;
     // With node 3's worker started, the whole ring is covered and the run is recorded with
     // its --dc (the test bed is one datacenter).
@@ -80,6 +80,7 @@ async fn a_node_without_a_worker_stops_the_backup_naming_it_before_any_snapshot(
         .context("datacenter")?
         .to_string();
     let ks = cluster::unique_keyspace("ringdc");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["t"]).await?;
     cluster::write_rows(&s, &ks, "t", 0, 50, 10).await?;
@@ -95,7 +96,7 @@ async fn a_node_without_a_worker_stops_the_backup_naming_it_before_any_snapshot(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_whose_data_dirs_differ_from_the_node_refuses_to_start() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let mut d = Deployment::start_some(&file_store_url("ddirs")?, &[], &[])?;
     let extra = d.dir.path().join("not-a-cassandra-dir");
     std::fs::create_dir_all(&extra)?;
@@ -130,11 +131,12 @@ async fn a_worker_whose_data_dirs_differ_from_the_node_refuses_to_start() -> any
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_snapshot_removed_before_a_reissued_upload_fails_the_run_naming_it()
 -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let mut d =
         Deployment::start_with(&file_store_url("tsnap")?, &["--upload-bandwidth", "150000"])?;
     let tb = d.testbed.clone();
     let ks = cluster::unique_keyspace("tsnap");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["big", "small"]).await?;
     // Replication factor 1: node 2 uploads its own rows, which takes seconds at this rate.
@@ -216,10 +218,11 @@ fn one_sstable(d: &Deployment, n: usize, ks: &str, table: &str) -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planted_leftovers_in_staging_are_never_imported() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let d = Deployment::start(&file_store_url("plant")?)?;
     let tb = d.testbed.clone();
     let ks = cluster::unique_keyspace("plant");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     // Same columns in both tables: an SSTable of `department` would import into `employee`.
     cluster::create_keyspace(&s, &tb, &ks, &["employee", "department"]).await?;
@@ -264,7 +267,7 @@ async fn planted_leftovers_in_staging_are_never_imported() -> anyhow::Result<()>
     let out = d.cli(&[
         "restore", "--wait", &run, "-k", &ks, "-t", "employee", "--output", "json",
     ])?;
-    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| output(&out))?;
+    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| output_text(&out))?;
     assert_eq!(v["state"], "DONE", "{v}");
     assert_eq!(
         cluster::all_rows(&s, &ks, "employee").await?,
@@ -278,7 +281,7 @@ async fn planted_leftovers_in_staging_are_never_imported() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread")]
 async fn a_download_listing_one_file_twice_is_refused_before_anything_is_written()
 -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let d = Deployment::start_some(&file_store_url("dup")?, &[], &[1])?;
     let mut client = d.worker_client(1).await?;
     let backup_run = ringvault_common::RunId::new().to_string();
@@ -347,10 +350,11 @@ const MANY_FILES: usize = 100_000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_with_100k_files_backs_up_verifies_and_plans_its_restore() -> anyhow::Result<()> {
-    let _g = SERIAL.lock().await;
+    let _bed = bed::exclusive().await;
     let mut d = Deployment::start_some(&file_store_url("many")?, &[], &[])?;
     let tb = d.testbed.clone();
     let ks = cluster::unique_keyspace("many");
+    let _keyspaces = Keyspaces::new(&tb, &ks);
     let s = cluster::session(&tb).await?;
     cluster::create_keyspace(&s, &tb, &ks, &["many", "real"]).await?;
     cluster::write_rows(&s, &ks, "real", 0, 100, 10).await?;
@@ -381,7 +385,7 @@ async fn a_node_with_100k_files_backs_up_verifies_and_plans_its_restore() -> any
     d.wait_workers(tb.nodes()?)?;
     let started = std::time::Instant::now();
     let out = d.cli(&["backup", "--wait", "-k", &ks, "--output", "json"])?;
-    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| output(&out))?;
+    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| output_text(&out))?;
     let backup_secs = started.elapsed().as_secs();
     assert_eq!(v["state"], "DONE", "{v}");
     let run = v["id"].as_str().context("id")?.to_string();
@@ -412,7 +416,7 @@ async fn a_node_with_100k_files_backs_up_verifies_and_plans_its_restore() -> any
         "restore", "--wait", &run, "-k", &ks, "-t", "many", "--output", "json",
     ])?;
     let restore_secs = started.elapsed().as_secs();
-    let text = output(&out);
+    let text = output_text(&out);
     assert!(
         !text.to_lowercase().contains("message too large")
             && !text.contains("message length too large"),

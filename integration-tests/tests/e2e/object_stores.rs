@@ -27,6 +27,7 @@ use futures::TryStreamExt as _;
 use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
 use rand::RngCore as _;
+use ringvault_integration_tests::bed;
 use ringvault_integration_tests::testbed::Testbed;
 use sha2::Sha256;
 
@@ -266,6 +267,7 @@ impl S3 {
 
 #[tokio::test]
 async fn s3_round_trips_20mb_and_empty_objects() -> Result<()> {
+    let _bed = bed::shared().await;
     let s3 = s3(&Testbed::load()?)?;
     let prefix = run_prefix("s3-round-trip");
     s3.round_trip(&format!("{prefix}big.bin"), random_bytes(BIG_LEN))
@@ -304,6 +306,7 @@ fn ensure_bad_digest<O: std::fmt::Debug>(
 
 #[tokio::test]
 async fn s3_refuses_put_with_wrong_checksum() -> Result<()> {
+    let _bed = bed::shared().await;
     let s3 = s3(&Testbed::load()?)?;
     let prefix = run_prefix("s3-bad-checksum");
     let data = random_bytes(1024 * 1024 + 17);
@@ -603,6 +606,7 @@ async fn azure_round_trip(
 
 #[tokio::test]
 async fn azurite_round_trips_20mb_and_empty_blobs() -> Result<()> {
+    let _bed = bed::shared().await;
     let container = azure_container(&Testbed::load()?)?;
     let prefix = run_prefix("azure-round-trip");
 
@@ -623,6 +627,7 @@ async fn azurite_round_trips_20mb_and_empty_blobs() -> Result<()> {
 
 #[tokio::test]
 async fn azurite_refuses_block_with_wrong_checksum() -> Result<()> {
+    let _bed = bed::shared().await;
     let container = azure_container(&Testbed::load()?)?;
     let name = format!("{}blob.bin", run_prefix("azure-bad-checksum"));
     let block_blob = container.blob_client(&name).block_blob_client();
@@ -916,6 +921,7 @@ impl Gcs {
 
 #[tokio::test]
 async fn gcs_round_trips_20mb_and_empty_objects() -> Result<()> {
+    let _bed = bed::shared().await;
     let gcs = gcs(&Testbed::load()?).await?;
     let prefix = run_prefix("gcs-round-trip");
     gcs.round_trip(&format!("{prefix}big.bin"), random_bytes(BIG_LEN), &prefix)
