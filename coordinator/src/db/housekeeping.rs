@@ -171,6 +171,7 @@ mod tests {
             stage: match kind {
                 RunKind::Backup => RunStage::Backup(crate::run::BackupStage::Plan),
                 RunKind::Restore => RunStage::Restore(crate::run::RestoreStage::Plan),
+                RunKind::RestoreTest => RunStage::RestoreTest(crate::run::TestRestoreStage::Plan),
             },
             keyspaces: vec![],
             tables: vec![],

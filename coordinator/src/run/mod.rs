@@ -10,5 +10,8 @@ pub mod view;
 
 pub use handle::RunHandle;
 pub use registry::RunRegistry;
-pub use state::{BackupStage, NodeState, RestoreStage, RunKind, RunStage, RunState, SnapshotMark};
+pub use state::{
+    BackupStage, NodeState, RestoreStage, RunKind, RunStage, RunState, SnapshotMark,
+    TestRestoreStage,
+};
 pub use view::RunView;

@@ -56,6 +56,8 @@ named_enum!(
     RunKind {
         Backup => "backup",
         Restore => "restore",
+        /// A test restore into scratch keyspaces (`verify --restore-test`).
+        RestoreTest => "restore_test",
     }
 );
 
@@ -103,11 +105,26 @@ named_enum!(
     }
 );
 
-/// The stage of a run of either kind.
+named_enum!(
+    /// Stages of a test restore, in order: scratch schema, download, load into the scratch
+    /// tables, count and compare, drop the scratch keyspaces.
+    TestRestoreStage {
+        Plan => "plan",
+        Schema => "schema",
+        Download => "download",
+        Load => "load",
+        Count => "count",
+        Cleanup => "cleanup",
+        Done => "done",
+    }
+);
+
+/// The stage of a run of any kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStage {
     Backup(BackupStage),
     Restore(RestoreStage),
+    RestoreTest(TestRestoreStage),
 }
 
 impl RunStage {
@@ -116,6 +133,7 @@ impl RunStage {
         match self {
             Self::Backup(s) => s.as_str(),
             Self::Restore(s) => s.as_str(),
+            Self::RestoreTest(s) => s.as_str(),
         }
     }
 
@@ -124,6 +142,7 @@ impl RunStage {
         match kind {
             RunKind::Backup => BackupStage::parse(s).map(Self::Backup),
             RunKind::Restore => RestoreStage::parse(s).map(Self::Restore),
+            RunKind::RestoreTest => TestRestoreStage::parse(s).map(Self::RestoreTest),
         }
     }
 
@@ -131,7 +150,7 @@ impl RunStage {
     pub fn backup(self) -> Option<BackupStage> {
         match self {
             Self::Backup(s) => Some(s),
-            Self::Restore(_) => None,
+            Self::Restore(_) | Self::RestoreTest(_) => None,
         }
     }
 }
@@ -181,8 +200,10 @@ pub enum NodeState {
     Staged,
     /// `nodetool import` of `keyspace.table`.
     Importing(String),
-    /// sstableloader of `keyspace.table`.
+    /// sstableloader of `keyspace.table` (and where to, for a test restore).
     Loading(String),
+    /// A test restore's tables are loaded into the scratch keyspaces.
+    Loaded,
     Done,
     Failed,
 }
@@ -209,6 +230,7 @@ impl NodeState {
             Self::Staged => "STAGED",
             Self::Importing(_) => "IMPORTING",
             Self::Loading(_) => "LOADING",
+            Self::Loaded => "LOADED",
             Self::Done => "DONE",
             Self::Failed => "FAILED",
         }
@@ -231,6 +253,7 @@ impl NodeState {
             Self::Uploaded,
             Self::Downloading,
             Self::Staged,
+            Self::Loaded,
             Self::Done,
             Self::Failed,
         ]
