@@ -228,7 +228,8 @@ mod tests {
             page.lines()
                 .filter(|l| l.starts_with("ringvault_runs{"))
                 .count(),
-            8
+            RunKind::ALL.len() * RunState::ALL.len(),
+            "every kind and state, zero-filled"
         );
     }
 }
