@@ -990,6 +990,13 @@ fn to_proto(ev: UploadEvent) -> pb::UploadEvent {
                 hash: entry.hash.to_string(),
                 mtime_unix_ms: (mtime_ns / 1_000_000) as i64,
                 data_dir_index: entry.data_dir_index,
+                sstable: entry.sstable.map(|s| pb::SstableStats {
+                    partitions: s.partitions,
+                    rows: s.rows,
+                    min_timestamp: s.min_timestamp,
+                    max_timestamp: s.max_timestamp,
+                    has_tombstones: s.has_tombstones,
+                }),
             }),
             uploaded,
             hash_cached,
