@@ -11,6 +11,7 @@ pub mod progress;
 pub mod purge;
 pub mod registry;
 pub mod restore;
+pub mod restore_test;
 pub mod runs;
 pub mod schedule;
 pub mod service;
@@ -193,6 +194,9 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         purge_lock: tokio::sync::RwLock::new(()),
         from_store_allowlist,
     });
+    // Test restores first: their runs are failed with their own reason, and their scratch
+    // keyspaces dropped once the workers are back.
+    restore_test::recover(&coord).await?;
     backup::recover_unfinished(&coord).await?;
     tokio::spawn(schedule::run_forever(
         coord.db.clone(),

@@ -194,6 +194,8 @@ fn schedule_view(s: &ScheduleRow, events: &[ScheduleEventRow]) -> pb::Schedule {
                 detail: e.detail.clone(),
             })
             .collect(),
+        restore_test: false,
+        last_restore_test: None,
     }
 }
 
@@ -309,7 +311,9 @@ impl CoordinatorService {
             .call(move |db| db.schedule_events(&id, 10))
             .await
             .map_err(internal)?;
-        Ok(schedule_view(&s, &events))
+        let mut view = schedule_view(&s, &events);
+        crate::restore_test::decorate_schedule(&self.coord, &mut view).await;
+        Ok(view)
     }
 
     async fn set_paused(&self, id: &str, paused: bool) -> Result<pb::Schedule, Status> {
@@ -364,9 +368,9 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
-        self.load_run(&req.into_inner().run_id)
-            .await
-            .map(Response::new)
+        let mut run = self.load_run(&req.into_inner().run_id).await?;
+        crate::restore_test::decorate_run(&self.coord, &mut run).await;
+        Ok(Response::new(run))
     }
 
     async fn list_runs(
@@ -493,6 +497,11 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
     ) -> Result<Response<Self::VerifyBackupStream>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
+        if r.restore_test {
+            who.require(Role::Operator, "verify --restore-test")?;
+            let stream = crate::restore_test::verify_stream(&self.coord, r).await?;
+            return Ok(Response::new(Box::pin(stream)));
+        }
         if r.deep {
             who.require(Role::Operator, "verify --deep")?;
         }
@@ -604,6 +613,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
     ) -> Result<Response<pb::Schedule>, Status> {
         let r = req.into_inner();
         let id = schedule_id(&r.id)?;
+        let restore_test = r.restore_test;
         let cron = Cron::parse(&r.cron).map_err(invalid)?;
         if cron.next_after(chrono::Utc::now()).is_none() {
             return Err(Status::invalid_argument(format!(
@@ -643,6 +653,12 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             .call(move |db| db.insert_schedule(&stored))
             .await
             .map_err(|e| Status::already_exists(format!("{e:#}")))?;
+        let sid = row.id.clone();
+        self.coord
+            .db
+            .call(move |db| crate::restore_test::store::set_schedule_option(db, &sid, restore_test))
+            .await
+            .map_err(internal)?;
         tracing::info!(schedule = row.id, cron = row.cron, "schedule added");
         Ok(Response::new(self.schedule_out(row).await?))
     }
@@ -709,9 +725,10 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             who.require(Role::Admin, "--from-store")?;
             self.open_from_store(&url).await?
         };
-        let backups = crate::restore::list_backups(&store)
+        let mut backups = crate::restore::list_backups(&store)
             .await
             .map_err(internal)?;
+        crate::restore_test::decorate_backups(&self.coord, &mut backups).await;
         Ok(Response::new(pb::ListBackupsResponse { backups }))
     }
 

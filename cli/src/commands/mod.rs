@@ -4,6 +4,7 @@ mod backups;
 mod certs;
 mod purge;
 mod restore;
+pub(crate) mod restore_test;
 mod runs;
 mod schedule;
 mod verify;

@@ -368,6 +368,8 @@ pub fn run_view(r: &RunRow, nodes: &[RunNodeRow], tables: &[crate::db::TableTota
                 bytes: t.bytes,
             })
             .collect(),
+        last_restore_test: None,
+        restore_test: None,
     }
 }
 

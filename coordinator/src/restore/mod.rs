@@ -5,7 +5,7 @@
 //! stages and verifies its files), import (`nodetool import`, same topology) or load
 //! (sstableloader, any topology), cleanup (staging removed once the data is in).
 pub mod catalog;
-mod data;
+pub(crate) mod data;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +64,8 @@ pub struct RestorePlan {
     pub schema: schema::SchemaPlan,
     pub nodes: Vec<PlannedNode>,
     pub assignments: Vec<Assignment>,
+    /// Bytes per second each worker reads from the store (0: unlimited).
+    pub bandwidth: u64,
 }
 
 fn files_to_restore(m: &NodeManifest, scope: &schema::Scope) -> Vec<pb::RestoreFile> {
@@ -262,6 +264,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &RestoreRequest) -> Result<RestoreP
         schema,
         nodes,
         assignments,
+        bandwidth: 0,
     })
 }
 
@@ -408,6 +411,7 @@ pub async fn list_backups(st: &Arc<dyn Store>) -> anyhow::Result<Vec<pb::BackupS
             nodes: m.nodes.len() as u64,
             files: m.total_files,
             bytes: m.total_bytes,
+            last_restore_test: None,
         })
         .collect())
 }
