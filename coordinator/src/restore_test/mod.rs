@@ -891,11 +891,9 @@ pub async fn after_scheduled_backup(coord: &Arc<Coordinator>, run_id: &str, sche
         match start(coord, req.clone()).await {
             Ok(t) => break t,
             Err(e)
-                if matches!(
-                    e.code(),
-                    tonic::Code::Unavailable | tonic::Code::FailedPrecondition
-                ) && e.message().contains("running")
-                    || e.code() == tonic::Code::Unavailable =>
+                if e.code() == tonic::Code::Unavailable
+                    || (e.code() == tonic::Code::FailedPrecondition
+                        && e.message().contains("already running")) =>
             {
                 if Instant::now() >= deadline {
                     tracing::error!(schedule, run = run_id, error = e.message(), "scheduled test restore not started");
