@@ -162,7 +162,10 @@ impl Cql {
         let mut picked: Vec<Vec<Option<CqlValue>>> = Vec::new();
         let mut pager = self
             .session()
-            .query_iter(format!("SELECT DISTINCT {} FROM {from}", cols.join(", ")), ())
+            .query_iter(
+                format!("SELECT DISTINCT {} FROM {from}", cols.join(", ")),
+                (),
+            )
             .await
             .with_context(|| format!("listing the partitions of {keyspace}.{table}"))?
             .rows_stream::<Row>()?;

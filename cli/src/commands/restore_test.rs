@@ -63,7 +63,16 @@ fn range(lo: u64, hi: u64) -> String {
 pub fn print_report(r: &pb::RestoreTestReport) {
     println!(
         "{:<36} {:<6} {:>4} {:<8} {:>15} {:>9} {:>15} {:>9} {:>7} {:>8}  DETAIL",
-        "TABLE", "LOADED", "SST", "COMPARE", "PARTITIONS EXP", "FOUND", "ROWS EXP", "FOUND", "SAMPLED", "TIME"
+        "TABLE",
+        "LOADED",
+        "SST",
+        "COMPARE",
+        "PARTITIONS EXP",
+        "FOUND",
+        "ROWS EXP",
+        "FOUND",
+        "SAMPLED",
+        "TIME"
     );
     for t in &r.tables {
         let rows = if t.has_expected_rows {

@@ -225,7 +225,10 @@ mod tests {
         assert_eq!((e.comparison, e.partitions), (Comparison::Bound, (15, 19)));
         // Deletions: anything up to the sum.
         let e = expected(&[("a".to_string(), s(7, None, true))], Some(1));
-        assert_eq!((e.comparison, e.partitions, e.rows), (Comparison::Bound, (0, 7), None));
+        assert_eq!(
+            (e.comparison, e.partitions, e.rows),
+            (Comparison::Bound, (0, 7), None)
+        );
         // Not recorded.
         let e = expected(&[("a".to_string(), None)], Some(1));
         assert_eq!(e.comparison, Comparison::Unknown);
@@ -244,10 +247,13 @@ mod tests {
         );
         let st = "CREATE KEYSPACE b WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': '3', 'dc2': '2/1'};";
         assert_eq!(replication_factor(st, &none), Some(5));
+        assert_eq!(replication_factor(st, &["dc1".to_string()].into()), Some(3));
         assert_eq!(
-            replication_factor(st, &["dc1".to_string()].into()),
-            Some(3)
+            replication_factor(
+                "CREATE KEYSPACE c WITH replication = {'class': 'Other'};",
+                &none
+            ),
+            None
         );
-        assert_eq!(replication_factor("CREATE KEYSPACE c WITH replication = {'class': 'Other'};", &none), None);
     }
 }

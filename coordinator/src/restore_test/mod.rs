@@ -213,7 +213,8 @@ async fn plan(coord: &Arc<Coordinator>, req: &TestRequest, id: &RunId) -> Result
         .collect();
     let objects = scratch_schema(&backup, &selected, &scratch)?;
     let (_cluster, nodes) = reach_cluster(coord, req.cluster_name.as_deref()).await?;
-    let (assignments, expected, tables) = assign(&backup.nodes, &nodes, &selected, &backup, &scratch);
+    let (assignments, expected, tables) =
+        assign(&backup.nodes, &nodes, &selected, &backup, &scratch);
     // Room for the scratch data: each node stages its files and holds about its share of the
     // loaded data (RF 1), both on its data directory's filesystem.
     let total: u64 = assignments
@@ -240,9 +241,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &TestRequest, id: &RunId) -> Result
             short.join("; ")
         )));
     }
-    let first = nodes
-        .first()
-        .ok_or_else(|| failed("no target node"))?;
+    let first = nodes.first().ok_or_else(|| failed("no target node"))?;
     first
         .client
         .clone()
@@ -446,9 +445,15 @@ pub async fn start(coord: &Arc<Coordinator>, req: TestRequest) -> Result<RunId, 
     let recorded = coord.db.call(move |db| store::insert(db, &test)).await;
     if let Err(e) = recorded {
         coord
-            .finish_run(&handle, RunState::Failed, &format!("recording the test: {e:#}"))
+            .finish_run(
+                &handle,
+                RunState::Failed,
+                &format!("recording the test: {e:#}"),
+            )
             .await;
-        return Err(Status::internal(format!("recording the test restore: {e:#}")));
+        return Err(Status::internal(format!(
+            "recording the test restore: {e:#}"
+        )));
     }
     tracing::info!(test = %id, backup, tables = planned.tables.len(), "test restore started");
     tokio::spawn(drive(Arc::clone(coord), handle, planned));
@@ -608,7 +613,13 @@ async fn load_all(
                 let groups: BTreeSet<(String, String, String)> = a
                     .files
                     .iter()
-                    .map(|f| (f.source_host_id.clone(), f.keyspace.clone(), f.table.clone()))
+                    .map(|f| {
+                        (
+                            f.source_host_id.clone(),
+                            f.keyspace.clone(),
+                            f.table.clone(),
+                        )
+                    })
                     .collect();
                 for (src, ks, table) in groups {
                     let target = p.scratch.get(&ks).cloned().unwrap_or_default();
@@ -679,7 +690,13 @@ async fn count_all(p: &Planned, tables: &Mutex<Vec<TableReport>>) -> anyhow::Res
         .lock()
         .map_err(|_| anyhow::anyhow!("report lock poisoned"))?
         .iter()
-        .map(|t| (t.keyspace.clone(), t.table.clone(), t.scratch_keyspace.clone()))
+        .map(|t| {
+            (
+                t.keyspace.clone(),
+                t.table.clone(),
+                t.scratch_keyspace.clone(),
+            )
+        })
         .collect();
     for (ks, table, scratch) in list {
         let started = Instant::now();
@@ -896,13 +913,23 @@ pub async fn after_scheduled_backup(coord: &Arc<Coordinator>, run_id: &str, sche
                         && e.message().contains("already running")) =>
             {
                 if Instant::now() >= deadline {
-                    tracing::error!(schedule, run = run_id, error = e.message(), "scheduled test restore not started");
+                    tracing::error!(
+                        schedule,
+                        run = run_id,
+                        error = e.message(),
+                        "scheduled test restore not started"
+                    );
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             Err(e) => {
-                tracing::error!(schedule, run = run_id, error = e.message(), "scheduled test restore refused");
+                tracing::error!(
+                    schedule,
+                    run = run_id,
+                    error = e.message(),
+                    "scheduled test restore refused"
+                );
                 return;
             }
         }
@@ -929,10 +956,7 @@ pub async fn wait(coord: &Arc<Coordinator>, test: &str) -> Option<store::TestRow
 pub async fn verify_stream(
     coord: &Arc<Coordinator>,
     r: pb::VerifyRequest,
-) -> Result<
-    tokio_stream::wrappers::ReceiverStream<Result<pb::VerifyEvent, Status>>,
-    Status,
-> {
+) -> Result<tokio_stream::wrappers::ReceiverStream<Result<pb::VerifyEvent, Status>>, Status> {
     if !r.from_store_url.is_empty() {
         return Err(Status::invalid_argument(
             "--restore-test reads the coordinator's own store (no --from-store)",
@@ -982,7 +1006,9 @@ pub async fn verify_stream(
             .await;
         let out = match wait(&coord, id.as_str()).await {
             Some(t) => Ok(event(report(&t))),
-            None => Err(Status::internal(format!("test restore {id} was not recorded"))),
+            None => Err(Status::internal(format!(
+                "test restore {id} was not recorded"
+            ))),
         };
         let _ = tx.send(out).await;
     });
@@ -1046,7 +1072,11 @@ pub fn summary(t: &store::TestRow) -> pb::RestoreTestSummary {
 pub async fn decorate_run(coord: &Coordinator, run: &mut pb::Run) {
     let id = run.id.clone();
     if run.kind == "backup" {
-        if let Ok(Some(t)) = coord.db.call(move |db| store::last_for_backup(db, &id)).await {
+        if let Ok(Some(t)) = coord
+            .db
+            .call(move |db| store::last_for_backup(db, &id))
+            .await
+        {
             run.last_restore_test = Some(summary(&t));
         }
     } else if run.kind == KIND
@@ -1060,7 +1090,11 @@ pub async fn decorate_run(coord: &Coordinator, run: &mut pb::Run) {
 pub async fn decorate_backups(coord: &Coordinator, backups: &mut [pb::BackupSummary]) {
     for b in backups {
         let id = b.run_id.clone();
-        if let Ok(Some(t)) = coord.db.call(move |db| store::last_for_backup(db, &id)).await {
+        if let Ok(Some(t)) = coord
+            .db
+            .call(move |db| store::last_for_backup(db, &id))
+            .await
+        {
             b.last_restore_test = Some(summary(&t));
         }
     }

@@ -210,14 +210,13 @@ pub fn set_schedule_option(db: &Db, schedule: &str, on: bool) -> anyhow::Result<
 /// Whether a schedule runs a test restore after each backup.
 pub fn schedule_option(db: &Db, schedule: &str) -> anyhow::Result<bool> {
     db.with_conn(|c| {
-        Ok(c
-            .query_row(
-                "SELECT 1 FROM schedule_restore_tests WHERE schedule_id=?1",
-                params![schedule],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+        Ok(c.query_row(
+            "SELECT 1 FROM schedule_restore_tests WHERE schedule_id=?1",
+            params![schedule],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
     })
 }
 
@@ -264,7 +263,10 @@ mod tests {
         assert!(!schedule_option(&db, "nightly")?);
         set_schedule_option(&db, "nightly", true)?;
         assert!(schedule_option(&db, "nightly")?);
-        assert_eq!(last_for_schedule(&db, "nightly")?.map(|r| r.id), Some("z".into()));
+        assert_eq!(
+            last_for_schedule(&db, "nightly")?.map(|r| r.id),
+            Some("z".into())
+        );
         Ok(())
     }
 }
