@@ -133,6 +133,7 @@ fn paths(staging: &Path, run: &RunId, attempt: &RunId, f: &StagedFile) -> Paths 
 /// Downloads and verifies `files` for restore attempt `attempt`, linking each verified file
 /// into the attempt's directory (started afresh); refuses duplicates and, up front, a staging
 /// filesystem without the space.
+#[allow(clippy::too_many_arguments)] // one call site; the settings of one Download request
 pub async fn download(
     store: Arc<dyn Store>,
     staging: PathBuf,

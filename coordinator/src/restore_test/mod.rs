@@ -279,6 +279,9 @@ async fn plan(coord: &Arc<Coordinator>, req: &TestRequest, id: &RunId) -> Result
     })
 }
 
+/// Per table: (source node, statistics) of each of its SSTables.
+type RecordedStats = Vec<(String, Option<SstableStats>)>;
+
 type Assigned = (
     Vec<Assignment>,
     BTreeMap<(String, String), compare::Expected>,
@@ -303,8 +306,7 @@ fn assign(
             files: Vec::new(),
         })
         .collect();
-    let mut stats: BTreeMap<(String, String), Vec<(String, Option<SstableStats>)>> =
-        BTreeMap::new();
+    let mut stats: BTreeMap<(String, String), RecordedStats> = BTreeMap::new();
     let mut data_files: BTreeMap<(String, String), u64> = BTreeMap::new();
     for (i, src) in sorted.iter().enumerate() {
         let idx = i % nodes.len().max(1);
@@ -799,7 +801,7 @@ async fn clean_staging(plan: &RestorePlan) -> anyhow::Result<()> {
 /// At start: every test left running is recorded as failed with the reason, and the scratch
 /// keyspaces of every test not confirmed dropped are dropped once the cluster's workers answer.
 pub async fn recover(coord: &Arc<Coordinator>) -> anyhow::Result<()> {
-    let running = coord.db.call(|db| store::running(db)).await?;
+    let running = coord.db.call(store::running).await?;
     for t in running {
         let reason = format!(
             "the coordinator stopped during the test restore (stage {}); it did not finish",
@@ -815,7 +817,7 @@ pub async fn recover(coord: &Arc<Coordinator>) -> anyhow::Result<()> {
             })
             .await?;
     }
-    let pending = coord.db.call(|db| store::undropped(db)).await?;
+    let pending = coord.db.call(store::undropped).await?;
     if !pending.is_empty() {
         tokio::spawn(drop_after_restart(Arc::clone(coord), pending));
     }
@@ -1123,7 +1125,7 @@ pub async fn decorate_schedule(coord: &Coordinator, s: &mut pb::Schedule) {
 pub async fn metrics_text(coord: &Coordinator) -> anyhow::Result<String> {
     let rows = coord
         .db
-        .call(|db| store::last_finished_per_cluster(db))
+        .call(store::last_finished_per_cluster)
         .await?;
     let mut m = ringvault_common::metrics::MetricsText::new();
     m.gauge(
