@@ -1123,10 +1123,7 @@ pub async fn decorate_schedule(coord: &Coordinator, s: &mut pb::Schedule) {
 /// The test restores' part of `/metrics`: per cluster, when the newest test restore finished
 /// and whether it passed.
 pub async fn metrics_text(coord: &Coordinator) -> anyhow::Result<String> {
-    let rows = coord
-        .db
-        .call(store::last_finished_per_cluster)
-        .await?;
+    let rows = coord.db.call(store::last_finished_per_cluster).await?;
     let mut m = ringvault_common::metrics::MetricsText::new();
     m.gauge(
         "ringvault_last_restore_test_timestamp_seconds",
