@@ -46,6 +46,8 @@ pub fn run_json(r: &pb::Run) -> Value {
         "tables_summary": r.table_summaries.iter().map(|t| json!({
             "keyspace": t.keyspace, "table": t.table, "files": t.files, "bytes": t.bytes,
         })).collect::<Vec<_>>(),
+        "last_restore_test": crate::commands::restore_test::summary_json(r.last_restore_test.as_ref()),
+        "restore_test": r.restore_test.as_ref().map(crate::commands::restore_test::report_json),
     })
 }
 
@@ -110,6 +112,16 @@ pub fn print_run(r: &pb::Run) {
     println!("finished  {}", utc(r.finished_unix_ms));
     if !r.error.is_empty() {
         println!("error     {}", r.error);
+    }
+    if r.kind == "backup" {
+        println!(
+            "last test restore {}",
+            crate::commands::restore_test::summary_text(r.last_restore_test.as_ref())
+        );
+    }
+    if let Some(t) = &r.restore_test {
+        println!();
+        crate::commands::restore_test::print_report(t);
     }
     println!(
         "\n{:<16} {:<15} {:<9} {:>13} {:>23} {:>11}  ERROR",

@@ -12,7 +12,9 @@ pub mod manifest;
 pub mod metrics;
 pub mod security;
 pub mod service;
+pub mod sstable_stats;
 pub mod store;
+pub mod test_restore;
 pub mod throttle;
 
 pub use ids::{IdError, Identifier, RelativeName, RunId, SnapshotTag};

@@ -60,6 +60,10 @@ pub struct FileEntry {
     pub hash: ContentHash,
     /// Index into the node's data directories.
     pub data_dir_index: u32,
+    /// For an SSTable's `Statistics.db`: what the SSTable says about itself (partitions, rows,
+    /// timestamps), read at backup time; absent in older backups and for other files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sstable: Option<crate::sstable_stats::SstableStats>,
 }
 
 /// A node as the backup saw it.

@@ -12,6 +12,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod purge;
 pub mod restore;
+pub mod restore_test;
 pub mod run;
 pub mod schedule;
 pub mod verify;
@@ -193,6 +194,9 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         runs: run::RunRegistry::new(),
         from_store_allowlist,
     });
+    // Test restores first: their runs are failed with their own reason, and their scratch
+    // keyspaces dropped once the workers are back.
+    restore_test::recover(&coord).await?;
     backup::recover_unfinished(&coord).await?;
     tokio::spawn(schedule::run_forever(
         coord.db.clone(),

@@ -202,6 +202,8 @@ async fn retention_after(coord: Arc<Coordinator>, run_id: String, schedule: Stri
     if state != RunState::Done {
         return;
     }
+    // A schedule with a test restore runs it now, before retention (never both at once).
+    crate::restore_test::after_scheduled_backup(&coord, &run_id, &schedule).await;
     // Other runs may still be finishing: retry for a while.
     for _ in 0..30 {
         match run_purge(&coord, PurgeRequest::default()).await {

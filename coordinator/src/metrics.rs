@@ -58,12 +58,9 @@ pub async fn render(coord: &Coordinator) -> anyhow::Result<String> {
             (cluster, up)
         })
         .collect();
-    Ok(format(
-        &snap.runs,
-        &snap.files,
-        &snap.last_backups,
-        &workers,
-    ))
+    let mut page = format(&snap.runs, &snap.files, &snap.last_backups, &workers);
+    page.push_str(&crate::restore_test::metrics_text(coord).await?);
+    Ok(page)
 }
 
 /// The page for these aggregates; `workers` is (cluster, up) per worker.

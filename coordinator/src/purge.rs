@@ -728,6 +728,7 @@ mod tests {
                     size: 1,
                     hash: h.clone(),
                     data_dir_index: 0,
+                    sstable: None,
                 })
                 .collect::<Vec<_>>();
             let node = NodeManifest {

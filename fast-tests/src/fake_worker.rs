@@ -543,6 +543,7 @@ impl Worker for FakeWorker {
                         hash: hash.to_string(),
                         mtime_unix_ms: 1_700_000_000_000,
                         data_dir_index: 0,
+                        sstable: None,
                     }),
                     uploaded: !present,
                     hash_cached: false,
@@ -598,5 +599,19 @@ impl Worker for FakeWorker {
         _: Request<pb::CleanStagingRequest>,
     ) -> Result<Response<pb::CleanStagingResponse>, Status> {
         unimplemented("clean staging")
+    }
+
+    async fn drop_scratch_keyspace(
+        &self,
+        _: Request<pb::DropScratchKeyspaceRequest>,
+    ) -> Result<Response<pb::DropScratchKeyspaceResponse>, Status> {
+        unimplemented("drop scratch keyspace")
+    }
+
+    async fn count_scratch_table(
+        &self,
+        _: Request<pb::CountScratchTableRequest>,
+    ) -> Result<Response<pb::CountScratchTableResponse>, Status> {
+        unimplemented("count scratch table")
     }
 }

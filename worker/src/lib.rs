@@ -11,6 +11,7 @@ pub mod nodetool;
 pub mod registration;
 pub mod restore;
 pub mod schema;
+pub mod scratch;
 pub mod service;
 pub mod snapshot_files;
 pub mod topology;

@@ -244,6 +244,7 @@ mod tests {
             size,
             hash: ContentHash::of(b"x"),
             data_dir_index: 0,
+            sstable: None,
         })
     }
 

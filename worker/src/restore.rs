@@ -133,6 +133,7 @@ fn paths(staging: &Path, run: &RunId, attempt: &RunId, f: &StagedFile) -> Paths 
 /// Downloads and verifies `files` for restore attempt `attempt`, linking each verified file
 /// into the attempt's directory (started afresh); refuses duplicates and, up front, a staging
 /// filesystem without the space.
+#[allow(clippy::too_many_arguments)] // one call site; the settings of one Download request
 pub async fn download(
     store: Arc<dyn Store>,
     staging: PathBuf,
@@ -140,6 +141,7 @@ pub async fn download(
     attempt: RunId,
     files: Vec<StagedFile>,
     concurrency: usize,
+    throttle: crate::throttle::Throttle,
     events: mpsc::Sender<DownloadEvent>,
 ) -> anyhow::Result<()> {
     refuse_duplicates(&files).map_err(|e| anyhow::anyhow!(e))?;
@@ -186,9 +188,10 @@ pub async fn download(
         .map(|(f, present)| {
             let (store, events) = (Arc::clone(&store), events.clone());
             let p = paths(&staging, &run, &attempt, &f);
+            let throttle = throttle.clone();
             async move {
                 if !present {
-                    fetch(store.as_ref(), &f, &p, &events).await?;
+                    fetch(store.as_ref(), &f, &p, &throttle, &events).await?;
                 } else {
                     send(&events, DownloadEvent::Progress { bytes: f.size }).await?;
                 }
@@ -269,6 +272,7 @@ async fn fetch(
     store: &dyn Store,
     f: &StagedFile,
     p: &Paths,
+    throttle: &crate::throttle::Throttle,
     events: &mpsc::Sender<DownloadEvent>,
 ) -> anyhow::Result<()> {
     let label = format!(
@@ -289,7 +293,7 @@ async fn fetch(
             .unwrap_or_default(),
         uuid::Uuid::new_v4().simple()
     ));
-    let result = fetch_into(store, f, &partial, &label, events).await;
+    let result = fetch_into(store, f, &partial, &label, throttle, events).await;
     let result = match result {
         // Linked before it is renamed into place: the attempt gets exactly the bytes checked.
         Ok(()) => match link(&partial, &p.linked).await {
@@ -311,6 +315,7 @@ async fn fetch_into(
     f: &StagedFile,
     partial: &Path,
     label: &str,
+    throttle: &crate::throttle::Throttle,
     events: &mpsc::Sender<DownloadEvent>,
 ) -> anyhow::Result<()> {
     let mut out = tokio::fs::OpenOptions::new()
@@ -327,6 +332,7 @@ async fn fetch_into(
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.with_context(|| format!("fetching {label}"))?;
+        throttle.take(chunk.len() as u64).await;
         hasher.update(&chunk);
         written += chunk.len() as u64;
         if written > f.size {
@@ -413,6 +419,7 @@ mod tests {
             attempt.clone(),
             files,
             2,
+            crate::throttle::Throttle::new(0),
             tx,
         )
         .await?;

@@ -681,6 +681,7 @@ impl pb::worker_server::Worker for WorkerService {
             attempt,
             files,
             concurrency,
+            crate::throttle::Throttle::new(req.bandwidth_bytes_per_sec),
             ev_tx,
         ));
         let metrics = Arc::clone(&self.node.metrics);
@@ -796,6 +797,26 @@ impl pb::worker_server::Worker for WorkerService {
                 dir.display()
             )));
         }
+        // A test restore loads into its scratch keyspace: the verified files are linked under
+        // `<scratch>/<table>/`, the path sstableloader takes the keyspace from.
+        let dir = if req.target_keyspace.is_empty() {
+            dir
+        } else {
+            crate::scratch::check_scratch(&req.target_keyspace)
+                .map_err(Status::invalid_argument)?;
+            let to = crate::scratch::retarget_dir(
+                &self.node.staging,
+                &run,
+                &attempt,
+                &host,
+                &req.target_keyspace,
+                &table,
+            );
+            crate::scratch::link_all(&dir, &to)
+                .await
+                .map_err(internal)?;
+            to
+        };
         let args = vec![
             "-d".to_string(),
             req.hosts.join(","),
@@ -825,6 +846,39 @@ impl pb::worker_server::Worker for WorkerService {
             Err(e) => return Err(Status::internal(format!("removing {}: {e}", dir.display()))),
         }
         Ok(Response::new(pb::CleanStagingResponse {}))
+    }
+
+    async fn drop_scratch_keyspace(
+        &self,
+        req: Request<pb::DropScratchKeyspaceRequest>,
+    ) -> Result<Response<pb::DropScratchKeyspaceResponse>, Status> {
+        let ks = req.into_inner().keyspace;
+        crate::scratch::check_scratch(&ks).map_err(Status::invalid_argument)?;
+        let cql = self.node.cql().await.map_err(internal)?;
+        let existed = cql.drop_scratch_keyspace(&ks).await.map_err(internal)?;
+        tracing::info!(keyspace = %ks, existed, "scratch keyspace dropped");
+        Ok(Response::new(pb::DropScratchKeyspaceResponse { existed }))
+    }
+
+    async fn count_scratch_table(
+        &self,
+        req: Request<pb::CountScratchTableRequest>,
+    ) -> Result<Response<pb::CountScratchTableResponse>, Status> {
+        let req = req.into_inner();
+        crate::scratch::check_scratch(&req.keyspace).map_err(Status::invalid_argument)?;
+        Identifier::parse("table", &req.table)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cql = self.node.cql().await.map_err(internal)?;
+        let c = cql
+            .count_scratch_table(&req.keyspace, &req.table, req.sample)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        Ok(Response::new(pb::CountScratchTableResponse {
+            partitions: c.partitions,
+            rows: c.rows,
+            sampled_partitions: c.sampled_partitions,
+            sampled_rows: c.sampled_rows,
+        }))
     }
 
     type UploadStream = EventStream;
@@ -990,6 +1044,13 @@ fn to_proto(ev: UploadEvent) -> pb::UploadEvent {
                 hash: entry.hash.to_string(),
                 mtime_unix_ms: (mtime_ns / 1_000_000) as i64,
                 data_dir_index: entry.data_dir_index,
+                sstable: entry.sstable.map(|s| pb::SstableStats {
+                    partitions: s.partitions,
+                    rows: s.rows,
+                    min_timestamp: s.min_timestamp,
+                    max_timestamp: s.max_timestamp,
+                    has_tombstones: s.has_tombstones,
+                }),
             }),
             uploaded,
             hash_cached,

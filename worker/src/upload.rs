@@ -237,6 +237,39 @@ impl Uploader {
     }
 }
 
+/// What a `Statistics.db` says about its SSTable (partitions, rows, timestamps), recorded in
+/// the node manifest for test restores. Read with a size cap; a file that cannot be parsed is
+/// logged and recorded without numbers (the backup itself does not depend on them).
+async fn sstable_stats(f: &SnapshotFile) -> Option<ringvault_common::sstable_stats::SstableStats> {
+    use ringvault_common::sstable_stats as st;
+    let name = f.name.as_str();
+    if !st::is_statistics(name) || f.size > st::MAX_STATISTICS_BYTES {
+        return None;
+    }
+    let version = st::version_of(name)?.to_string();
+    let path = f.path.clone();
+    let size = f.size;
+    let r = tokio::task::spawn_blocking(move || -> anyhow::Result<st::SstableStats> {
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut buf = vec![0u8; size as usize];
+        file.read_exact_at(&mut buf, 0)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(st::parse(&buf, &version)?)
+    })
+    .await;
+    match r {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::warn!(file = %f.path.display(), error = %format!("{e:#}"), "SSTable statistics not recorded");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "statistics task");
+            None
+        }
+    }
+}
+
 async fn send(events: &mpsc::Sender<UploadEvent>, e: UploadEvent) -> anyhow::Result<()> {
     events
         .send(e)
@@ -259,6 +292,7 @@ async fn done(
         size: f.size,
         hash,
         data_dir_index: f.data_dir_index,
+        sstable: sstable_stats(f).await,
     };
     send(
         events,

@@ -45,15 +45,17 @@ pub async fn run(
                         "id": b.run_id, "tag": b.tag, "cluster_name": b.cluster_name, "keyspaces": b.keyspaces,
                         "tables": b.tables, "committed_unix_ms": b.committed_unix_ms, "nodes": b.nodes,
                         "files": b.files, "bytes": b.bytes,
+                        "last_restore_test": super::restore_test::summary_json(b.last_restore_test.as_ref()),
                     })
                 })
                 .collect(),
         )),
         Format::Human => {
-            println!("{:<38} {:<24} {:>5} {:>7} {:>11}  SELECTION", "ID", "TAG", "NODES", "FILES", "BYTES");
+            println!("{:<38} {:<24} {:>5} {:>7} {:>11}  {:<28} SELECTION", "ID", "TAG", "NODES", "FILES", "BYTES", "LAST TEST RESTORE");
             for b in &backups {
                 let sel = if b.keyspaces.is_empty() { "all keyspaces".to_string() } else { b.keyspaces.join(",") };
-                println!("{:<38} {:<24} {:>5} {:>7} {:>11}  {sel}", b.run_id, b.tag, b.nodes, b.files, output::human_bytes(b.bytes));
+                let test = super::restore_test::summary_text(b.last_restore_test.as_ref());
+                println!("{:<38} {:<24} {:>5} {:>7} {:>11}  {test:<28} {sel}", b.run_id, b.tag, b.nodes, b.files, output::human_bytes(b.bytes));
             }
         }
     }

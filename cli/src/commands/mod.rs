@@ -6,6 +6,7 @@ mod completions;
 mod health;
 mod purge;
 mod restore;
+pub(crate) mod restore_test;
 mod runs;
 mod schedule;
 mod verify;

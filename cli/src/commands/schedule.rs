@@ -51,6 +51,9 @@ pub struct AddOptions {
     /// Windows missed while the coordinator was down: run-once (default) or skip.
     #[arg(long, default_value = "run-once")]
     pub missed: String,
+    /// Run a test restore (verify --restore-test) after each successful backup.
+    #[arg(long)]
+    pub restore_test: bool,
     #[command(flatten)]
     pub limits: super::LimitArgs,
 }
@@ -83,6 +86,7 @@ pub async fn run(
                         }),
                         limits: Some(o.limits.to_proto()),
                         missed: o.missed,
+                        restore_test: o.restore_test,
                     })
                     .await
                     .map_err(status)?
@@ -140,6 +144,13 @@ pub async fn run(
                     "{}  cron {:?}  {sel}  keep-last {} keep-days {}  missed {}  next {next}",
                     s.id, s.cron, r.keep_last, r.keep_days, s.missed
                 );
+                if s.restore_test || s.last_restore_test.is_some() {
+                    println!(
+                        "    test restore after each backup: {}; last: {}",
+                        if s.restore_test { "on" } else { "off" },
+                        super::restore_test::summary_text(s.last_restore_test.as_ref())
+                    );
+                }
                 for e in &s.recent {
                     println!(
                         "    {} due {}: {} {} {}",
@@ -165,6 +176,8 @@ fn schedule_json(s: &pb::Schedule) -> serde_json::Value {
         "upload_concurrency": l.upload_concurrency, "upload_bandwidth": l.upload_bandwidth,
         "nodes_at_once": l.nodes_at_once, "missed": s.missed, "paused": s.paused,
         "next_due_unix_ms": s.next_due_unix_ms,
+        "restore_test": s.restore_test,
+        "last_restore_test": super::restore_test::summary_json(s.last_restore_test.as_ref()),
         "recent": s.recent.iter().map(|e| json!({
             "due_unix_ms": e.due_unix_ms, "at_unix_ms": e.at_unix_ms, "outcome": e.outcome,
             "run_id": e.run_id, "detail": e.detail,

@@ -30,18 +30,35 @@ pub struct VerifyOptions {
     /// Blobs checked at once (default 16).
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Restore the backup into scratch keyspaces on the cluster (never the live tables) and
+    /// compare what reads back with what the backup recorded; --bandwidth caps the download.
+    #[arg(long, conflicts_with = "deep")]
+    pub restore_test: bool,
+    /// Restore test: only these tables (keyspace.table, repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "restore_test")]
+    pub tables: Vec<String>,
+    /// Restore test: partitions per table read back in full (default 10).
+    #[arg(long, requires = "restore_test")]
+    pub sample: Option<u32>,
 }
 
 /// Runs `ringvault verify`.
 pub async fn run(mut client: Client, o: VerifyOptions, format: Format) -> anyhow::Result<ExitCode> {
+    let req = pb::VerifyRequest {
+        run_id: o.run_id,
+        deep: o.deep,
+        from_store_url: o.from_store.unwrap_or_default(),
+        bandwidth_bytes_per_sec: o.bandwidth.unwrap_or(0),
+        concurrency: o.concurrency.unwrap_or(0),
+        restore_test: o.restore_test,
+        tables: o.tables,
+        sample_partitions: o.sample.unwrap_or(0),
+    };
+    if req.restore_test {
+        return super::restore_test::verify(client, req, format).await;
+    }
     let mut stream = client
-        .verify_backup(pb::VerifyRequest {
-            run_id: o.run_id,
-            deep: o.deep,
-            from_store_url: o.from_store.unwrap_or_default(),
-            bandwidth_bytes_per_sec: o.bandwidth.unwrap_or(0),
-            concurrency: o.concurrency.unwrap_or(0),
-        })
+        .verify_backup(req)
         .await
         .map_err(status)?
         .into_inner();

@@ -234,5 +234,9 @@ pub fn entry_from_proto(f: &pb::FileEntry) -> anyhow::Result<FileEntry> {
         size: f.size,
         hash: ContentHash::parse(&f.hash)?,
         data_dir_index: f.data_dir_index,
+        sstable: f
+            .sstable
+            .as_ref()
+            .map(crate::restore_test::stats_from_proto),
     })
 }

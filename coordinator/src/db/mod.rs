@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_identity.sql"),
     include_str!("../../migrations/0005_run_datacenters.sql"),
     include_str!("../../migrations/0006_bounded.sql"),
+    include_str!("../../migrations/0007_restore_tests.sql"),
 ];
 
 /// Handle to the coordinator's database.
@@ -126,6 +127,23 @@ impl Db {
             .lock()
             .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
         f(&mut conn)
+    }
+
+    /// Runs `f` on the read-write connection: for modules that keep tables of their own
+    /// (`restore_test`).
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.with(f)
+    }
+
+    /// Runs `f` on the read-only connection (metrics).
+    pub fn with_read_conn<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.with_read(f)
     }
 
     /// Runs `f` on the blocking pool.

@@ -64,6 +64,8 @@ pub fn schedule_view(s: &ScheduleRow, events: &[ScheduleEventRow]) -> pb::Schedu
                 detail: e.detail.clone(),
             })
             .collect(),
+        restore_test: false,
+        last_restore_test: None,
     }
 }
 
@@ -191,6 +193,8 @@ pub fn run_view(v: &RunView) -> pb::Run {
                 bytes: t.bytes,
             })
             .collect(),
+        last_restore_test: None,
+        restore_test: None,
     }
 }
 

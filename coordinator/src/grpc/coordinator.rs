@@ -63,7 +63,9 @@ impl CoordinatorService {
             .call(move |db| db.schedule_events(&id, 10))
             .await
             .map_err(CoordinatorError::Internal)?;
-        Ok(convert::schedule_view(&s, &events))
+        let mut view = convert::schedule_view(&s, &events);
+        crate::restore_test::decorate_schedule(&self.coord, &mut view).await;
+        Ok(view)
     }
 }
 
@@ -120,7 +122,9 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
         let view = self.coord.run_view(&req.into_inner().run_id).await?;
-        Ok(Response::new(convert::run_view(&view)))
+        let mut run = convert::run_view(&view);
+        crate::restore_test::decorate_run(&self.coord, &mut run).await;
+        Ok(Response::new(run))
     }
 
     async fn list_runs(
@@ -222,6 +226,11 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
     ) -> Result<Response<Self::VerifyBackupStream>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
+        if r.restore_test {
+            who.require(Role::Operator, "verify --restore-test")?;
+            let stream = crate::restore_test::verify_stream(&self.coord, r).await?;
+            return Ok(Response::new(Box::pin(stream)));
+        }
         if r.deep {
             who.require(Role::Operator, "verify --deep")?;
         }
@@ -295,6 +304,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         let r = req.into_inner();
         let (keyspaces, tables) = selection(&r.keyspaces, &r.tables)?;
         let retention = r.retention.unwrap_or_default();
+        let restore_test = r.restore_test;
         let new = manage::NewSchedule {
             id: r.id,
             cron: r.cron,
@@ -307,6 +317,12 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             missed: r.missed,
         };
         let row = manage::add(&self.coord.db, new, crate::now_ms()).await?;
+        let sid = row.id.clone();
+        self.coord
+            .db
+            .call(move |db| crate::restore_test::store::set_schedule_option(db, &sid, restore_test))
+            .await
+            .map_err(CoordinatorError::Internal)?;
         Ok(Response::new(self.schedule_out(row).await?))
     }
 
@@ -361,9 +377,10 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         let store = self
             .store_for(&who, &req.into_inner().from_store_url)
             .await?;
-        let backups = crate::restore::list_backups(&store)
+        let mut backups = crate::restore::list_backups(&store)
             .await
             .map_err(CoordinatorError::Internal)?;
+        crate::restore_test::decorate_backups(&self.coord, &mut backups).await;
         Ok(Response::new(pb::ListBackupsResponse { backups }))
     }
 

@@ -71,6 +71,7 @@ async fn download(handle: &RunHandle, plan: &RestorePlan, a: &Assignment) -> any
                 },
                 files: files.to_vec(),
                 concurrency: 0,
+                bandwidth_bytes_per_sec: plan.bandwidth,
                 attempt_id: if head {
                     handle.id.clone()
                 } else {
@@ -178,6 +179,7 @@ pub async fn apply_all(handle: &RunHandle, plan: &RestorePlan) -> anyhow::Result
                             .load(pb::LoadRequest {
                                 table: Some(staged),
                                 hosts: hosts.clone(),
+                                target_keyspace: String::new(),
                             })
                             .await
                             .map(|_| ()),

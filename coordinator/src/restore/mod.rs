@@ -4,7 +4,7 @@
 //! then moves through persisted stages: schema (create what is missing), download (each worker
 //! stages and verifies its files), import (`nodetool import`, same topology) or load
 //! (sstableloader, any topology), cleanup (staging removed once the data is in).
-mod data;
+pub(crate) mod data;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +66,8 @@ pub struct RestorePlan {
     pub schema: schema::SchemaPlan,
     pub nodes: Vec<PlannedNode>,
     pub assignments: Vec<Assignment>,
+    /// Bytes per second each worker reads from the store (0: unlimited).
+    pub bandwidth: u64,
 }
 
 fn files_to_restore(m: &NodeManifest, scope: &schema::Scope) -> Vec<pb::RestoreFile> {
@@ -257,6 +259,7 @@ async fn plan(
         schema,
         nodes,
         assignments,
+        bandwidth: 0,
     })
 }
 
@@ -404,6 +407,7 @@ pub async fn list_backups(st: &Arc<dyn Store>) -> anyhow::Result<Vec<pb::BackupS
             nodes: m.nodes.len() as u64,
             files: m.total_files,
             bytes: m.total_bytes,
+            last_restore_test: None,
         })
         .collect())
 }

@@ -19,6 +19,7 @@ mod operations;
 mod purge_ages;
 mod purge_race;
 mod restore;
+mod restore_test;
 mod schema;
 mod security;
 mod store_conformance;
