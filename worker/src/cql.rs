@@ -95,6 +95,8 @@ impl Cql {
             role.replace('\'', "''")
         );
         match self.session.query_unpaged(stmt.as_str(), ()).await {
+            // No permission at all comes back as a void result, not as zero rows.
+            Ok(r) if !r.is_rows() => Ok(Some((false, resource))),
             Ok(r) => {
                 let rows = r.into_rows_result().context("reading LIST PERMISSIONS")?;
                 Ok(Some((rows.rows_num() > 0, resource)))

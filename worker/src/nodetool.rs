@@ -158,9 +158,11 @@ pub async fn run_tool_env(
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let text = format!("{}{}", stdout.trim(), stderr.trim());
-        // Keep the first lines: nodetool appends long Java stack traces.
+        // Keep the first lines: nodetool appends long Java stack traces (after a
+        // `-- StackTrace --` line, or as `at ...` frames).
         let output: String = text
             .lines()
+            .take_while(|l| l.trim() != "-- StackTrace --")
             .filter(|l| !l.trim_start().starts_with("at "))
             .take(6)
             .collect::<Vec<_>>()

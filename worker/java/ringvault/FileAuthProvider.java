@@ -9,27 +9,32 @@
 //   javac -cp "$CASSANDRA_HOME/lib/*" -d /opt/ringvault/java worker/java/ringvault/FileAuthProvider.java
 package ringvault;
 
-import com.datastax.driver.core.AuthProvider;
-import com.datastax.driver.core.Authenticator;
 import com.datastax.driver.core.PlainTextAuthProvider;
-import com.datastax.driver.core.exceptions.AuthenticationException;
 
 import java.io.IOException;
-import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Paths;
 import java.util.List;
 
-public final class FileAuthProvider implements AuthProvider
+/** The driver's plain-text authentication, with the credentials read from the environment. */
+public final class FileAuthProvider extends PlainTextAuthProvider
 {
-    private final PlainTextAuthProvider delegate;
-
     public FileAuthProvider()
+    {
+        super(user(), password());
+    }
+
+    private static String user()
     {
         String user = System.getenv("RINGVAULT_LOADER_USERNAME");
         if (user == null || user.isEmpty())
             throw new IllegalStateException("RINGVAULT_LOADER_USERNAME is not set");
+        return user;
+    }
+
+    private static String password()
+    {
         String password = System.getenv("RINGVAULT_LOADER_PASSWORD");
         String file = System.getenv("RINGVAULT_LOADER_PASSWORD_FILE");
         if (file != null && !file.isEmpty())
@@ -47,12 +52,6 @@ public final class FileAuthProvider implements AuthProvider
         }
         if (password == null || password.isEmpty())
             throw new IllegalStateException("no password: set RINGVAULT_LOADER_PASSWORD_FILE or RINGVAULT_LOADER_PASSWORD");
-        delegate = new PlainTextAuthProvider(user, password);
-    }
-
-    @Override
-    public Authenticator newAuthenticator(InetSocketAddress host, String authenticator) throws AuthenticationException
-    {
-        return delegate.newAuthenticator(host, authenticator);
+        return password;
     }
 }
