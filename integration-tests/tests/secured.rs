@@ -59,7 +59,10 @@ impl PsSampler {
         let handle = std::thread::spawn(move || {
             let mut seen = BTreeSet::new();
             while !flag.load(Ordering::Relaxed) {
-                if let Ok(out) = std::process::Command::new("ps").args(["-eo", "args"]).output() {
+                if let Ok(out) = std::process::Command::new("ps")
+                    .args(["-eo", "args"])
+                    .output()
+                {
                     for l in String::from_utf8_lossy(&out.stdout).lines() {
                         seen.insert(l.to_string());
                     }
@@ -165,7 +168,13 @@ async fn drop_keyspace(s: &Session, ks: &str) {
 
 /// No stack trace in an error shown to the operator.
 fn assert_no_stack_trace(text: &str) -> anyhow::Result<()> {
-    for marker in ["\tat ", "at org.apache", "at java.", "StackTrace", "panicked"] {
+    for marker in [
+        "\tat ",
+        "at org.apache",
+        "at java.",
+        "StackTrace",
+        "panicked",
+    ] {
         anyhow::ensure!(
             !text.contains(marker),
             "error carries a stack trace ({marker:?}): {text}"
@@ -211,7 +220,11 @@ async fn backups_commit_and_verify_deep_with_no_secret_anywhere() -> anyhow::Res
             .any(|l| l.contains("NodeTool") && l.contains("-pwf")),
         "ps never showed a nodetool run with -pwf"
     );
-    assert_no_secret("ps -eo args", &seen.into_iter().collect::<Vec<_>>().join("\n"), &secrets)?;
+    assert_no_secret(
+        "ps -eo args",
+        &seen.into_iter().collect::<Vec<_>>().join("\n"),
+        &secrets,
+    )?;
     assert_no_secret_at_rest(&d, &out, &secrets)
 }
 
@@ -236,7 +249,8 @@ async fn restores_give_identical_rows_with_no_secret_anywhere() -> anyhow::Resul
         anyhow::ensure!(employee.len() == 800 && department.len() == 200);
 
         // TRUNCATE + table restore (nodetool import).
-        s.query_unpaged(format!("TRUNCATE {ks}.employee"), ()).await?;
+        s.query_unpaged(format!("TRUNCATE {ks}.employee"), ())
+            .await?;
         anyhow::ensure!(cluster::all_rows(&s, &ks, "employee").await?.is_empty());
         let v = cli_json(
             &d,
@@ -263,11 +277,20 @@ async fn restores_give_identical_rows_with_no_secret_anywhere() -> anyhow::Resul
         );
 
         // sstableloader with authentication (auth provider) and TLS (client and internode).
-        s.query_unpaged(format!("TRUNCATE {ks}.department"), ()).await?;
+        s.query_unpaged(format!("TRUNCATE {ks}.department"), ())
+            .await?;
         let v = cli_json(
             &d,
             &[
-                "restore", &run, "-k", &ks, "-t", "department", "--mode", "loader", "--wait",
+                "restore",
+                &run,
+                "-k",
+                &ks,
+                "-t",
+                "department",
+                "--mode",
+                "loader",
+                "--wait",
             ],
             &mut out,
         )?;
@@ -283,7 +306,8 @@ async fn restores_give_identical_rows_with_no_secret_anywhere() -> anyhow::Resul
     drop_keyspace(&s, &ks).await;
     result?;
     anyhow::ensure!(
-        seen.iter().any(|l| l.contains("BulkLoader") && l.contains("-ap")),
+        seen.iter()
+            .any(|l| l.contains("BulkLoader") && l.contains("-ap")),
         "ps never showed sstableloader with its auth provider"
     );
     anyhow::ensure!(
@@ -291,7 +315,11 @@ async fn restores_give_identical_rows_with_no_secret_anywhere() -> anyhow::Resul
             .any(|l| l.contains("NodeTool") && l.contains("import")),
         "ps never showed nodetool import"
     );
-    assert_no_secret("ps -eo args", &seen.into_iter().collect::<Vec<_>>().join("\n"), &secrets)?;
+    assert_no_secret(
+        "ps -eo args",
+        &seen.into_iter().collect::<Vec<_>>().join("\n"),
+        &secrets,
+    )?;
     assert_no_secret_at_rest(&d, &out, &secrets)
 }
 
@@ -332,7 +360,11 @@ async fn access_failures_are_named_before_anything_changes() -> anyhow::Result<(
         let pw = wrong_password_file(bad.path(), "cql", "not-the-password-of-ringvault\n")?;
         d.set_worker_access_args(
             1,
-            Some(with_flag(good.clone(), "--cql-password-file", &pw.display().to_string())),
+            Some(with_flag(
+                good.clone(),
+                "--cql-password-file",
+                &pw.display().to_string(),
+            )),
         );
         let refused = d
             .worker_start_refused(1, Duration::from_secs(90))?
@@ -361,12 +393,19 @@ async fn access_failures_are_named_before_anything_changes() -> anyhow::Result<(
         let jmx = wrong_password_file(bad.path(), "jmx", "ringvault not-the-jmx-password\n")?;
         d.set_worker_access_args(
             1,
-            Some(with_flag(good.clone(), "--jmx-password-file", &jmx.display().to_string())),
+            Some(with_flag(
+                good.clone(),
+                "--jmx-password-file",
+                &jmx.display().to_string(),
+            )),
         );
         d.kill_worker(1)?;
         d.start_worker(1)?;
         d.wait_workers(3)?;
-        let (ok, text) = cli(&d, &["backup", "--wait", "-k", &ks, "--tag", "sec-jmx-refused"])?;
+        let (ok, text) = cli(
+            &d,
+            &["backup", "--wait", "-k", &ks, "--tag", "sec-jmx-refused"],
+        )?;
         out.push_str(&text);
         anyhow::ensure!(!ok, "backup with a wrong JMX password succeeded: {text}");
         anyhow::ensure!(
@@ -386,7 +425,8 @@ async fn access_failures_are_named_before_anything_changes() -> anyhow::Result<(
         let run = v["id"].as_str().context("run id")?.to_string();
 
         // A role without MODIFY: the restore is refused before any file is imported.
-        s.query_unpaged(format!("TRUNCATE {ks}.employee"), ()).await?;
+        s.query_unpaged(format!("TRUNCATE {ks}.employee"), ())
+            .await?;
         for n in 1..=3 {
             let args = d.cassandra_access_args(n)?;
             let args = with_flag(args, "--cql-username", &tb.var("RV_CQL_NOMODIFY_USERNAME")?);
@@ -400,7 +440,10 @@ async fn access_failures_are_named_before_anything_changes() -> anyhow::Result<(
             d.start_worker(n)?;
         }
         d.wait_workers(3)?;
-        let (ok, text) = cli(&d, &["restore", &run, "-k", &ks, "-t", "employee", "--wait"])?;
+        let (ok, text) = cli(
+            &d,
+            &["restore", &run, "-k", &ks, "-t", "employee", "--wait"],
+        )?;
         out.push_str(&text);
         anyhow::ensure!(!ok, "restore by a role without MODIFY succeeded: {text}");
         anyhow::ensure!(
