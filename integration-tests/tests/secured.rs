@@ -370,6 +370,7 @@ async fn access_failures_are_named_before_anything_changes() -> anyhow::Result<(
             .worker_start_refused(1, Duration::from_secs(90))?
             .context("a worker with a wrong CQL password kept running")?;
         out.push_str(&refused);
+        eprintln!("wrong CQL password -> {}", refused.trim());
         anyhow::ensure!(
             refused.contains("CQL authentication failed") && refused.contains("ringvault"),
             "wrong CQL password: {refused}"
@@ -383,6 +384,7 @@ async fn access_failures_are_named_before_anything_changes() -> anyhow::Result<(
             .worker_start_refused(1, Duration::from_secs(90))?
             .context("a worker trusting the wrong CA kept running")?;
         out.push_str(&refused);
+        eprintln!("wrong CA -> {}", refused.trim());
         anyhow::ensure!(
             refused.contains("CQL TLS") && refused.contains(&other_ca),
             "wrong CA: {refused}"
@@ -408,6 +410,7 @@ async fn access_failures_are_named_before_anything_changes() -> anyhow::Result<(
         )?;
         out.push_str(&text);
         anyhow::ensure!(!ok, "backup with a wrong JMX password succeeded: {text}");
+        eprintln!("wrong JMX password -> {}", text.trim());
         anyhow::ensure!(
             text.contains("JMX authentication failed") && text.contains("ringvault"),
             "wrong JMX password: {text}"
@@ -446,6 +449,7 @@ async fn access_failures_are_named_before_anything_changes() -> anyhow::Result<(
         )?;
         out.push_str(&text);
         anyhow::ensure!(!ok, "restore by a role without MODIFY succeeded: {text}");
+        eprintln!("role without MODIFY -> {}", text.trim());
         anyhow::ensure!(
             text.contains("lacks MODIFY")
                 && text.contains("ringvault_nomodify")
