@@ -601,6 +601,14 @@ impl Worker for FakeWorker {
         unimplemented("clean staging")
     }
 
+    async fn check_access(
+        &self,
+        _: Request<pb::CheckAccessRequest>,
+    ) -> Result<Response<pb::CheckAccessResponse>, Status> {
+        // A fake node has no logins to check: access is always granted.
+        Ok(Response::new(pb::CheckAccessResponse::default()))
+    }
+
     async fn drop_scratch_keyspace(
         &self,
         _: Request<pb::DropScratchKeyspaceRequest>,

@@ -17,11 +17,21 @@ pub async fn session(tb: &Testbed) -> anyhow::Result<Session> {
     let nodes: Vec<String> = (1..=tb.nodes()?)
         .map(|n| tb.var(&format!("RV_NODE{n}_CQL")))
         .collect::<anyhow::Result<_>>()?;
-    SessionBuilder::new()
-        .known_nodes(&nodes)
-        .build()
-        .await
-        .context("connecting over CQL")
+    let mut builder = SessionBuilder::new().known_nodes(&nodes);
+    // The secured bed (`scripts/testbed up --secure`): its superuser over client TLS.
+    if tb.var("RV_SECURE").ok().as_deref() == Some("1") {
+        let pw_file = tb.var("RV_CQL_ADMIN_PASSWORD_FILE")?;
+        let pw = std::fs::read_to_string(&pw_file).with_context(|| format!("reading {pw_file}"))?;
+        let ca = PathBuf::from(tb.var("RV_CQL_TLS_CA")?);
+        let tls = ringvault_worker::access::client_config(&ca, None, None, true)?;
+        builder = builder
+            .user(
+                tb.var("RV_CQL_ADMIN_USERNAME")?,
+                pw.lines().next().unwrap_or_default(),
+            )
+            .tls_context(Some(tls));
+    }
+    builder.build().await.context("connecting over CQL")
 }
 
 /// Creates keyspace `ks` (SimpleStrategy, replication factor = node count) with tables of varied

@@ -89,6 +89,9 @@ pub struct Deployment {
     worker_data_dirs: Vec<Option<Vec<PathBuf>>>,
     /// Store URLs the workers (and the coordinator's --from-store) may use.
     pub allowed_stores: Vec<String>,
+    /// Per worker: Cassandra access flags replacing the secured test bed's defaults
+    /// ([`Deployment::cassandra_access_args`]).
+    worker_access_args: Vec<Option<Vec<String>>>,
 }
 
 /// The cluster name of the test bed's nodes (what worker certificates are issued for).
@@ -243,6 +246,7 @@ impl Deployment {
             worker_nodetool: vec![None; nodes],
             worker_extra_args: vec![Vec::new(); nodes],
             worker_data_dirs: vec![None; nodes],
+            worker_access_args: vec![None; nodes],
         };
         d.start_coordinator()?;
         for &n in workers {
@@ -260,6 +264,36 @@ impl Deployment {
     /// `--data-dir`s of worker `n` (1-based) from its next start on (`None`: the test bed's).
     pub fn set_worker_data_dirs(&mut self, n: usize, dirs: Option<Vec<PathBuf>>) {
         self.worker_data_dirs[n - 1] = dirs;
+    }
+
+    /// Cassandra access flags of worker `n` (1-based) from its next start on (`None`: the test
+    /// bed's, [`Deployment::cassandra_access_args`]).
+    pub fn set_worker_access_args(&mut self, n: usize, args: Option<Vec<String>>) {
+        self.worker_access_args[n - 1] = args;
+    }
+
+    /// The worker flags a secured test bed (`scripts/testbed up --secure`, `RV_SECURE=1` in its
+    /// env file) needs for node `n`: CQL user, password file and CA, JMX user and password
+    /// file, sstableloader's config. Empty on the default bed.
+    pub fn cassandra_access_args(&self, n: usize) -> anyhow::Result<Vec<String>> {
+        if self.testbed.var("RV_SECURE").ok().as_deref() != Some("1") {
+            return Ok(Vec::new());
+        }
+        let v = |k: &str| self.testbed.var(k);
+        Ok(vec![
+            "--cql-username".into(),
+            v("RV_CQL_USERNAME")?,
+            "--cql-password-file".into(),
+            v("RV_CQL_PASSWORD_FILE")?,
+            "--cql-tls-ca".into(),
+            v("RV_CQL_TLS_CA")?,
+            "--jmx-username".into(),
+            v("RV_JMX_USERNAME")?,
+            "--jmx-password-file".into(),
+            v("RV_JMX_PASSWORD_FILE")?,
+            "--sstableloader-config".into(),
+            v(&format!("RV_NODE{n}_LOADER_CONFIG"))?,
+        ])
     }
 
     /// Extra arguments for worker `n` (1-based) from its next start on.
@@ -462,6 +496,10 @@ impl Deployment {
                     .flat_map(|s| ["--allow-store".to_string(), s.clone()]),
             )
             .args(&self.worker_extra_args[n - 1])
+            .args(match &self.worker_access_args[n - 1] {
+                Some(a) => a.clone(),
+                None => self.cassandra_access_args(n)?,
+            })
             .stdout(Stdio::null())
             .stderr(out);
         self.store_env(&mut cmd)?;

@@ -57,12 +57,17 @@ impl Testbed {
 
     /// Runs `scripts/testbed nodetool N args...` and returns stdout, failing on non-zero exit.
     pub fn nodetool(&self, node: usize, args: &[&str]) -> anyhow::Result<String> {
-        let script = Self::repo_root().join("scripts/testbed");
-        let out = std::process::Command::new(script)
-            .arg("nodetool")
-            .arg(node.to_string())
-            .args(args)
-            .output()?;
+        // The secured bed's nodetool logs in to JMX as its operator.
+        let out = if let Ok(admin) = self.var(&format!("RV_NODE{node}_NODETOOL_ADMIN")) {
+            std::process::Command::new(admin).args(args).output()?
+        } else {
+            let script = Self::repo_root().join("scripts/testbed");
+            std::process::Command::new(script)
+                .arg("nodetool")
+                .arg(node.to_string())
+                .args(args)
+                .output()?
+        };
         if !out.status.success() {
             anyhow::bail!(
                 "nodetool {node} {args:?} failed: {}{}",

@@ -40,17 +40,78 @@ pub struct Cql {
 
 impl Cql {
     /// Connects to `addr` (host:port), talking only to that node: the driver would otherwise
-    /// discover the ring and send `system.local` queries to other nodes.
-    pub async fn connect(addr: &str) -> anyhow::Result<Self> {
-        let only_local =
-            AllowListHostFilter::new([addr]).with_context(|| format!("resolving {addr}"))?;
-        let session = SessionBuilder::new()
+    /// discover the ring and send `system.local` queries to other nodes. Logs in and uses TLS
+    /// as `access` says; a failure says whether the login, the TLS handshake or the connection
+    /// failed (never the password).
+    pub async fn connect(
+        addr: &str,
+        access: &crate::access::Access,
+    ) -> Result<Self, crate::access::AccessError> {
+        let only_local = AllowListHostFilter::new([addr]).map_err(|e| {
+            crate::access::AccessError::CqlUnreachable {
+                addr: addr.to_string(),
+                detail: format!("resolving {addr}: {e}"),
+            }
+        })?;
+        let mut builder = SessionBuilder::new()
             .known_node(addr)
-            .host_filter(std::sync::Arc::new(only_local))
-            .build()
-            .await
-            .with_context(|| format!("connecting to Cassandra over CQL at {addr}"))?;
+            .host_filter(std::sync::Arc::new(only_local));
+        if let Some(c) = &access.cql {
+            builder = builder.user(c.username.as_str(), c.password.expose());
+        }
+        if let Some(tls) = &access.cql_tls {
+            builder = builder.tls_context(Some(std::sync::Arc::clone(tls)));
+        }
+        let session = builder.build().await.map_err(|e| {
+            let chain = ringvault_common::security::connect::error_chain(&e);
+            crate::access::classify_cql_error(addr, access, &chain)
+        })?;
         Ok(Self { session })
+    }
+
+    /// Whether `role` holds `permission` on `ks.table` (or on a parent: the keyspace, all
+    /// keyspaces), through any role it is granted. The most specific resource that exists is
+    /// asked about (a table a restore will create is checked on its keyspace). `None`: the
+    /// cluster's authorizer keeps no permissions (AllowAllAuthorizer).
+    pub async fn holds_permission(
+        &self,
+        role: &str,
+        permission: &str,
+        ks: &str,
+        table: Option<&str>,
+    ) -> anyhow::Result<Option<(bool, String)>> {
+        let keyspaces = self.keyspaces().await?;
+        let tables = self.tables().await?;
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let resource = match table {
+            Some(t) if tables.iter().any(|x| x.keyspace == ks && x.table == t) => {
+                format!("TABLE {}.{}", q(ks), q(t))
+            }
+            _ if keyspaces.contains(ks) => format!("KEYSPACE {}", q(ks)),
+            _ => "ALL KEYSPACES".to_string(),
+        };
+        let stmt = format!(
+            "LIST {permission} ON {resource} OF '{}'",
+            role.replace('\'', "''")
+        );
+        match self.session.query_unpaged(stmt.as_str(), ()).await {
+            // No permission at all comes back as a void result, not as zero rows.
+            Ok(r) if !r.is_rows() => Ok(Some((false, resource))),
+            Ok(r) => {
+                let rows = r.into_rows_result().context("reading LIST PERMISSIONS")?;
+                Ok(Some((rows.rows_num() > 0, resource)))
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("not supported by AllowAllAuthorizer")
+                    || text.contains("AllowAllAuthorizer")
+                {
+                    Ok(None)
+                } else {
+                    Err(anyhow::anyhow!("{stmt}: {text}"))
+                }
+            }
+        }
     }
 
     /// The driver session (to the local node only), for [`crate::topology`].

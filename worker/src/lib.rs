@@ -4,6 +4,7 @@
 //! hashes and uploads snapshot files ([`snapshot_files`], [`upload`]) with hashes of unchanged
 //! files reused from [`hash_cache`];
 //! [`metrics`] counts what it did for Prometheus.
+pub mod access;
 pub mod cql;
 pub mod hash_cache;
 pub mod metrics;
@@ -111,6 +112,9 @@ pub struct WorkerOptions {
     pub staging_reserve_bytes: u64,
     #[command(flatten)]
     pub tls: ringvault_common::security::TlsArgs,
+    /// Cassandra access: CQL login and TLS, JMX login, sstableloader's settings.
+    #[command(flatten)]
+    pub access: access::AccessArgs,
 }
 
 /// Part buffers (8 MiB) are allocated on many blocking threads; glibc would keep freed ones
@@ -154,6 +158,14 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     match node.check_data_dirs().await {
         Ok(()) => {}
         Err(service::DataDirsError::Mismatch(e)) => return Err(e.into()),
+        // Wrong credentials or a CA that does not match the node's certificate do not fix
+        // themselves: stop with what failed rather than retry forever.
+        Err(service::DataDirsError::Unknown(e))
+            if e.downcast_ref::<access::AccessError>()
+                .is_some_and(access::AccessError::is_permanent) =>
+        {
+            return Err(e.context("the worker cannot log in to its Cassandra node"));
+        }
         Err(service::DataDirsError::Unknown(e)) => {
             tracing::warn!(error = %format!("{e:#}"), "could not read the node's data_file_directories yet; checked before serving any request")
         }

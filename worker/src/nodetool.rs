@@ -24,6 +24,8 @@ pub enum NodetoolError {
 #[derive(Debug, Clone)]
 pub struct Nodetool {
     program: PathBuf,
+    /// JMX login and TLS (`-u USER -pwf FILE`; the truststore through the JVM's environment).
+    jmx: Option<crate::access::JmxAccess>,
 }
 
 /// What to snapshot.
@@ -38,11 +40,32 @@ pub enum SnapshotScope {
 impl Nodetool {
     /// Uses `program` as nodetool.
     pub fn new(program: PathBuf) -> Self {
-        Self { program }
+        Self { program, jmx: None }
+    }
+
+    /// Logs in to JMX (and uses TLS) as `jmx` says.
+    pub fn with_jmx(mut self, jmx: Option<crate::access::JmxAccess>) -> Self {
+        self.jmx = jmx;
+        self
+    }
+
+    /// The JMX settings, for messages.
+    pub fn jmx(&self) -> Option<&crate::access::JmxAccess> {
+        self.jmx.as_ref()
     }
 
     async fn run(&self, args: &[String]) -> Result<String, NodetoolError> {
-        run_tool(&self.program, args).await
+        let (mut all, env) = match &self.jmx {
+            Some(j) => (j.args(), j.env()),
+            None => (Vec::new(), Vec::new()),
+        };
+        all.extend_from_slice(args);
+        run_tool_env(&self.program, &all, &env).await
+    }
+
+    /// `nodetool version`: the cheapest call that logs in to JMX.
+    pub async fn version(&self) -> Result<String, NodetoolError> {
+        self.run(&["version".to_string()]).await
     }
 
     /// `nodetool snapshot -t TAG [--ttl Ns] (ks... | -kt ks.t,...)`.
@@ -109,10 +132,23 @@ impl Nodetool {
 /// Runs a Cassandra tool (nodetool, sstableloader) and returns its stdout, or an error with the
 /// first lines of what it printed (Java stack frames dropped).
 pub async fn run_tool(program: &std::path::Path, args: &[String]) -> Result<String, NodetoolError> {
+    run_tool_env(program, args, &[]).await
+}
+
+/// [`run_tool`] with `env` set in the tool's environment (after the worker's own settings and
+/// cloud credentials are removed from it): how credentials reach a tool without its argv.
+pub async fn run_tool_env(
+    program: &std::path::Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<String, NodetoolError> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).kill_on_drop(true);
     // Cloud credentials stay with the worker: a JVM tool has no use for them.
     ringvault_common::security::scrub_child_env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     die_with_parent(&mut cmd);
     let out = cmd.output().await.map_err(|source| NodetoolError::Spawn {
         program: program.display().to_string(),
@@ -122,9 +158,11 @@ pub async fn run_tool(program: &std::path::Path, args: &[String]) -> Result<Stri
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let text = format!("{}{}", stdout.trim(), stderr.trim());
-        // Keep the first lines: nodetool appends long Java stack traces.
+        // Keep the first lines: nodetool appends long Java stack traces (after a
+        // `-- StackTrace --` line, or as `at ...` frames).
         let output: String = text
             .lines()
+            .take_while(|l| l.trim() != "-- StackTrace --")
             .filter(|l| !l.trim_start().starts_with("at "))
             .take(6)
             .collect::<Vec<_>>()

@@ -44,6 +44,10 @@ pub struct LocalNode {
     data_dirs_checked: OnceCell<()>,
     /// Where the tables each snapshot covered are recorded (`snapshots/<tag>.tables`).
     state_dir: PathBuf,
+    /// How the worker gets into the node (CQL login and TLS, JMX login, sstableloader's).
+    access: crate::access::Access,
+    /// When the JMX login last succeeded (a nodetool JVM start is not repeated for every run).
+    jmx_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Why the data directories could not be confirmed.
@@ -90,8 +94,9 @@ impl LocalNode {
                 .map(|p| p.join("ringvault-staging"))
                 .unwrap_or_else(|| first.join("..").join("ringvault-staging"))
         });
+        let access = crate::access::Access::from_args(&opts.access, &opts.cql)?;
         Ok(Self {
-            nodetool: Nodetool::new(opts.nodetool.clone()),
+            nodetool: Nodetool::new(opts.nodetool.clone()).with_jmx(access.jmx.clone()),
             sstableloader: opts.sstableloader.clone(),
             staging,
             cql_addr: opts.cql.clone(),
@@ -106,6 +111,8 @@ impl LocalNode {
             metrics: Arc::default(),
             data_dirs_checked: OnceCell::new(),
             state_dir: opts.state_dir.clone(),
+            access,
+            jmx_checked: std::sync::Mutex::new(None),
         })
     }
 
@@ -186,10 +193,97 @@ impl LocalNode {
         Ok(())
     }
 
+    /// The checks of [`pb::worker_server::Worker::check_access`]: the CQL session, the JMX
+    /// login (when JMX credentials are configured; a success is trusted for five minutes), and
+    /// MODIFY on every table in `writes` for the configured CQL role.
+    pub async fn check_access(
+        &self,
+        writes: &[pb::TableRef],
+    ) -> Result<(), crate::access::AccessError> {
+        use crate::access::AccessError;
+        let cql = match self.cql().await {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(match e.downcast::<AccessError>() {
+                    Ok(a) => a,
+                    Err(e) => AccessError::CqlUnreachable {
+                        addr: self.cql_addr.clone(),
+                        detail: format!("{e:#}"),
+                    },
+                });
+            }
+        };
+        if let Some(jmx) = self.nodetool.jmx() {
+            const TRUSTED_FOR: Duration = Duration::from_secs(300);
+            let fresh = self
+                .jmx_checked
+                .lock()
+                .ok()
+                .and_then(|g| *g)
+                .is_some_and(|t| t.elapsed() < TRUSTED_FOR);
+            if !fresh {
+                match self.nodetool.version().await {
+                    Ok(_) => {
+                        if let Ok(mut g) = self.jmx_checked.lock() {
+                            *g = Some(std::time::Instant::now());
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut g) = self.jmx_checked.lock() {
+                            *g = None;
+                        }
+                        return Err(crate::access::classify_jmx_error(Some(jmx), &e.to_string()));
+                    }
+                }
+            }
+        }
+        let Some(creds) = &self.access.cql else {
+            return Ok(());
+        };
+        let mut seen = BTreeSet::new();
+        for w in writes {
+            let table = (!w.table.is_empty()).then_some(w.table.as_str());
+            if !seen.insert((w.keyspace.clone(), w.table.clone())) {
+                continue;
+            }
+            let held = cql
+                .holds_permission(&creds.username, "MODIFY", &w.keyspace, table)
+                .await
+                .map_err(|e| AccessError::CqlUnreachable {
+                    addr: self.cql_addr.clone(),
+                    detail: format!("checking permissions: {e:#}"),
+                })?;
+            match held {
+                None => return Ok(()), // AllowAllAuthorizer: nothing to check
+                Some((true, _)) => {}
+                Some((false, resource)) => {
+                    let target = match table {
+                        Some(t) => format!("{}.{t}", w.keyspace),
+                        None => format!("keyspace {}", w.keyspace),
+                    };
+                    return Err(AccessError::Permission {
+                        role: creds.username.clone(),
+                        permission: "MODIFY",
+                        grant_on: resource.clone(),
+                        resource,
+                        why: format!(
+                            "restore {target} (nodetool import and sstableloader bypass CQL permissions, so the worker refuses to write where its role may not)"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The CQL session, connected on first use.
     pub async fn cql(&self) -> anyhow::Result<&Cql> {
         self.cql
-            .get_or_try_init(|| Cql::connect(&self.cql_addr))
+            .get_or_try_init(|| async {
+                Cql::connect(&self.cql_addr, &self.access)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
             .await
     }
 
@@ -817,13 +911,16 @@ impl pb::worker_server::Worker for WorkerService {
                 .map_err(internal)?;
             to
         };
-        let args = vec![
+        // Credentials reach sstableloader through its auth provider's environment and a
+        // config file, never its argv.
+        let (mut args, env) = self.node.access.loader_args();
+        args.extend([
             "-d".to_string(),
             req.hosts.join(","),
             "--no-progress".to_string(),
             dir.display().to_string(),
-        ];
-        let output = crate::nodetool::run_tool(&self.node.sstableloader, &args)
+        ]);
+        let output = crate::nodetool::run_tool_env(&self.node.sstableloader, &args, &env)
             .await
             .map_err(|e| {
                 self.node.metrics.error(Op::Load);
@@ -831,6 +928,18 @@ impl pb::worker_server::Worker for WorkerService {
             })?;
         tracing::info!(%ks, %table, "loaded with sstableloader");
         Ok(Response::new(pb::LoadResponse { output }))
+    }
+
+    async fn check_access(
+        &self,
+        req: Request<pb::CheckAccessRequest>,
+    ) -> Result<Response<pb::CheckAccessResponse>, Status> {
+        let writes = req.into_inner().writes;
+        self.node
+            .check_access(&writes)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(pb::CheckAccessResponse {}))
     }
 
     async fn clean_staging(

@@ -39,6 +39,9 @@ pub struct RestoreOptions {
     pub wait: bool,
 }
 
+/// What restoring `system_auth` does, printed when `-k system_auth` is given.
+pub const SYSTEM_AUTH_NOTICE: &str = "restoring system_auth: the backup's roles, password hashes, role memberships and permissions (system_auth.roles, role_members, role_permissions, resource_role_permissons_index, network_permissions, cidr_permissions) are written back into this cluster. Roles and grants dropped since the backup come back with the passwords they had then, unless a newer delete still shadows them; roles created or changed since keep their newer values. Nodes may serve cached credentials until roles_validity/permissions_validity expire.";
+
 /// Runs `ringvault restore`.
 pub async fn run(
     mut client: Client,
@@ -49,6 +52,10 @@ pub async fn run(
         return Err(super::bad_input(
             "-t/--table needs exactly one -k/--keyspace",
         ));
+    }
+    if o.keyspaces.iter().any(|k| k == "system_auth") {
+        // Never part of a default restore; named explicitly, it is said what it brings back.
+        eprintln!("{SYSTEM_AUTH_NOTICE}");
     }
     let resp = client
         .start_restore(pb::StartRestoreRequest {

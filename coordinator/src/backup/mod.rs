@@ -4,6 +4,7 @@
 //! Whatever happens, cleanup clears every snapshot this run took. A node whose worker dies
 //! mid-run gets its work re-issued once the worker is back ([`PlannedNode::after_failure`]);
 //! a coordinator that restarts resumes its runs from their persisted stage ([`resume`]).
+mod access;
 mod cleanup;
 mod commit;
 mod plan;
@@ -22,6 +23,7 @@ use ringvault_proto::v1::worker_client::WorkerClient;
 use tonic::Status;
 use tonic::transport::Channel;
 
+pub use self::access::check_access;
 pub use self::plan::{PlannedNode, Retry, reach_cluster, reach_cluster_in};
 pub use self::resume::recover_unfinished;
 use crate::db::{RunNodeRow, RunRow};

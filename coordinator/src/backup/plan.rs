@@ -315,6 +315,8 @@ pub async fn plan(
         reach_cluster_in(coord, req.cluster_name.as_deref(), &req.datacenters).await?;
     // Every node of the ring (of the selected datacenters) must have its worker here.
     check_ring_coverage(&nodes, &req.datacenters).await?;
+    // Every worker can log in to its node (CQL, JMX) before anything is snapshotted.
+    super::check_access(&nodes, &[], "run").await?;
     let first = nodes
         .first()
         .cloned()

@@ -155,6 +155,22 @@ async fn plan(
         views: schema::views(&backup.schema),
     };
     let (_cluster, nodes) = reach_cluster(coord, req.cluster_name.as_deref()).await?;
+    // Every worker can log in to its node and its role may write every restored table, before
+    // any schema is created or file imported.
+    let writes: Vec<pb::TableRef> = held
+        .iter()
+        .filter(|(ks, _)| scope.keyspaces.contains(ks.as_str()))
+        .flat_map(|(ks, ts)| {
+            ts.iter()
+                .filter(|t| scope.keeps(ks, t))
+                .map(|t| pb::TableRef {
+                    keyspace: ks.clone(),
+                    table: t.clone(),
+                    table_id: String::new(),
+                })
+        })
+        .collect();
+    crate::backup::check_access(&nodes, &writes, "restore").await?;
 
     // Same topology: the same host ids with the same tokens.
     let same = backup.nodes.len() == nodes.len()
