@@ -9,8 +9,9 @@
 //! runs/<run-id>/nodes/<host-id>.json  that node's files
 //! runs/<run-id>/manifest.json         written last: the commit marker
 //! runs/<run-id>/lease.json            blobs a run is about to commit (purge keeps them)
-//! tmp/<run-id>/<uuid>                 staging for large uploads until their hash is known
+//! tmp/<run-id>/<uuid>                 staging of a large upload (written by earlier versions)
 //! tmp/<run-id>/<uuid>.rv-parts-<id>/… GCS multipart parts of a staging object
+//! tmp/parts/<uuid>.rv-parts-<id>/…    GCS multipart parts of an upload to any other key
 //! tmp/check-<uuid>                    the probe object of a store check
 //! purges/<uuid>.json                  a purge's sweep window (backups wait for it)
 //! ```
@@ -181,6 +182,8 @@ pub enum TmpKey {
     Staging(RunId),
     /// The probe object of [`crate::store::Store::check`].
     Check,
+    /// A part (or intermediate compose) of a GCS multipart upload ([`multipart_parts`]).
+    Parts,
 }
 
 /// A hyphenated lowercase UUID, exactly as ringvault writes them.
@@ -190,38 +193,58 @@ fn canonical_uuid(s: &str) -> Option<uuid::Uuid> {
 }
 
 /// Recognises the keys ringvault writes under `tmp/`: `tmp/<run-id>/<uuid>`, its GCS parts
-/// `tmp/<run-id>/<uuid>.rv-parts-<hex>/<part>`, and `tmp/check-<uuid>`. Anything else is not
+/// `tmp/<run-id>/<uuid>.rv-parts-<hex>/<part>`, GCS parts of uploads to any other key
+/// `tmp/parts/<uuid>.rv-parts-<hex>/<part>`, and `tmp/check-<uuid>`. Anything else is not
 /// ours (`None`).
 pub fn parse_tmp(key: &ObjectKey) -> Option<TmpKey> {
     let rest = key.as_str().strip_prefix(TMP_PREFIX)?;
     if let Some(id) = rest.strip_prefix("check-") {
         return canonical_uuid(id).map(|_| TmpKey::Check);
     }
-    let (run, rest) = rest.split_once('/')?;
-    let run_id = RunId::parse(run).ok().filter(|r| r.as_str() == run)?;
+    let (first, rest) = rest.split_once('/')?;
+    if first == "parts" {
+        let (unique, parts) = rest.split_once(".rv-parts-")?;
+        canonical_uuid(unique)?;
+        return parts_ok(parts).then_some(TmpKey::Parts);
+    }
+    let run_id = RunId::parse(first).ok().filter(|r| r.as_str() == first)?;
     let (unique, parts) = match rest.split_once(".rv-parts-") {
         Some((u, p)) => (u, Some(p)),
         None => (rest, None),
     };
     canonical_uuid(unique)?;
-    if let Some(p) = parts {
-        let (id, part) = p.split_once('/')?;
-        let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-        // `000001` (a part) or `c01-000000` (an intermediate compose).
-        let part_ok = part.bytes().all(|b| b.is_ascii_digit())
-            || part
-                .strip_prefix('c')
-                .and_then(|x| x.split_once('-'))
-                .is_some_and(|(a, b)| {
-                    [a, b]
-                        .iter()
-                        .all(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-                });
-        if !hex(id) || part.is_empty() || !part_ok {
-            return None;
-        }
+    if let Some(p) = parts
+        && !parts_ok(p)
+    {
+        return None;
     }
     Some(TmpKey::Staging(run_id))
+}
+
+/// `<hex>/<part>` after `.rv-parts-`: `000001` (a part) or `c01-000000` (an intermediate
+/// compose).
+fn parts_ok(p: &str) -> bool {
+    let Some((id, part)) = p.split_once('/') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    let part_ok = digits(part)
+        || part
+            .strip_prefix('c')
+            .and_then(|x| x.split_once('-'))
+            .is_some_and(|(a, b)| digits(a) && digits(b));
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()) && part_ok
+}
+
+/// Where a GCS multipart upload to a key outside `tmp/` keeps its parts until they are
+/// composed: `tmp/parts/<uuid>.rv-parts-<id>` (never next to a blob, where purge would not
+/// know them). `id` is lowercase hex.
+pub fn multipart_parts(upload: &uuid::Uuid, id: &str) -> ObjectKey {
+    let id: String = id.chars().filter(char::is_ascii_hexdigit).collect();
+    ObjectKey(format!(
+        "{TMP_PREFIX}parts/{}.rv-parts-{id}",
+        upload.hyphenated()
+    ))
 }
 
 /// A staging key for an upload whose hash is not known yet.
@@ -293,7 +316,14 @@ mod tests {
             parse_tmp(&key(format!("tmp/check-{u}"))),
             Some(TmpKey::Check)
         );
+        let parts = multipart_parts(&uuid::Uuid::new_v4(), "0123456789ab");
+        for p in ["000001", "c01-000002"] {
+            assert_eq!(parse_tmp(&key(format!("{parts}/{p}"))), Some(TmpKey::Parts));
+        }
         for foreign in [
+            format!("tmp/parts/{u}"),
+            format!("tmp/parts/{u}.rv-parts-0123/x"),
+            "tmp/parts/not-a-uuid.rv-parts-0123/000001".to_string(),
             "tmp/foreign.txt".to_string(),
             format!("tmp/{run}/notes.txt"),
             format!("tmp/{run}/{u}/deeper"),

@@ -9,6 +9,8 @@ pub mod cql;
 pub mod hash_cache;
 pub mod metrics;
 pub mod nodetool;
+pub mod page_cache;
+pub mod priority;
 pub mod registration;
 pub mod restore;
 pub mod schema;
@@ -62,6 +64,10 @@ pub struct WorkerOptions {
     /// nodetool command for the local node (a program path; arguments are appended).
     #[arg(long, default_value = "nodetool", env = "RINGVAULT_NODETOOL")]
     pub nodetool: PathBuf,
+    /// Start nodetool's JVM from a class-data-sharing archive in the state directory (about a
+    /// third off each call's start-up; a damaged archive is deleted and the call run without).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "RINGVAULT_NODETOOL_CLASS_ARCHIVE")]
+    pub nodetool_class_archive: bool,
     /// Cassandra data directories (repeat for JBOD), as in data_file_directories.
     #[arg(long = "data-dir", required = true)]
     pub data_dirs: Vec<PathBuf>,
@@ -115,6 +121,9 @@ pub struct WorkerOptions {
     /// Cassandra access: CQL login and TLS, JMX login, sstableloader's settings.
     #[command(flatten)]
     pub access: access::AccessArgs,
+    /// CPU and I/O priority, page-cache footprint.
+    #[command(flatten)]
+    pub priority: priority::PriorityOptions,
 }
 
 /// Part buffers (8 MiB) are allocated on many blocking threads; glibc would keep freed ones

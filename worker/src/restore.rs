@@ -23,7 +23,6 @@ use ringvault_common::layout;
 use ringvault_common::manifest::HostId;
 use ringvault_common::store::Store;
 use ringvault_common::{Identifier, RelativeName, RunId};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// A file to restore, validated.
@@ -310,6 +309,10 @@ async fn fetch(
     result
 }
 
+/// Bytes gathered from the network before one blocking write (and hash) of them: network
+/// chunks are small (16-64 KiB), and a write call per chunk costs more than the write.
+const WRITE_BLOCK: usize = 4 << 20;
+
 async fn fetch_into(
     store: &dyn Store,
     f: &StagedFile,
@@ -318,42 +321,49 @@ async fn fetch_into(
     throttle: &crate::throttle::Throttle,
     events: &mpsc::Sender<DownloadEvent>,
 ) -> anyhow::Result<()> {
-    let mut out = tokio::fs::OpenOptions::new()
+    let out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(partial)
-        .await
         .with_context(|| format!("creating {}", partial.display()))?;
+    let mut sink = BlockSink {
+        out,
+        hasher: ContentHasher::new(),
+        path: partial.to_path_buf(),
+    };
     let mut stream = store
         .get(&layout::blob(&f.hash))
         .await
         .with_context(|| format!("fetching {label}"))?;
-    let mut hasher = ContentHasher::new();
+    let mut block = bytes::BytesMut::with_capacity(WRITE_BLOCK.min(f.size as usize));
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.with_context(|| format!("fetching {label}"))?;
         throttle.take(chunk.len() as u64).await;
-        hasher.update(&chunk);
         written += chunk.len() as u64;
         if written > f.size {
             break;
         }
-        out.write_all(&chunk)
-            .await
-            .with_context(|| format!("writing {}", partial.display()))?;
-        send(
-            events,
-            DownloadEvent::Progress {
-                bytes: chunk.len() as u64,
-            },
-        )
-        .await?;
+        block.extend_from_slice(&chunk);
+        if block.len() >= WRITE_BLOCK {
+            let n = block.len() as u64;
+            sink = write_block(sink, block.split().freeze()).await?;
+            send(events, DownloadEvent::Progress { bytes: n }).await?;
+        }
     }
-    out.sync_all()
-        .await
-        .with_context(|| format!("syncing {}", partial.display()))?;
-    drop(out);
-    let got = hasher.finish();
+    let n = block.len() as u64;
+    let sink = write_block(sink, block.freeze()).await?;
+    if n > 0 {
+        send(events, DownloadEvent::Progress { bytes: n }).await?;
+    }
+    let got = tokio::task::spawn_blocking(move || -> anyhow::Result<ContentHash> {
+        sink.out
+            .sync_all()
+            .with_context(|| format!("syncing {}", sink.path.display()))?;
+        Ok(sink.hasher.finish())
+    })
+    .await
+    .context("syncing task")??;
     if written != f.size || got != f.hash {
         anyhow::bail!(
             "{label}: the stored blob does not match the backup (expected {} bytes with hash {}, got {}{} bytes with hash {got}); nothing was imported",
@@ -364,6 +374,30 @@ async fn fetch_into(
         );
     }
     Ok(())
+}
+
+/// A partial file being written, with the hash of what was written so far.
+struct BlockSink {
+    out: std::fs::File,
+    hasher: ContentHasher,
+    path: PathBuf,
+}
+
+/// Hashes and appends one block off the async threads; hands the sink back.
+async fn write_block(mut sink: BlockSink, block: bytes::Bytes) -> anyhow::Result<BlockSink> {
+    use std::io::Write;
+    if block.is_empty() {
+        return Ok(sink);
+    }
+    tokio::task::spawn_blocking(move || -> anyhow::Result<BlockSink> {
+        sink.hasher.update(&block);
+        sink.out
+            .write_all(&block)
+            .with_context(|| format!("writing {}", sink.path.display()))?;
+        Ok(sink)
+    })
+    .await
+    .context("writing task")?
 }
 
 fn free_bytes(dir: &Path) -> anyhow::Result<u64> {

@@ -30,6 +30,8 @@ pub struct LocalNode {
     pub data_dirs: Vec<PathBuf>,
     cache: HashCache,
     concurrency: usize,
+    /// Leave the page cache as a read found it (`--gentle-reads`).
+    gentle_reads: bool,
     /// The largest concurrency a request may ask for.
     max_concurrency: u32,
     /// Stores requests may name.
@@ -96,7 +98,14 @@ impl LocalNode {
         });
         let access = crate::access::Access::from_args(&opts.access, &opts.cql)?;
         Ok(Self {
-            nodetool: Nodetool::new(opts.nodetool.clone()).with_jmx(access.jmx.clone()),
+            nodetool: {
+                let n = Nodetool::new(opts.nodetool.clone()).with_jmx(access.jmx.clone());
+                if opts.nodetool_class_archive {
+                    n.with_class_archive(&opts.state_dir)
+                } else {
+                    n
+                }
+            },
             sstableloader: opts.sstableloader.clone(),
             staging,
             cql_addr: opts.cql.clone(),
@@ -104,6 +113,7 @@ impl LocalNode {
             data_dirs: opts.data_dirs.clone(),
             cache,
             concurrency: opts.concurrency.max(1) as usize,
+            gentle_reads: opts.priority.gentle_reads,
             max_concurrency: opts.max_concurrency.max(1),
             allow_store: ringvault_common::security::StoreAllowlist::new(&opts.allow_store)?,
             staging_reserve_bytes: opts.staging_reserve_bytes,
@@ -1029,6 +1039,7 @@ impl pb::worker_server::Worker for WorkerService {
             cache: self.node.cache.clone(),
             concurrency,
             throttle: crate::throttle::Throttle::new(req.bandwidth_bytes_per_sec),
+            gentle: self.node.gentle_reads,
         });
         let (ev_tx, mut ev_rx) = mpsc::channel::<UploadEvent>(256);
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::UploadEvent, Status>>(256);

@@ -1,8 +1,9 @@
-//! Hashing and uploading a snapshot's files. Every file is read once: its BLAKE3 hash is
-//! computed from the same chunks that go to the store. Small files (up to one part) are read
-//! into one buffer, hashed, and put under their blob key unless the store has it already.
-//! Large files stream part by part to a staging key and are renamed to their blob key once
-//! the hash is known. A file whose (keyspace, table id, name, size, mtime) was hashed before is
+//! Hashing and uploading a snapshot's files. Small files (up to one part) are read once into
+//! one buffer, hashed, and put under their blob key unless the store has it already. Large
+//! files are read twice: once to hash them, then, unless their blob is in the store, once more
+//! to stream them part by part straight to their blob key (see `upload_large` for why two
+//! reads beat one read plus a server-side rename). Reads leave the page cache as they found
+//! it ([`page_cache`]). A file whose (keyspace, table id, name, size, mtime) was hashed before is
 //! not read at all when its blob is in the store. Memory is bounded by `concurrency` parts.
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -12,13 +13,14 @@ use anyhow::Context;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ringvault_common::RunId;
-use ringvault_common::hash::{ContentHash, ContentHasher};
+use ringvault_common::hash::{ContentHash, ContentHasher, Crc32c};
 use ringvault_common::layout;
 use ringvault_common::manifest::FileEntry;
 use ringvault_common::store::Store;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::hash_cache::{FileIdentity, HashCache};
+use crate::page_cache;
 use crate::snapshot_files::SnapshotFile;
 
 /// What an upload reports as it goes.
@@ -46,6 +48,8 @@ pub struct Uploader {
     pub concurrency: usize,
     /// Bandwidth cap shared by every upload of this run.
     pub throttle: crate::throttle::Throttle,
+    /// Drop from the page cache what the reads brought in ([`page_cache`]).
+    pub gentle: bool,
 }
 
 impl Uploader {
@@ -130,17 +134,15 @@ impl Uploader {
         let _permit = budget.acquire().await.context("upload budget closed")?;
         let path = f.path.clone();
         let size = f.size as usize;
+        let gentle = self.gentle;
         let (data, hash) =
             tokio::task::spawn_blocking(move || -> anyhow::Result<(Bytes, ContentHash)> {
                 let file =
                     File::open(&path).with_context(|| format!("opening {}", path.display()))?;
                 let mut buf = vec![0u8; size];
-                file.read_exact_at(&mut buf, 0)
+                page_cache::read_exact_at(&file, &mut buf, 0, gentle)
                     .with_context(|| format!("reading {} ({size} bytes)", path.display()))?;
-                let mut extra = [0u8; 1];
-                if file.read_at(&mut extra, size as u64)? != 0 {
-                    anyhow::bail!("{} grew while it was read", path.display());
-                }
+                check_not_grown(&file, size as u64, &path)?;
                 let hash = ContentHash::of(&buf);
                 Ok((Bytes::from(buf), hash))
             })
@@ -154,19 +156,74 @@ impl Uploader {
         Ok((hash, true))
     }
 
+    /// A large file takes two reads. The first hashes it (BLAKE3, and a CRC32C of the whole);
+    /// unless the store has that blob already, the second streams it part by part straight to
+    /// its blob key: no staging key, no server-side copy, and a known file sends no byte. The
+    /// second read's CRC32C must equal the first's, or the upload is aborted before it
+    /// completes: a blob only ever holds the bytes that were hashed.
     async fn upload_large(
         &self,
         f: &SnapshotFile,
         budget: &Arc<Semaphore>,
         events: &mpsc::Sender<UploadEvent>,
     ) -> anyhow::Result<(ContentHash, bool)> {
-        let part = self.store.part_size() as u64;
-        let staging = layout::staging(&self.run_id, &uuid::Uuid::new_v4().to_string());
-        let upload: Arc<dyn ringvault_common::store::MultipartUpload> =
-            Arc::from(self.store.start_multipart(&staging).await?);
         let file =
             Arc::new(File::open(&f.path).with_context(|| format!("opening {}", f.path.display()))?);
-        let mut hasher = ContentHasher::new();
+        let (hash, crc) = self.hash_file(&file, f, budget).await?;
+        if self.blob_present(&hash, f.size).await? {
+            send(events, UploadEvent::Progress { bytes: f.size }).await?;
+            return Ok((hash, false));
+        }
+        self.send_parts(&file, f, &layout::blob(&hash), crc, budget, events)
+            .await?;
+        Ok((hash, true))
+    }
+
+    /// The first read of a large file: its content hash and CRC32C, one part buffer at a time.
+    async fn hash_file(
+        &self,
+        file: &Arc<File>,
+        f: &SnapshotFile,
+        budget: &Semaphore,
+    ) -> anyhow::Result<(ContentHash, u32)> {
+        let _permit = budget.acquire().await.context("upload budget closed")?;
+        let (file, size, gentle) = (Arc::clone(file), f.size, self.gentle);
+        let part = self.store.part_size() as u64;
+        let path = f.path.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(ContentHash, u32)> {
+            let mut buf = vec![0u8; part.min(size) as usize];
+            let (mut hasher, mut crc) = (ContentHasher::new(), Crc32c::default());
+            let mut offset = 0u64;
+            while offset < size {
+                let len = part.min(size - offset) as usize;
+                page_cache::read_exact_at(&file, &mut buf[..len], offset, gentle)
+                    .with_context(|| format!("reading {} at {offset}", path.display()))?;
+                hasher.update(&buf[..len]);
+                crc.update(&buf[..len]);
+                offset += len as u64;
+            }
+            check_not_grown(&file, size, &path)?;
+            Ok((hasher.finish(), crc.finish()))
+        })
+        .await
+        .context("hashing task")?
+    }
+
+    /// The second read of a large file: parts in parallel to `key`, completed only when the
+    /// bytes sent have the CRC32C the hashing read saw.
+    async fn send_parts(
+        &self,
+        file: &Arc<File>,
+        f: &SnapshotFile,
+        key: &ringvault_common::layout::ObjectKey,
+        expected_crc: u32,
+        budget: &Arc<Semaphore>,
+        events: &mpsc::Sender<UploadEvent>,
+    ) -> anyhow::Result<()> {
+        let part = self.store.part_size() as u64;
+        let upload: Arc<dyn ringvault_common::store::MultipartUpload> =
+            Arc::from(self.store.start_multipart(key).await?);
+        let mut crc = Crc32c::default();
         let mut tasks = tokio::task::JoinSet::new();
         let mut offset = 0u64;
         let mut number = 1u32;
@@ -177,19 +234,17 @@ impl Uploader {
                     .await
                     .context("upload budget closed")?;
                 let len = part.min(f.size - offset) as usize;
-                let (file2, h) = (Arc::clone(&file), std::mem::take(&mut hasher));
-                let (data, h) = tokio::task::spawn_blocking(
-                    move || -> anyhow::Result<(Bytes, ContentHasher)> {
+                let (file2, gentle) = (Arc::clone(file), self.gentle);
+                let (data, c) =
+                    tokio::task::spawn_blocking(move || -> anyhow::Result<(Bytes, Crc32c)> {
                         let mut buf = vec![0u8; len];
-                        file2.read_exact_at(&mut buf, offset)?;
-                        let mut h = h;
-                        h.update(&buf);
-                        Ok((Bytes::from(buf), h))
-                    },
-                )
-                .await
-                .context("reading task")??;
-                hasher = h;
+                        page_cache::read_exact_at(&file2, &mut buf, offset, gentle)?;
+                        crc.update(&buf);
+                        Ok((Bytes::from(buf), crc))
+                    })
+                    .await
+                    .context("reading task")??;
+                crc = c;
                 self.throttle.take(data.len() as u64).await;
                 let up = Arc::clone(&upload);
                 let ev = events.clone();
@@ -208,9 +263,12 @@ impl Uploader {
                 offset += len as u64;
                 number += 1;
             }
-            let mut extra = [0u8; 1];
-            if file.read_at(&mut extra, f.size)? != 0 {
-                anyhow::bail!("{} grew while it was read", f.path.display());
+            check_not_grown(file, f.size, &f.path)?;
+            if crc.finish() != expected_crc {
+                anyhow::bail!(
+                    "{} changed between hashing and upload (CRC32C differs); not stored",
+                    f.path.display()
+                );
             }
             while let Some(r) = tasks.join_next().await {
                 r.context("part task")??;
@@ -225,16 +283,17 @@ impl Uploader {
             return Err(e);
         }
         upload.complete().await?;
-        let hash = hasher.finish();
-        if self.blob_present(&hash, f.size).await? {
-            self.store
-                .delete_many(std::slice::from_ref(&staging))
-                .await?;
-            return Ok((hash, false));
-        }
-        self.store.rename(&staging, &layout::blob(&hash)).await?;
-        Ok((hash, true))
+        Ok(())
     }
+}
+
+/// Fails when a file has more bytes than its recorded size (it grew while it was read).
+fn check_not_grown(file: &File, size: u64, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut extra = [0u8; 1];
+    if file.read_at(&mut extra, size)? != 0 {
+        anyhow::bail!("{} grew while it was read", path.display());
+    }
+    Ok(())
 }
 
 /// What a `Statistics.db` says about its SSTable (partitions, rows, timestamps), recorded in
@@ -304,4 +363,113 @@ async fn done(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringvault_common::{Identifier, RelativeName};
+
+    fn snapshot_file(path: &std::path::Path, name: &str) -> anyhow::Result<SnapshotFile> {
+        let meta = std::fs::metadata(path)?;
+        Ok(SnapshotFile {
+            data_dir_index: 0,
+            keyspace: Identifier::parse("keyspace", "ks")?,
+            table: Identifier::parse("table", "t")?,
+            table_id: "0123456789abcdef0123456789abcdef".into(),
+            name: RelativeName::parse(name)?,
+            path: path.to_path_buf(),
+            size: meta.len(),
+            mtime_ns: 0,
+        })
+    }
+
+    async fn upload(
+        store: &Arc<dyn Store>,
+        state: &std::path::Path,
+        files: Vec<SnapshotFile>,
+    ) -> anyhow::Result<(u64, Vec<(ContentHash, bool)>)> {
+        let up = Arc::new(Uploader {
+            run_id: RunId::new(),
+            store: Arc::clone(store),
+            cache: HashCache::open(state)?,
+            concurrency: 4,
+            throttle: crate::throttle::Throttle::new(0),
+            gentle: true,
+        });
+        let (tx, mut rx) = mpsc::channel(64);
+        let task = tokio::spawn(up.run(files, tx));
+        let (mut progress, mut done) = (0, Vec::new());
+        while let Some(e) = rx.recv().await {
+            match e {
+                UploadEvent::Progress { bytes } => progress += bytes,
+                UploadEvent::FileDone {
+                    entry, uploaded, ..
+                } => done.push((entry.hash, uploaded)),
+                UploadEvent::Plan { .. } => {}
+            }
+        }
+        task.await??;
+        Ok((progress, done))
+    }
+
+    #[tokio::test]
+    async fn a_large_file_goes_straight_to_its_blob_key_and_a_known_one_sends_nothing()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("store");
+        std::fs::create_dir_all(&root)?;
+        let store =
+            ringvault_common::store::open_unwrapped(&format!("file://{}", root.display())).await?;
+        let part = store.part_size();
+        // Two and a half parts of non-repeating bytes.
+        let data: Vec<u8> = (0..part * 5 / 2)
+            .map(|i| {
+                (i as u64)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .rotate_left(17) as u8
+            })
+            .collect();
+        let src = dir.path().join("nb-1-big-Data.db");
+        std::fs::write(&src, &data)?;
+        let (progress, done) = upload(
+            &store,
+            &dir.path().join("state1"),
+            vec![snapshot_file(&src, "nb-1-big-Data.db")?],
+        )
+        .await?;
+        let expected = ContentHash::of(&data);
+        assert_eq!(done, vec![(expected.clone(), true)]);
+        assert_eq!(progress, data.len() as u64);
+        let stored = ringvault_common::store::get_bytes(
+            store.as_ref(),
+            &layout::blob(&expected),
+            data.len() + 1,
+        )
+        .await?;
+        assert!(stored == data, "the blob holds the file's bytes");
+        assert!(
+            store.list(layout::TMP_PREFIX).await?.is_empty(),
+            "no staging object was written"
+        );
+
+        // The same bytes under another name, with no hash cache: hashed, found, not sent.
+        let copy = dir.path().join("nb-2-big-Data.db");
+        std::fs::copy(&src, &copy)?;
+        let blob_path = root.join(layout::blob(&expected).as_str());
+        let before = std::fs::metadata(&blob_path)?.modified()?;
+        let (_, done) = upload(
+            &store,
+            &dir.path().join("state2"),
+            vec![snapshot_file(&copy, "nb-2-big-Data.db")?],
+        )
+        .await?;
+        assert_eq!(done, vec![(expected, false)]);
+        assert_eq!(
+            std::fs::metadata(&blob_path)?.modified()?,
+            before,
+            "not rewritten"
+        );
+        Ok(())
+    }
 }

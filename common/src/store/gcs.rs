@@ -20,7 +20,8 @@
 //!
 //! **Multipart.** Each part is a single-shot upload (never resumable, whose session URLs
 //! fake-gcs-server builds without the port) of a temporary object
-//! `<key>.rv-parts-<upload id>/<number>` carrying its CRC32C; parts may arrive in any order and
+//! `<key>.rv-parts-<upload id>/<number>` (for a key under `tmp/`; for any other key
+//! `tmp/parts/<uuid>.rv-parts-<upload id>/<number>`, see `layout::multipart_parts`) carrying its CRC32C; parts may arrive in any order and
 //! in parallel. `complete` composes them in order (at most 32 sources per compose call, nested
 //! for more), checks that the composed object's CRC32C is the combination of the parts' ones,
 //! and deletes the temporary objects; `abort` deletes them. `rename` is a server-side rewrite
@@ -538,9 +539,16 @@ impl Store for GcsStore {
     async fn start_multipart(&self, key: &ObjectKey) -> StoreResult<Box<dyn MultipartUpload>> {
         let dest = self.inner.full(key);
         let id = uuid::Uuid::new_v4().simple().to_string();
+        // Next to a staging key (purge knows its shape), or else under tmp/parts/.
+        let parts_prefix = if key.as_str().starts_with(crate::layout::TMP_PREFIX) {
+            format!("{dest}.rv-parts-{}/", &id[..12])
+        } else {
+            let parts = crate::layout::multipart_parts(&uuid::Uuid::new_v4(), &id[..12]);
+            format!("{}/", self.inner.full(&parts))
+        };
         Ok(Box::new(GcsMultipart {
             inner: std::sync::Arc::clone(&self.inner),
-            parts_prefix: format!("{dest}.rv-parts-{}/", &id[..12]),
+            parts_prefix,
             dest,
             parts: Mutex::new(BTreeMap::new()),
         }))

@@ -2,7 +2,10 @@
 //! and writes rows into the test bed, for the README demo, the benchmark and tests.
 //!
 //! `rv-load --nodes 127.0.0.1:9042 --keyspace organization --table employee --rows 10000
-//!  [--rf 3] [--payload 200] [--concurrency 64]`
+//!  [--rf 3] [--payload 200] [--concurrency 64] [--tables N]`
+//!
+//! `--tables N` writes `--rows` rows into each of N tables `<table>_0` … `<table>_<N-1>`
+//! (benchmarks of nodes with many SSTables).
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -18,6 +21,7 @@ struct Args {
     payload: usize,
     concurrency: usize,
     start: u64,
+    tables: usize,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -30,6 +34,7 @@ fn parse() -> anyhow::Result<Args> {
         payload: 100,
         concurrency: 64,
         start: 0,
+        tables: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,6 +48,7 @@ fn parse() -> anyhow::Result<Args> {
             "--payload" => a.payload = val()?.parse()?,
             "--concurrency" => a.concurrency = val()?.parse()?,
             "--start" => a.start = val()?.parse()?,
+            "--tables" => a.tables = val()?.parse()?,
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -69,30 +75,43 @@ async fn main() -> anyhow::Result<()> {
             (),
         )
         .await?;
-    session
-        .query_unpaged(
-            format!(
-                "CREATE TABLE IF NOT EXISTS {}.{} (id bigint PRIMARY KEY, name text, dept int, salary double, hired timestamp, active boolean, tags set<text>, payload blob)",
-                a.keyspace, a.table
-            ),
-            (),
-        )
-        .await?;
-    session.await_schema_agreement().await?;
-    let insert = Arc::new(
+    let tables: Vec<String> = if a.tables <= 1 {
+        vec![a.table.clone()]
+    } else {
+        (0..a.tables).map(|k| format!("{}_{k}", a.table)).collect()
+    };
+    let mut inserts = Vec::new();
+    for table in &tables {
         session
-            .prepare(format!(
-                "INSERT INTO {}.{} (id, name, dept, salary, hired, active, tags, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                a.keyspace, a.table
-            ))
-            .await?,
-    );
+            .query_unpaged(
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {}.{} (id bigint PRIMARY KEY, name text, dept int, salary double, hired timestamp, active boolean, tags set<text>, payload blob)",
+                    a.keyspace, table
+                ),
+                (),
+            )
+            .await?;
+    }
+    session.await_schema_agreement().await?;
+    for table in &tables {
+        inserts.push(Arc::new(
+            session
+                .prepare(format!(
+                    "INSERT INTO {}.{} (id, name, dept, salary, hired, active, tags, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    a.keyspace, table
+                ))
+                .await?,
+        ));
+    }
     let session = Arc::new(session);
     let t0 = std::time::Instant::now();
     let payload = a.payload;
-    let results = futures::stream::iter(a.start..a.start + a.rows)
-        .map(|i| {
-            let (session, insert) = (Arc::clone(&session), Arc::clone(&insert));
+    let work = inserts
+        .iter()
+        .flat_map(|ins| (a.start..a.start + a.rows).map(move |i| (Arc::clone(ins), i)));
+    let results = futures::stream::iter(work)
+        .map(|(insert, i)| {
+            let session = Arc::clone(&session);
             async move {
                 let mut blob = vec![0u8; payload];
                 let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -130,13 +149,13 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("{errors} inserts failed, e.g. {e}");
     }
     let secs = t0.elapsed().as_secs_f64();
+    let total = a.rows * tables.len() as u64;
     eprintln!(
-        "wrote {} rows of ~{} bytes into {}.{} in {secs:.1}s ({:.0} rows/s)",
-        a.rows,
+        "wrote {total} rows of ~{} bytes into {} table(s) of {} in {secs:.1}s ({:.0} rows/s)",
         a.payload + 60,
+        tables.len(),
         a.keyspace,
-        a.table,
-        a.rows as f64 / secs
+        total as f64 / secs
     );
     Ok(())
 }

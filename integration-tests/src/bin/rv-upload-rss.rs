@@ -155,6 +155,7 @@ async fn main() -> Result<()> {
         cache: HashCache::open(&work.path().join("hash-cache.sqlite"))?,
         concurrency: args.concurrency,
         throttle: Throttle::new(0),
+        gentle: true,
     });
     let file = SnapshotFile {
         data_dir_index: 0,

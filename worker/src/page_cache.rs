@@ -1,0 +1,196 @@
+//! Keeping a backup out of Cassandra's page cache. Reading every SSTable of a node would fill
+//! the page cache with cold backup data and evict the pages Cassandra serves reads from. So each
+//! range the worker reads is first checked with `mincore(2)`; after the read, the pages that
+//! were not resident before are dropped again with `posix_fadvise(POSIX_FADV_DONTNEED)`. Pages
+//! that were already cached (hot data, or a freshly flushed SSTable) stay cached. The worker's
+//! page-cache footprint is thus bounded by the ranges being read at once.
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// Page size the residency bitmaps count in.
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+/// Which pages of one range of a file were in the page cache before it was read.
+#[derive(Debug)]
+pub struct Residency {
+    offset: u64,
+    len: u64,
+    page: u64,
+    /// One byte per page, as `mincore` returns it (bit 0: resident).
+    pages: Vec<u8>,
+}
+
+impl Residency {
+    /// Looks at `[offset, offset + len)` of `file`; `offset` must be a multiple of the page
+    /// size (part boundaries are). An empty range, or a file that cannot be mapped, yields a
+    /// residency that counts every page as resident, so nothing is dropped by mistake.
+    pub fn of(file: &File, offset: u64, len: u64) -> Self {
+        let page = page_size();
+        let mut r = Residency {
+            offset,
+            len,
+            page,
+            pages: Vec::new(),
+        };
+        if len == 0 || !offset.is_multiple_of(page) {
+            return r;
+        }
+        let Ok(map_len) = usize::try_from(len) else {
+            return r;
+        };
+        let Ok(map_off) = libc::off_t::try_from(offset) else {
+            return r;
+        };
+        let n_pages = len.div_ceil(page) as usize;
+        let mut vec = vec![0u8; n_pages];
+        // SAFETY: a read-only shared mapping of a file we hold open, never dereferenced: only
+        // passed to mincore and unmapped before returning.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                map_off,
+            );
+            if addr == libc::MAP_FAILED {
+                return r;
+            }
+            let ok = libc::mincore(addr, map_len, vec.as_mut_ptr()) == 0;
+            libc::munmap(addr, map_len);
+            if ok {
+                r.pages = vec;
+            }
+        }
+        r
+    }
+
+    /// Pages of the range that were resident.
+    pub fn resident_pages(&self) -> usize {
+        if self.pages.is_empty() {
+            return self.len.div_ceil(self.page) as usize;
+        }
+        self.pages.iter().filter(|b| *b & 1 == 1).count()
+    }
+
+    /// Drops from the page cache the pages of the range that were not resident when it was
+    /// looked at; returns how many bytes were advised away.
+    pub fn drop_new_pages(&self, file: &File) -> io::Result<u64> {
+        let mut dropped = 0;
+        let mut i = 0;
+        while i < self.pages.len() {
+            if self.pages[i] & 1 == 1 {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < self.pages.len() && self.pages[i] & 1 == 0 {
+                i += 1;
+            }
+            let from = self.offset + start as u64 * self.page;
+            let to = (self.offset + i as u64 * self.page).min(self.offset + self.len);
+            advise_dontneed(file, from, to - from)?;
+            dropped += to - from;
+        }
+        Ok(dropped)
+    }
+}
+
+fn advise_dontneed(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let off = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: posix_fadvise only reads its integer arguments.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// How far past a read the kernel's readahead may fill the cache (its default window is
+/// 128 KiB; tuned devices go to a few MiB): looked at and dropped with the read itself.
+const READAHEAD_SLACK: u64 = 4 << 20;
+
+/// Reads `buf.len()` bytes at `offset`, leaving the page cache as it found it (pages that
+/// were resident stay; the ones this read and its readahead brought in are dropped) when
+/// `gentle` is set.
+pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, gentle: bool) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if !gentle {
+        return file.read_exact_at(buf, offset);
+    }
+    let before = Residency::of(file, offset, buf.len() as u64 + READAHEAD_SLACK);
+    file.read_exact_at(buf, offset)?;
+    // Advice only: a refused fadvise leaves the pages to the kernel's own eviction.
+    if let Err(e) = before.drop_new_pages(file) {
+        tracing::debug!(error = %e, "posix_fadvise(DONTNEED) refused");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn resident(file: &File, len: u64) -> usize {
+        Residency::of(file, 0, len).resident_pages()
+    }
+
+    #[test]
+    fn a_gentle_read_drops_only_the_pages_it_brought_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("Data.db");
+        let len = 64 * page_size();
+        let mut f = File::create(&path).expect("create");
+        f.write_all(&vec![7u8; len as usize]).expect("write");
+        f.sync_all().expect("sync");
+        drop(f);
+        let f = File::open(&path).expect("open");
+        // Out of the cache entirely (the write left it resident).
+        advise_dontneed(&f, 0, len).expect("fadvise");
+        assert_eq!(
+            resident(&f, len),
+            0,
+            "DONTNEED honoured (ext4, xfs; not tmpfs)"
+        );
+        // Make the first half hot, as Cassandra's reads would (without readahead, so that
+        // exactly that half is cached).
+        let hot = File::open(&path).expect("open");
+        // SAFETY: posix_fadvise only reads its integer arguments.
+        assert_eq!(
+            unsafe { libc::posix_fadvise(hot.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) },
+            0
+        );
+        let mut half = vec![0u8; (len / 2) as usize];
+        read_exact_at(&hot, &mut half, 0, false).expect("hot read");
+        assert_eq!(resident(&f, len), 32);
+        // A gentle read of the whole file returns every byte and leaves exactly the hot half.
+        let mut all = vec![0u8; len as usize];
+        read_exact_at(&f, &mut all, 0, true).expect("gentle read");
+        assert!(all.iter().all(|b| *b == 7));
+        assert_eq!(resident(&f, len), 32, "only the hot half stays cached");
+        assert_eq!(Residency::of(&f, 0, len / 2).resident_pages(), 32);
+        // A plain read of the same leaves it all cached.
+        read_exact_at(&f, &mut all, 0, false).expect("plain read");
+        assert_eq!(resident(&f, len), 64);
+    }
+
+    #[test]
+    fn an_unaligned_or_empty_range_counts_as_resident_so_nothing_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x");
+        std::fs::write(&path, b"abc").expect("write");
+        let f = File::open(&path).expect("open");
+        let r = Residency::of(&f, 1, 2);
+        assert_eq!(r.drop_new_pages(&f).expect("drop"), 0);
+        assert_eq!(Residency::of(&f, 0, 0).drop_new_pages(&f).expect("drop"), 0);
+    }
+}
