@@ -18,6 +18,11 @@
 //! (Google never serves storage over plain HTTP, and a bearer token must never cross the wire
 //! in clear), so requests to it are anonymous.
 //!
+//! **Private CA.** The operator's store CA (`--store-ca-file`) is trusted by the JSON API
+//! calls. The SDK's uploads and downloads build their own HTTP client, which trusts the system
+//! roots or, when set, the bundle `SSL_CERT_FILE` names: a GCS-compatible server behind a
+//! private CA also needs `SSL_CERT_FILE` pointing at a bundle that holds that CA.
+//!
 //! **Multipart.** Each part is a single-shot upload (never resumable, whose session URLs
 //! fake-gcs-server builds without the port) of a temporary object
 //! `<key>.rv-parts-<upload id>/<number>` carrying its CRC32C; parts may arrive in any order and
