@@ -128,6 +128,22 @@ async fn main() -> anyhow::Result<()> {
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(buckets = ?opts.buckets, "S3 server listening on {scheme}://{local}");
+    // Stop on SIGTERM/SIGINT (as a container's first process nothing else would).
+    tokio::spawn(async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping");
+        std::process::exit(0);
+    });
     let http = ConnBuilder::new(TokioExecutor::new());
     loop {
         let (socket, peer) = match listener.accept().await {
