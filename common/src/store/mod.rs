@@ -83,7 +83,9 @@ impl StoreError {
     /// Whether retrying the operation may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transient { .. } => true,
+            // A server certificate the client does not trust stays untrusted: a missing or
+            // wrong --store-ca-file is reported at once, not after every retry.
+            Self::Transient { message, .. } => !message.contains("invalid peer certificate"),
             Self::Io { source, .. } => io_is_transient(source),
             Self::NotFound { .. }
             | Self::BadUrl { .. }

@@ -38,7 +38,9 @@ impl StoreCa {
             certs.push(cert);
         }
         if certs.is_empty() {
-            return Err(bad("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into()));
+            return Err(bad(
+                "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+            ));
         }
         // The HTTP clients parse the bundle again; refuse here what they would refuse later.
         reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
@@ -94,7 +96,9 @@ pub(crate) fn store_ca() -> Option<&'static StoreCa> {
 
 /// A reqwest 0.12 client builder (our own calls: GCS JSON API, Azure Blob Batch) trusting the
 /// store CA too.
-pub(crate) fn with_store_ca_012(b: reqwest::ClientBuilder) -> reqwest::Result<reqwest::ClientBuilder> {
+pub(crate) fn with_store_ca_012(
+    b: reqwest::ClientBuilder,
+) -> reqwest::Result<reqwest::ClientBuilder> {
     let Some(ca) = store_ca() else { return Ok(b) };
     let mut b = b;
     for c in reqwest::Certificate::from_pem_bundle(&ca.pem)? {
@@ -128,14 +132,36 @@ mod tests {
         let f = dir.path().join("ca.pem");
         std::fs::write(&f, "not a certificate\n").expect("write");
         let msg = StoreCa::load(&f).unwrap_err().to_string();
-        assert!(msg.contains("ca.pem") && msg.contains("no PEM certificate"), "{msg}");
+        assert!(
+            msg.contains("ca.pem") && msg.contains("no PEM certificate"),
+            "{msg}"
+        );
         std::fs::write(
             &f,
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         )
         .expect("write");
         let msg = StoreCa::load(&f).unwrap_err().to_string();
-        assert!(msg.contains("ca.pem") && msg.contains("certificate 1"), "{msg}");
+        assert!(
+            msg.contains("ca.pem") && msg.contains("certificate 1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_untrusted_server_certificate_is_not_retried() {
+        let failure = |message: &str| StoreError::Transient {
+            op: "put",
+            key: "k".into(),
+            message: message.into(),
+        };
+        assert!(
+            !failure(
+                "dispatch failure: TLS handshake failed: invalid peer certificate: UnknownIssuer"
+            )
+            .is_transient()
+        );
+        assert!(failure("connection reset by peer").is_transient());
     }
 
     #[test]

@@ -55,7 +55,10 @@ fn secret(file: Option<&Path>, var: &str) -> anyhow::Result<String> {
         None => std::env::var(var).unwrap_or_default(),
     };
     if value.is_empty() {
-        bail!("no {var}: set it, or name a file with --{}-file", var_flag(var));
+        bail!(
+            "no {var}: set it, or name a file with --{}-file",
+            var_flag(var)
+        );
     }
     Ok(value)
 }
@@ -76,7 +79,8 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     if certs.is_empty() {
         bail!("no certificate in {}", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -106,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", opts.root.display()))?;
     for b in &opts.buckets {
         let valid = (3..=63).contains(&b.len())
-            && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+            && b.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
         if !valid {
             bail!("bucket name {b:?}: 3-63 characters of a-z, 0-9, '-' and '.'");
         }
@@ -124,19 +129,22 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", opts.listen))?;
     let local = listener.local_addr()?;
     if tls.is_none() && !local.ip().is_loopback() {
-        bail!("without --tls-cert/--tls-key the server listens on loopback only (credentials would travel in clear)");
+        bail!(
+            "without --tls-cert/--tls-key the server listens on loopback only (credentials would travel in clear)"
+        );
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(buckets = ?opts.buckets, "S3 server listening on {scheme}://{local}");
     // Stop on SIGTERM/SIGINT (as a container's first process nothing else would).
     tokio::spawn(async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGTERM handler");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGTERM handler");
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

@@ -146,7 +146,10 @@ fn prove(url: &str, ca: &Path, env: &[(&str, String)]) -> Result<()> {
         text(&bad)
     );
     let garbage = ca.with_file_name("garbage.pem");
-    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")?;
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )?;
     let bad = check(url, Some(&garbage), env)?;
     ensure!(
         !bad.status.success() && text(&bad).contains(&garbage.display().to_string()),
@@ -183,7 +186,10 @@ fn s3_over_tls_with_a_private_ca() -> Result<()> {
     prove(&url, &dir.path().join("ca.pem"), &env)?;
     // The server never logs its credentials.
     let logged = std::fs::read_to_string(&log)?;
-    ensure!(!logged.contains(&secret), "the secret key is in the server's log");
+    ensure!(
+        !logged.contains(&secret),
+        "the secret key is in the server's log"
+    );
     Ok(())
 }
 
@@ -223,7 +229,11 @@ fn azure_over_tls_with_a_private_ca() -> Result<()> {
         .env("AZURE_STORAGE_KEY", &key)
         .env("NODE_EXTRA_CA_CERTS", dir.path().join("ca.pem"))
         .output()?;
-    ensure!(made.status.success(), "azurite-container.js: {}", text(&made));
+    ensure!(
+        made.status.success(),
+        "azurite-container.js: {}",
+        text(&made)
+    );
     let url = format!(
         "az://devstoreaccount1/ringvault/ca-test?endpoint=https://localhost:{port}/devstoreaccount1"
     );
@@ -246,14 +256,26 @@ fn gcs_over_tls_with_a_private_ca() -> Result<()> {
     let endpoint = format!("https://localhost:{port}");
     let mut server = spawn(
         Command::new(cache(&bed)?.join("bin/fake-gcs-server"))
-            .args(["-scheme", "https", "-host", "127.0.0.1", "-port", &port.to_string()])
+            .args([
+                "-scheme",
+                "https",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                &port.to_string(),
+            ])
             .arg("-data")
             .arg(&data)
             .arg("-cert-location")
             .arg(dir.path().join("server-store.pem"))
             .arg("-private-key-location")
             .arg(dir.path().join("server-store.key"))
-            .args(["-external-url", &endpoint, "-public-host", &format!("localhost:{port}")]),
+            .args([
+                "-external-url",
+                &endpoint,
+                "-public-host",
+                &format!("localhost:{port}"),
+            ]),
         &log,
     )?;
     wait_port(&mut server, port, "fake-gcs-server", &log)?;
