@@ -7,7 +7,8 @@ ARG BINARIES_IMAGE=ringvault/binaries:latest
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BINARIES_IMAGE} AS binaries
 FROM ${BASE_IMAGE}
-RUN set -eu; mkdir -p /data
+# uid 999 (the compose stack runs it as the workers' user): a new volume on /data takes this owner.
+RUN set -eu; mkdir -p /data; chown 999:999 /data
 COPY --from=binaries /out/rv-s3-server /usr/local/bin/
 VOLUME /data
 EXPOSE 9000
