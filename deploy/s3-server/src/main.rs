@@ -87,7 +87,9 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("server certificate and key")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: s3s answers a HEAD of a missing object with a body that HTTP/2 refuses
+    // (PROTOCOL_ERROR), and the SDKs speak HTTP/1.1 to S3 anyway.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
