@@ -53,6 +53,11 @@ pub struct CoordinatorOptions {
     /// Credentials come from the provider's standard environment, never from the URL.
     #[arg(long, env = "RINGVAULT_STORE")]
     pub store: String,
+    /// PEM bundle of CAs the store clients (S3, Azure, GCS) trust besides the system roots: an
+    /// https:// store endpoint behind a private CA (a missing or unreadable file stops the
+    /// coordinator with its path named).
+    #[arg(long, value_name = "PEM", env = "RINGVAULT_STORE_CA_FILE")]
+    pub store_ca_file: Option<PathBuf>,
     /// Snapshot TTL on the nodes, the safety net if a worker dies (seconds).
     #[arg(long, default_value_t = 86_400)]
     pub snapshot_ttl_secs: u64,
@@ -170,6 +175,9 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
         opts.purge_grace_secs,
         purge::MIN_GRACE.as_secs()
     );
+    if let Some(ca) = &opts.store_ca_file {
+        ringvault_common::store::trust_store_ca(ca)?;
+    }
     let security = ServerSecurity::from_args(&opts.tls, opts.listen)?;
     backup::set_worker_security(ClientSecurity {
         tls: opts.tls.load()?,

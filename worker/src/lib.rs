@@ -106,6 +106,11 @@ pub struct WorkerOptions {
         value_delimiter = ','
     )]
     pub allow_store: Vec<String>,
+    /// PEM bundle of CAs the store clients (S3, Azure, GCS) trust besides the system roots: an
+    /// https:// store endpoint behind a private CA (a missing or unreadable file stops the
+    /// worker with its path named).
+    #[arg(long, value_name = "PEM", env = "RINGVAULT_STORE_CA_FILE")]
+    pub store_ca_file: Option<PathBuf>,
     /// Largest parts-in-flight a request may ask for (Upload, Download); more is refused.
     #[arg(long, default_value_t = 64)]
     pub max_concurrency: u32,
@@ -140,6 +145,9 @@ pub fn bound_allocator_caching() {
 
 /// Runs the worker until killed.
 pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
+    if let Some(ca) = &opts.store_ca_file {
+        ringvault_common::store::trust_store_ca(ca)?;
+    }
     if let Some(url) = &opts.check_storage {
         let store = ringvault_common::store::open(url).await?;
         store

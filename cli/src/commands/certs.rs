@@ -1,6 +1,7 @@
 //! `ringvault certs`: makes (or reuses) a private CA in a directory and issues the certificates
 //! every hop's mutual TLS needs: the coordinator's, one per worker (bound to a cluster), and CLI
-//! users with a role; optionally bearer tokens for users without certificates. Works offline.
+//! users with a role; plain server certificates for services beside ringvault (the store's
+//! server); optionally bearer tokens for users without certificates. Works offline.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,6 +30,11 @@ pub struct CertsOptions {
     /// Issue a CLI user certificate: NAME:ROLE (viewer, operator, admin; repeat).
     #[arg(long, value_name = "NAME:ROLE")]
     pub user: Vec<String>,
+    /// Issue a plain TLS server certificate for a service beside ringvault (the store's S3
+    /// server, an emulator): NAME=HOST[,HOST...] (repeat); writes server-NAME.pem/.key. It
+    /// carries no ringvault identity, so it cannot authenticate to ringvault.
+    #[arg(long, value_name = "NAME=HOSTS")]
+    pub server: Vec<String>,
     /// Make a bearer token for a user without a certificate: NAME:ROLE (repeat). Writes
     /// NAME.token (0600) and appends its digest to `tokens` (the coordinator's --tokens-file).
     #[arg(long, value_name = "NAME:ROLE")]
@@ -89,6 +95,18 @@ pub fn run(o: CertsOptions, format: Format) -> anyhow::Result<ExitCode> {
         );
         workers.push((file_name(name)?.to_string(), cluster, hosts));
     }
+    let mut servers = Vec::new();
+    for w in &o.server {
+        let (name, hosts) = w
+            .split_once('=')
+            .with_context(|| format!("--server {w:?}: expected NAME=HOST[,HOST...]"))?;
+        let hosts: Vec<String> = hosts.split(',').map(str::to_string).collect();
+        anyhow::ensure!(
+            hosts.iter().all(|h| !h.is_empty()),
+            "--server {w:?}: empty host"
+        );
+        servers.push((file_name(name)?.to_string(), hosts));
+    }
     for (n, _) in users.iter().chain(&token_users) {
         file_name(n)?;
     }
@@ -113,6 +131,10 @@ pub fn run(o: CertsOptions, format: Format) -> anyhow::Result<ExitCode> {
             },
             &hosts,
         )?;
+        written.push(c);
+    }
+    for (name, hosts) in servers {
+        let (c, _) = ca.write_server(&o.out, &format!("server-{name}"), &hosts)?;
         written.push(c);
     }
     for (name, role) in users {

@@ -81,15 +81,36 @@ impl CertAuthority {
         identity: &Identity,
         hosts: &[String],
     ) -> Result<(String, String), SecurityError> {
+        self.sign(Some(identity), hosts)
+    }
+
+    /// Signs a plain TLS server certificate for `hosts`, with no ringvault identity (so it can
+    /// never authenticate to a ringvault service): for servers beside ringvault, such as the
+    /// store's S3 server. Returns (certificate PEM, key PEM).
+    pub fn issue_server(&self, hosts: &[String]) -> Result<(String, String), SecurityError> {
+        self.sign(None, hosts)
+    }
+
+    fn sign(
+        &self,
+        identity: Option<&Identity>,
+        hosts: &[String],
+    ) -> Result<(String, String), SecurityError> {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, identity.to_string());
+        let cn = match identity {
+            Some(i) => i.to_string(),
+            None => hosts.first().cloned().unwrap_or_default(),
+        };
+        dn.push(DnType::CommonName, cn);
         dn.push(DnType::OrganizationName, "ringvault");
         params.distinguished_name = dn;
-        params
-            .subject_alt_names
-            .push(SanType::URI(identity.to_uri().try_into().map_err(err)?));
+        if let Some(identity) = identity {
+            params
+                .subject_alt_names
+                .push(SanType::URI(identity.to_uri().try_into().map_err(err)?));
+        }
         for h in hosts {
             params.subject_alt_names.push(match h.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -100,10 +121,13 @@ impl CertAuthority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = match identity {
+            Some(_) => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            None => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        };
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let key = KeyPair::generate().map_err(err)?;
@@ -120,6 +144,28 @@ impl CertAuthority {
         hosts: &[String],
     ) -> Result<(PathBuf, PathBuf), SecurityError> {
         let (cert, key) = self.issue(identity, hosts)?;
+        self.write_pair(dir, name, &cert, &key)
+    }
+
+    /// Issues a plain server certificate ([`Self::issue_server`]) and writes
+    /// `<dir>/<name>.pem` and `<dir>/<name>.key` (0600).
+    pub fn write_server(
+        &self,
+        dir: &Path,
+        name: &str,
+        hosts: &[String],
+    ) -> Result<(PathBuf, PathBuf), SecurityError> {
+        let (cert, key) = self.issue_server(hosts)?;
+        self.write_pair(dir, name, &cert, &key)
+    }
+
+    fn write_pair(
+        &self,
+        dir: &Path,
+        name: &str,
+        cert: &str,
+        key: &str,
+    ) -> Result<(PathBuf, PathBuf), SecurityError> {
         let (cp, kp) = (
             dir.join(format!("{name}.pem")),
             dir.join(format!("{name}.key")),

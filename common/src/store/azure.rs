@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::{ClientOptions, RetryOptions, StatusCode, Url};
+use azure_core::http::{ClientOptions, RetryOptions, StatusCode, Transport, Url};
 use azure_storage_blob::models::{
     BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
     BlockBlobClientStageBlockOptions, BlockLookupList, CopyStatus,
@@ -269,6 +269,24 @@ fn auth_from_env(account: &str) -> Result<Auth, String> {
     })
 }
 
+/// The SDK's transport when the operator named a store CA: a reqwest client shaped like the
+/// SDK's default (timeouts, no redirects) that trusts the CA besides the system roots.
+fn sdk_transport() -> Result<Option<Transport>, String> {
+    let Some(ca) = super::tls::store_ca() else {
+        return Ok(None);
+    };
+    let err = |e: reqwest_azure::Error| format!("store CA {}: {e}", ca.path().display());
+    let certs = reqwest_azure::Certificate::from_pem_bundle(ca.pem()).map_err(err)?;
+    let client = reqwest_azure::Client::builder()
+        .connect_timeout(Duration::from_secs(20))
+        .read_timeout(Duration::from_secs(60))
+        .redirect(reqwest_azure::redirect::Policy::none())
+        .tls_certs_merge(certs)
+        .build()
+        .map_err(err)?;
+    Ok(Some(Transport::new(Arc::new(client))))
+}
+
 impl AzureStore {
     /// Opens `container` of `account` (at `endpoint` when given, e.g. Azurite's
     /// `http://127.0.0.1:10000/devstoreaccount1`) with credentials from the environment.
@@ -352,6 +370,7 @@ impl Inner {
             client_options: ClientOptions {
                 // Retries belong to the store wrapper (`RetryingStore`).
                 retry: RetryOptions::none(),
+                transport: sdk_transport().map_err(|m| self.open_err(m))?,
                 ..Default::default()
             },
             ..Default::default()

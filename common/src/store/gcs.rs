@@ -16,7 +16,14 @@
 //! (service-account or external-account file), gcloud's user credentials, workload identity /
 //! the metadata server. The one exception: an `endpoint` on plain `http://` is an emulator
 //! (Google never serves storage over plain HTTP, and a bearer token must never cross the wire
-//! in clear), so requests to it are anonymous.
+//! in clear), so requests to it are anonymous; so are requests to an `https://` endpoint that
+//! `STORAGE_EMULATOR_HOST` names exactly (the variable Google's client libraries read), e.g.
+//! fake-gcs-server over TLS.
+//!
+//! **Private CA.** The operator's store CA (`--store-ca-file`) is trusted by the JSON API
+//! calls. The SDK's uploads and downloads build their own HTTP client, which trusts the system
+//! roots or, when set, the bundle `SSL_CERT_FILE` names: a GCS-compatible server behind a
+//! private CA also needs `SSL_CERT_FILE` pointing at a bundle that holds that CA.
 //!
 //! **Multipart.** Each part is a single-shot upload (never resumable, whose session URLs
 //! fake-gcs-server builds without the port) of a temporary object
@@ -168,6 +175,15 @@ fn parse_size(v: &Value) -> Option<u64> {
     }
 }
 
+/// Whether the operator declared `endpoint` an emulator: `STORAGE_EMULATOR_HOST` (the variable
+/// Google's client libraries read) names exactly this URL.
+fn declared_emulator(endpoint: &str) -> bool {
+    std::env::var("STORAGE_EMULATOR_HOST").is_ok_and(|h| {
+        let h = h.trim().trim_end_matches('/');
+        !h.is_empty() && h == endpoint.trim_end_matches('/')
+    })
+}
+
 impl GcsStore {
     /// Connects to `bucket` (at `endpoint` when given) with the credentials the module doc names.
     pub async fn new(
@@ -182,7 +198,7 @@ impl GcsStore {
         };
         let emulator = endpoint
             .as_deref()
-            .is_some_and(|e| e.starts_with("http://"));
+            .is_some_and(|e| e.starts_with("http://") || declared_emulator(e));
         let credentials = if emulator {
             None
         } else {

@@ -11,6 +11,9 @@
 //! | `gs://bucket/prefix[?endpoint=..]` | `gcs` | Google ADC; anonymous for a plain-`http://` emulator endpoint |
 //! | `az://account/container/prefix[?endpoint=..]` | `azure` | SAS, account key, or Entra ID from the environment |
 //!
+//! An `https://` endpoint behind a private CA is trusted once the operator names the CA
+//! (`--store-ca-file`, [`trust_store_ca`]).
+//!
 //! Credentials never appear in a URL, an error or a log line. [`open`] wraps every backend in a
 //! [`RetryingStore`], so transient failures (5xx, 429, timeouts, resets) are retried in one
 //! place; backends disable their SDKs' own retries so attempts do not multiply.
@@ -20,6 +23,7 @@ mod file;
 mod gcs;
 mod retry;
 mod s3;
+mod tls;
 mod url;
 
 use std::fmt::Debug;
@@ -31,6 +35,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 pub use self::retry::{RetryPolicy, RetryingStore};
+pub use self::tls::{StoreCa, trust_store_ca};
 pub use self::url::{StoreUrl, redact as redact_url};
 use crate::layout::ObjectKey;
 
@@ -41,6 +46,9 @@ pub enum StoreError {
     NotFound { key: String },
     #[error("invalid store URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    /// The operator's store CA file (`--store-ca-file`) is missing or holds no certificate.
+    #[error("store CA file {path}: {reason}")]
+    BadCa { path: String, reason: String },
     #[error("{op} {key}: {source}")]
     Io {
         op: &'static str,
@@ -75,9 +83,14 @@ impl StoreError {
     /// Whether retrying the operation may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transient { .. } => true,
+            // A server certificate the client does not trust stays untrusted: a missing or
+            // wrong --store-ca-file is reported at once, not after every retry.
+            Self::Transient { message, .. } => !message.contains("invalid peer certificate"),
             Self::Io { source, .. } => io_is_transient(source),
-            Self::NotFound { .. } | Self::BadUrl { .. } | Self::Backend { .. } => false,
+            Self::NotFound { .. }
+            | Self::BadUrl { .. }
+            | Self::BadCa { .. }
+            | Self::Backend { .. } => false,
         }
     }
 
@@ -129,12 +142,13 @@ pub(crate) fn reqwest_err(
     }
 }
 
-/// The HTTP client of the calls a backend makes itself (GCS JSON API, Azure Blob Batch).
+/// The HTTP client of the calls a backend makes itself (GCS JSON API, Azure Blob Batch); it
+/// trusts the operator's store CA as well as the built-in roots.
 pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let b = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(300))
-        .build()
+        .timeout(std::time::Duration::from_secs(300));
+    tls::with_store_ca_012(b)?.build()
 }
 
 fn io_is_transient(e: &std::io::Error) -> bool {

@@ -98,6 +98,14 @@ impl S3Store {
         }
         // Retries belong to the store wrapper (`RetryingStore`), not to each SDK.
         conf = conf.retry_config(aws_config::retry::RetryConfig::disabled());
+        if let Some(ca) = super::tls::store_ca() {
+            conf = conf.http_client(https_client_trusting(ca.pem()).map_err(|e| {
+                StoreError::BadCa {
+                    path: ca.path().display().to_string(),
+                    reason: format!("S3 HTTP client: {e}"),
+                }
+            })?);
+        }
         Ok(Self {
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             bucket,
@@ -109,6 +117,26 @@ impl S3Store {
     fn full(&self, key: &ObjectKey) -> String {
         format!("{}{}", self.prefix, key.as_str())
     }
+}
+
+/// The SDK's default HTTPS client (rustls with aws-lc, the system roots) plus the CAs in `pem`.
+fn https_client_trusting(
+    pem: &[u8],
+) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, String> {
+    use aws_smithy_http_client::tls;
+    let trust = tls::TrustStore::default()
+        .with_native_roots(true)
+        .with_pem_certificate(pem.to_vec());
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https())
 }
 
 #[async_trait]

@@ -22,5 +22,6 @@ mod restore;
 mod restore_test;
 mod schema;
 mod security;
+mod store_ca;
 mod store_conformance;
 mod testbed;
