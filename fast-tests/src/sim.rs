@@ -514,6 +514,7 @@ impl Worker for SimWorker {
             let ks = &me.shared.cfg.keyspace;
             for f in files {
                 let (hash, generated) = me.hash_of(f);
+                let hash_cached = generated.is_none();
                 let key = layout::blob(&hash);
                 let present = match store.head(&key).await {
                     Ok(m) => m.is_some_and(|m| m.size == f.size),
@@ -552,7 +553,7 @@ impl Worker for SimWorker {
                         sstable: None,
                     }),
                     uploaded: !present,
-                    hash_cached: generated.is_none() && present,
+                    hash_cached,
                 };
                 if tx
                     .send(event(pb::upload_event::Event::Progress(
