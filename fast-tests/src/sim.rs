@@ -141,6 +141,18 @@ fn table_id(ks: &str, t: usize) -> String {
     ContentHash::of(format!("{ks}.{}", table_name(t)).as_bytes()).as_str()[..32].to_string()
 }
 
+/// 32 hex digits as a UUID (8-4-4-4-12), as CQL's `WITH ID =` takes them.
+fn hyphenated(id: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &id[..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..32]
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -232,7 +244,8 @@ impl Simulator {
                 name: t.table.clone(),
                 statement: format!(
                     "CREATE TABLE {ks}.{} (id int PRIMARY KEY, v blob) WITH ID = {};",
-                    t.table, t.table_id
+                    t.table,
+                    hyphenated(&t.table_id)
                 ),
             });
         }
