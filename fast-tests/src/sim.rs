@@ -171,7 +171,8 @@ struct Shared {
     tables: Vec<pb::TableRef>,
     schema: pb::DescribeSchemaResponse,
     /// Content hashes by content seed (shared mode: one set for every node).
-    hashes: Mutex<std::collections::HashMap<u64, ContentHash>>,
+    /// One cell per seed: nodes reaching the same content at once hash it once.
+    hashes: Mutex<std::collections::HashMap<u64, Arc<OnceLock<ContentHash>>>>,
     stats: SimStats,
 }
 
@@ -372,13 +373,15 @@ impl SimWorker {
     }
 
     fn hash_of(&self, f: &SimFile) -> (ContentHash, Option<Bytes>) {
-        if let Some(h) = lock(&self.shared.hashes).get(&f.content_seed) {
-            return (h.clone(), None);
-        }
-        let bytes = generate(f.content_seed, f.size);
-        let h = ContentHash::of(&bytes);
-        lock(&self.shared.hashes).insert(f.content_seed, h.clone());
-        (h, Some(bytes))
+        let cell = Arc::clone(lock(&self.shared.hashes).entry(f.content_seed).or_default());
+        let mut generated = None;
+        let h = cell.get_or_init(|| {
+            let bytes = generate(f.content_seed, f.size);
+            let h = ContentHash::of(&bytes);
+            generated = Some(bytes);
+            h
+        });
+        (h.clone(), generated)
     }
 
     fn has_snapshot(&self, tag: &str) -> bool {
