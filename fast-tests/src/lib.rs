@@ -7,3 +7,4 @@
 //! end-to-end tier (`integration-tests`) proves the same against real nodes.
 pub mod fake_worker;
 pub mod harness;
+pub mod sim;

@@ -37,6 +37,9 @@ pub struct RestoreOptions {
     /// Follow the restore with live progress until it ends.
     #[arg(long)]
     pub wait: bool,
+    /// Only plan: run every check, print what the restore would do, change nothing.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
 }
 
 /// What restoring `system_auth` does, printed when `-k system_auth` is given.
@@ -66,9 +69,23 @@ pub async fn run(
             force_schema: o.force_schema,
             from_store_url: o.from_store.unwrap_or_default(),
             cluster_name: o.to_cluster.unwrap_or_default(),
+            dry_run: o.dry_run,
         })
         .await
         .map_err(status)?
         .into_inner();
+    if let Some(p) = resp.restore_plan {
+        match format {
+            Format::Json => crate::output::print_json(&serde_json::json!({
+                "dry_run": true, "mode": p.mode, "target_nodes": p.target_nodes,
+                "files": p.files, "bytes": p.bytes, "schema_objects": p.schema_objects,
+            })),
+            Format::Human => println!(
+                "restore plan (dry run, nothing changed): mode {}, {} target node(s), {} file(s), {} bytes, {} schema object(s) to create",
+                p.mode, p.target_nodes, p.files, p.bytes, p.schema_objects
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     super::runs::started(&mut client, &resp.run_id, "restore", o.wait, format).await
 }

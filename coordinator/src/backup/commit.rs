@@ -5,19 +5,20 @@
 //! the run a backup. The lease is deleted after the commit. See `docs/design.md` ("Purge
 //! protocol") for why this order keeps a concurrent purge of any coordinator from deleting a
 //! reused blob.
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use futures::StreamExt;
 use ringvault_common::hash::ContentHash;
 use ringvault_common::layout;
 use ringvault_common::manifest::{
-    FORMAT_VERSION, HostId, NodeManifest, NodeTotals, RecordedRetention, RunLease, RunManifest,
+    FORMAT_VERSION, FileEntry, HostId, NodeManifest, NodeTotals, RecordedRetention, RunLease,
+    RunManifest,
 };
+use ringvault_common::{Identifier, RelativeName};
 
 use super::schema::describe;
 use super::upload::NodeFiles;
 use super::{PlannedNode, RunContext};
+use crate::db::RunFileRow;
 use crate::now_ms;
 use crate::run::NodeState;
 
@@ -39,27 +40,23 @@ pub async fn commit(
         tracing::info!(run = %ctx.run_id, "already committed before the restart");
         return Ok(());
     }
-    let mut blobs: BTreeMap<ContentHash, u64> = BTreeMap::new();
-    for nf in &files {
-        for f in &nf.files {
-            if let Some(size) = blobs.insert(f.hash.clone(), f.size)
-                && size != f.size
-            {
-                anyhow::bail!(
-                    "blob {} recorded with two sizes ({size} and {})",
-                    f.hash,
-                    f.size
-                );
-            }
-        }
-    }
+    // The run's distinct blobs, from its file rows (one hash with two sizes fails here).
+    let id = ctx.run_id.to_string();
+    let blobs: Vec<(ContentHash, u64)> = ctx
+        .coord
+        .db
+        .call(move |db| db.run_blobs(&id))
+        .await?
+        .into_iter()
+        .map(|(h, s)| Ok((ContentHash::parse(&h)?, s)))
+        .collect::<anyhow::Result<_>>()?;
     // Announce the blobs before relying on them: a purge sweep window opened from now on sees
     // the lease; one opened before must close before the blobs are checked below.
     let lease = RunLease {
         run_id: ctx.run_id.clone(),
         written_unix_ms: now_ms(),
         expires_unix_ms: now_ms() + crate::purge::LEASE_TTL.as_millis() as i64,
-        blobs: blobs.keys().cloned().collect(),
+        blobs: blobs.iter().map(|(h, _)| h.clone()).collect(),
     };
     let lease_key = layout::run_lease(&ctx.run_id);
     store
@@ -67,8 +64,7 @@ pub async fn commit(
         .await?;
     crate::purge::wait_for_sweeps(store.as_ref()).await?;
     // Every blob must be in the store with its size before anything claims the run is done.
-    let wanted: Vec<(ContentHash, u64)> = blobs.iter().map(|(h, s)| (h.clone(), *s)).collect();
-    let missing: Vec<String> = futures::stream::iter(wanted)
+    let missing: Vec<String> = futures::stream::iter(blobs.iter().cloned())
         .map(|(hash, size)| {
             let store = std::sync::Arc::clone(store);
             async move { check_blob(store, hash, size).await }
@@ -119,39 +115,89 @@ async fn check_blob(
     }
 }
 
+/// Node manifests written at once: each holds one node's file list in memory.
+const MANIFEST_PARALLELISM: usize = 4;
+
+/// Writes one node's manifest from its file rows in the database; they must be exactly what
+/// its upload reported.
+async fn write_node_manifest(
+    ctx: &RunContext,
+    n: &PlannedNode,
+    files: &[NodeFiles],
+) -> anyhow::Result<NodeTotals> {
+    let nf = files
+        .iter()
+        .find(|f| f.host_id == n.info.host_id)
+        .ok_or_else(|| anyhow::anyhow!("{} reported no files", n.label()))?;
+    let (id, host_id) = (ctx.run_id.to_string(), n.info.host_id.clone());
+    let entries = ctx
+        .coord
+        .db
+        .call(move |db| db.node_files(&id, &host_id))
+        .await?
+        .into_iter()
+        .map(entry_from_row)
+        .collect::<anyhow::Result<Vec<FileEntry>>>()?;
+    let bytes: u64 = entries.iter().map(|f| f.size).sum();
+    if entries.len() as u64 != nf.files || bytes != nf.bytes {
+        anyhow::bail!(
+            "{}: {} files / {bytes} bytes recorded, but its upload reported {} / {}",
+            n.label(),
+            entries.len(),
+            nf.files,
+            nf.bytes
+        );
+    }
+    let manifest = NodeManifest {
+        format_version: FORMAT_VERSION,
+        run_id: ctx.run_id.clone(),
+        node: describe(n)?,
+        snapshot_taken_unix_ms: ctx.started_ms,
+        files: entries,
+    };
+    let host = HostId::parse(&n.info.host_id)?;
+    ctx.coord
+        .store
+        .put(
+            &layout::node_manifest(&ctx.run_id, &host),
+            Bytes::from(serde_json::to_vec(&manifest)?),
+        )
+        .await?;
+    Ok(NodeTotals {
+        host_id: host,
+        address: n.info.address.clone(),
+        files: nf.files,
+        bytes: nf.bytes,
+    })
+}
+
+/// A file row as recorded during upload (validated then), checked again on the way out.
+fn entry_from_row(r: RunFileRow) -> anyhow::Result<FileEntry> {
+    Ok(FileEntry {
+        keyspace: Identifier::parse("keyspace", &r.keyspace)?,
+        table: Identifier::parse("table", &r.table)?,
+        table_id: r.table_id,
+        name: RelativeName::parse(&r.name)?,
+        size: r.size,
+        hash: ContentHash::parse(&r.hash)?,
+        data_dir_index: r.data_dir_index,
+        sstable: r.sstable,
+    })
+}
+
 async fn write_manifests(
     ctx: &RunContext,
     nodes: &[PlannedNode],
     files: &[NodeFiles],
-    blobs: BTreeMap<ContentHash, u64>,
+    blobs: Vec<(ContentHash, u64)>,
 ) -> anyhow::Result<()> {
     let store = &ctx.coord.store;
-    let mut totals = Vec::new();
-    for n in nodes {
-        let nf = files
-            .iter()
-            .find(|f| f.host_id == n.info.host_id)
-            .ok_or_else(|| anyhow::anyhow!("{} reported no files", n.label()))?;
-        let manifest = NodeManifest {
-            format_version: FORMAT_VERSION,
-            run_id: ctx.run_id.clone(),
-            node: describe(n)?,
-            snapshot_taken_unix_ms: ctx.started_ms,
-            files: nf.files.clone(),
-        };
-        let host = HostId::parse(&n.info.host_id)?;
-        store
-            .put(
-                &layout::node_manifest(&ctx.run_id, &host),
-                Bytes::from(serde_json::to_vec(&manifest)?),
-            )
-            .await?;
-        totals.push(NodeTotals {
-            host_id: host,
-            address: n.info.address.clone(),
-            files: nf.files.len() as u64,
-            bytes: nf.files.iter().map(|f| f.size).sum(),
-        });
+    let mut totals: Vec<NodeTotals> = Vec::with_capacity(nodes.len());
+    for chunk in nodes.chunks(MANIFEST_PARALLELISM) {
+        let written =
+            futures::future::try_join_all(chunk.iter().map(|n| write_node_manifest(ctx, n, files)))
+                .await?;
+        totals.extend(written);
     }
     let manifest = RunManifest {
         format_version: FORMAT_VERSION,

@@ -17,10 +17,12 @@ use super::{PlannedNode, Retry, RunContext};
 use crate::db::RunFileRow;
 use crate::run::NodeState;
 
-/// The files one node reported.
+/// What one node reported: its file rows are in the database (`run_files`), not here, so a
+/// run of many nodes and files holds none of them in memory.
 pub struct NodeFiles {
     pub host_id: String,
-    pub files: Vec<FileEntry>,
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// Runs every node's upload; fails naming the first node that failed.
@@ -155,7 +157,7 @@ async fn follow(
         .map_err(FollowError::Call)?
         .into_inner();
     let mut plan: Option<pb::UploadPlan> = None;
-    let mut files = Vec::new();
+    let (mut files, mut bytes) = (0u64, 0u64);
     loop {
         let msg = match stream.message().await {
             Ok(Some(m)) => m,
@@ -199,18 +201,18 @@ async fn follow(
                         size: entry.size,
                         hash: entry.hash.to_string(),
                         uploaded: done.uploaded,
+                        sstable: entry.sstable,
                     });
-                files.push(entry);
+                files += 1;
+                bytes += entry.size;
             }
             None => {}
         }
     }
     let plan = plan.ok_or_else(|| anyhow::anyhow!("worker ended the upload without a plan"))?;
-    let bytes: u64 = files.iter().map(|f| f.size).sum();
-    if files.len() as u64 != plan.total_files || bytes != plan.total_bytes {
+    if files != plan.total_files || bytes != plan.total_bytes {
         return Err(FollowError::Other(anyhow::anyhow!(
-            "worker reported {} files / {bytes} bytes but planned {} / {}",
-            files.len(),
+            "worker reported {files} files / {bytes} bytes but planned {} / {}",
             plan.total_files,
             plan.total_bytes
         )));
@@ -218,6 +220,7 @@ async fn follow(
     Ok(NodeFiles {
         host_id: host,
         files,
+        bytes,
     })
 }
 

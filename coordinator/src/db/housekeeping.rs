@@ -196,6 +196,7 @@ mod tests {
             size,
             hash: name.into(),
             uploaded,
+            sstable: None,
         }
     }
 

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_run_datacenters.sql"),
     include_str!("../../migrations/0006_bounded.sql"),
     include_str!("../../migrations/0007_restore_tests.sql"),
+    include_str!("../../migrations/0008_run_file_stats.sql"),
 ];
 
 /// Handle to the coordinator's database.

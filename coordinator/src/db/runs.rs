@@ -59,6 +59,8 @@ pub struct RunFileRow {
     pub size: u64,
     pub hash: String,
     pub uploaded: bool,
+    /// A Statistics.db: its SSTable's numbers, for the node manifest.
+    pub sstable: Option<ringvault_common::sstable_stats::SstableStats>,
 }
 
 /// Files and bytes of one table in a run.
@@ -275,18 +277,60 @@ impl Db {
             let tx = c.transaction()?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO run_files (run_id, host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)
+                    "INSERT INTO run_files (run_id, host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded, sstable_json)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)
                      ON CONFLICT (run_id, host_id, data_dir_index, keyspace, table_id, name) DO UPDATE SET
                        size = excluded.size, hash = excluded.hash, table_name = excluded.table_name,
-                       uploaded = MAX(run_files.uploaded, excluded.uploaded)",
+                       uploaded = MAX(run_files.uploaded, excluded.uploaded), sstable_json = excluded.sstable_json",
                 )?;
                 for f in files {
-                    st.execute(params![run_id, f.host_id, f.keyspace, f.table, f.table_id, f.name, f.data_dir_index, f.size as i64, f.hash, f.uploaded])?;
+                    let stats = f.sstable.as_ref().map(serde_json::to_string).transpose()?;
+                    st.execute(params![run_id, f.host_id, f.keyspace, f.table, f.table_id, f.name, f.data_dir_index, f.size as i64, f.hash, f.uploaded, stats])?;
                 }
             }
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    /// The distinct blobs (hash, size) a run's file rows refer to, by hash; fails if one hash
+    /// was recorded with two sizes.
+    pub fn run_blobs(&self, run_id: &str) -> anyhow::Result<Vec<(String, u64)>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT hash, MIN(size), MAX(size) FROM run_files WHERE run_id=?1 GROUP BY hash ORDER BY hash",
+            )?;
+            let mut rows = st.query(params![run_id])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let (hash, min, max): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                if min != max {
+                    anyhow::bail!("blob {hash} recorded with two sizes ({min} and {max})");
+                }
+                out.push((hash, min as u64));
+            }
+            Ok(out)
+        })
+    }
+
+    /// One node's file rows of a run, in the order they were first recorded.
+    pub fn node_files(&self, run_id: &str, host_id: &str) -> anyhow::Result<Vec<RunFileRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded, sstable_json
+                 FROM run_files WHERE run_id=?1 AND host_id=?2 ORDER BY rowid",
+            )?;
+            let mut rows = st.query(params![run_id, host_id])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let stats: Option<String> = r.get(9)?;
+                out.push(RunFileRow {
+                    host_id: r.get(0)?, keyspace: r.get(1)?, table: r.get(2)?, table_id: r.get(3)?, name: r.get(4)?,
+                    data_dir_index: r.get(5)?, size: r.get::<_, i64>(6)? as u64, hash: r.get(7)?, uploaded: r.get(8)?,
+                    sstable: stats.as_deref().map(serde_json::from_str).transpose()?,
+                });
+            }
+            Ok(out)
         })
     }
 
@@ -457,6 +501,7 @@ mod tests {
             size: 7,
             hash: "h".into(),
             uploaded: true,
+            sstable: None,
         };
         db.insert_files(
             "r1",

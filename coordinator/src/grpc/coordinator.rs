@@ -117,6 +117,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         Ok(Response::new(pb::StartBackupResponse {
             run_id: run_id.to_string(),
             tag: tag.to_string(),
+            restore_plan: None,
         }))
     }
 
@@ -211,10 +212,19 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             from_store: (!r.from_store_url.is_empty()).then_some(r.from_store_url),
             cluster_name: (!r.cluster_name.is_empty()).then_some(r.cluster_name),
         };
+        if r.dry_run {
+            let plan = crate::restore::dry_run(&self.coord, &req).await?;
+            return Ok(Response::new(pb::StartBackupResponse {
+                run_id: String::new(),
+                tag: String::new(),
+                restore_plan: Some(plan),
+            }));
+        }
         let run_id = crate::restore::start(&self.coord, req).await?;
         Ok(Response::new(pb::StartBackupResponse {
             run_id: run_id.to_string(),
             tag: String::new(),
+            restore_plan: None,
         }))
     }
 

@@ -279,6 +279,27 @@ async fn plan(
     })
 }
 
+/// Validates and plans a restore with every check of [`start`], and says what it would do;
+/// nothing is recorded or changed.
+pub async fn dry_run(
+    coord: &Arc<Coordinator>,
+    req: &RestoreRequest,
+) -> Result<pb::RestorePlanSummary, CoordinatorError> {
+    let planned = plan(coord, req).await?;
+    let files = planned.assignments.iter().flat_map(|a| a.files.iter());
+    Ok(pb::RestorePlanSummary {
+        mode: match planned.mode {
+            Mode::Import => "import",
+            Mode::Loader => "loader",
+        }
+        .into(),
+        target_nodes: planned.nodes.len() as u32,
+        files: files.clone().count() as u64,
+        bytes: files.map(|f| f.size).sum(),
+        schema_objects: planned.schema.all().len() as u32,
+    })
+}
+
 /// Validates and plans a restore, records it and starts it.
 pub async fn start(
     coord: &Arc<Coordinator>,

@@ -113,6 +113,7 @@ fn main() -> Result<()> {
                 size: 1 << 20,
                 hash: format!("{:064x}", i * FILES_PER_RUN + f),
                 uploaded: f % 2 == 0,
+                sstable: None,
             })
             .collect();
         db.insert_files(&id, &files)?;
