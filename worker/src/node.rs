@@ -322,10 +322,10 @@ impl LocalNode {
         let cql = self.cql().await?;
         let tables = cql.tables().await?;
         for k in &sel.keyspaces {
-            Identifier::parse("keyspace", k).map_err(|e| WorkerError::invalid(e))?;
+            Identifier::parse("keyspace", k).map_err(WorkerError::invalid)?;
         }
         for t in &sel.tables {
-            Identifier::parse("table", t).map_err(|e| WorkerError::invalid(e))?;
+            Identifier::parse("table", t).map_err(WorkerError::invalid)?;
         }
         let existing: BTreeSet<String> = tables.iter().map(|t| t.keyspace.clone()).collect();
         let keyspaces: BTreeSet<String> = if sel.keyspaces.is_empty() {
