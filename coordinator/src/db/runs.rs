@@ -70,35 +70,6 @@ pub struct TableTotals {
     pub bytes: u64,
 }
 
-#[cfg(test)]
-impl RunRow {
-    /// A running run in its first stage, with nothing selected: the fixture of the db tests.
-    pub(crate) fn for_test(id: &str, kind: RunKind, cluster: &str) -> Self {
-        use crate::run::{BackupStage, RestoreStage, TestRestoreStage};
-        Self {
-            id: id.into(),
-            kind,
-            tag: "t".into(),
-            cluster_name: cluster.into(),
-            state: RunState::Running,
-            stage: match kind {
-                RunKind::Backup => RunStage::Backup(BackupStage::Plan),
-                RunKind::Restore => RunStage::Restore(RestoreStage::Plan),
-                RunKind::RestoreTest => RunStage::RestoreTest(TestRestoreStage::Plan),
-            },
-            keyspaces: vec![],
-            tables: vec![],
-            store_url: "file:///x".into(),
-            created_ms: 1,
-            finished_ms: 0,
-            error: String::new(),
-            source_run_id: String::new(),
-            limits: Default::default(),
-            schedule_id: String::new(),
-        }
-    }
-}
-
 impl Db {
     // ------------------------------------------------------------------ runs
 
@@ -389,6 +360,35 @@ impl Db {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
+    }
+}
+
+#[cfg(test)]
+impl RunRow {
+    /// A running run in its first stage, with nothing selected: the fixture of the db tests.
+    pub(crate) fn for_test(id: &str, kind: RunKind, cluster: &str) -> Self {
+        use crate::run::{BackupStage, RestoreStage, TestRestoreStage};
+        Self {
+            id: id.into(),
+            kind,
+            tag: "t".into(),
+            cluster_name: cluster.into(),
+            state: RunState::Running,
+            stage: match kind {
+                RunKind::Backup => RunStage::Backup(BackupStage::Plan),
+                RunKind::Restore => RunStage::Restore(RestoreStage::Plan),
+                RunKind::RestoreTest => RunStage::RestoreTest(TestRestoreStage::Plan),
+            },
+            keyspaces: vec![],
+            tables: vec![],
+            store_url: "file:///x".into(),
+            created_ms: 1,
+            finished_ms: 0,
+            error: String::new(),
+            source_run_id: String::new(),
+            limits: Default::default(),
+            schedule_id: String::new(),
+        }
     }
 }
 
