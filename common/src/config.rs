@@ -337,6 +337,34 @@ pub fn missing_from_example(cmd: &Command, example: &str) -> Vec<KeyDoc> {
         .collect()
 }
 
+/// What each binary's `config_example` test checks of its annotated example configuration
+/// (`deploy/config/<program>.toml`): it documents every flag of `T` (otherwise the error
+/// lists the lines to paste) and is itself a valid configuration, loaded as `T`.
+pub fn check_example<T: clap::Parser>(
+    program: &str,
+    env_prefix: &str,
+    example: &Path,
+) -> Result<T, String> {
+    let shown = example.display();
+    let text = std::fs::read_to_string(example).map_err(|e| format!("reading {shown}: {e}"))?;
+    let missing: Vec<String> = missing_from_example(&command::<T>(env_prefix), &text)
+        .iter()
+        .map(annotated)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{shown} lacks these keys; add:\n\n{}",
+            missing.join("\n")
+        ));
+    }
+    let config = OsString::from(example);
+    try_parse_from(
+        [OsString::from(program), "--config".into(), config],
+        env_prefix,
+    )
+    .map_err(|e| format!("{shown} does not load: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,7 +220,8 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
     if let Some(addr) = opts.metrics_listen {
         metrics::spawn(addr, Arc::clone(&coord)).await?;
     }
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let (health_reporter, routes) =
+        ringvault_proto::reflection::standard_routes(ringvault_proto::reflection::COORDINATOR)?;
     health_reporter
         .set_serving::<ringvault_proto::v1::coordinator_server::CoordinatorServer<grpc::CoordinatorService>>()
         .await;
@@ -232,13 +233,7 @@ pub async fn run(opts: CoordinatorOptions) -> anyhow::Result<()> {
             Arc::new(security::authz::CoordinatorPolicy),
             tokens,
         ))
-        .add_service(health_service)
-        .add_service(ringvault_proto::reflection::v1(
-            ringvault_proto::reflection::COORDINATOR,
-        )?)
-        .add_service(ringvault_proto::reflection::v1alpha(
-            ringvault_proto::reflection::COORDINATOR,
-        )?)
+        .add_routes(routes)
         .add_service(
             ringvault_proto::v1::registry_server::RegistryServer::new(grpc::RegistryService::new(
                 Arc::clone(&coord),

@@ -49,6 +49,19 @@ pub mod reflection {
         builder(services).build_v1()
     }
 
+    /// What every ringvault gRPC server serves besides its own services: health (its reporter
+    /// returned, to mark the server's own service serving) and both reflection versions
+    /// listing `services`.
+    pub fn standard_routes(
+        services: &[&str],
+    ) -> Result<(tonic_health::server::HealthReporter, tonic::service::Routes), Error> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let routes = tonic::service::Routes::new(health)
+            .add_service(v1(services)?)
+            .add_service(v1alpha(services)?);
+        Ok((reporter, routes))
+    }
+
     /// The `grpc.reflection.v1alpha` service listing `services`.
     pub fn v1alpha(
         services: &[&str],

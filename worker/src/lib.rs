@@ -5,9 +5,12 @@
 //! files reused from [`hash_cache`];
 //! [`metrics`] counts what it did for Prometheus.
 pub mod access;
+pub mod convert;
 pub mod cql;
+pub mod error;
 pub mod hash_cache;
 pub mod metrics;
+pub mod node;
 pub mod nodetool;
 pub mod page_cache;
 pub mod priority;
@@ -16,7 +19,9 @@ pub mod restore;
 pub mod schema;
 pub mod scratch;
 pub mod service;
+pub mod snapshot;
 pub mod snapshot_files;
+pub mod staged;
 pub mod topology;
 pub use ringvault_common::throttle;
 pub mod upload;
@@ -169,21 +174,21 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("creating state directory {}", opts.state_dir.display()))?;
     let cache = hash_cache::HashCache::open(&opts.state_dir.join("hash-cache.sqlite"))?;
-    let node = Arc::new(service::LocalNode::new(&opts, cache).await?);
+    let node = Arc::new(node::LocalNode::new(&opts, cache).await?);
     // A --data-dir set that differs from the node's data_file_directories would leave a disk
     // out of every backup: refuse to start. A node not reachable yet is checked on first use.
     match node.check_data_dirs().await {
         Ok(()) => {}
-        Err(service::DataDirsError::Mismatch(e)) => return Err(e.into()),
+        Err(node::DataDirsError::Mismatch(e)) => return Err(e.into()),
         // Wrong credentials or a CA that does not match the node's certificate do not fix
         // themselves: stop with what failed rather than retry forever.
-        Err(service::DataDirsError::Unknown(e))
+        Err(node::DataDirsError::Unknown(e))
             if e.downcast_ref::<access::AccessError>()
                 .is_some_and(access::AccessError::is_permanent) =>
         {
             return Err(e.context("the worker cannot log in to its Cassandra node"));
         }
-        Err(service::DataDirsError::Unknown(e)) => {
+        Err(node::DataDirsError::Unknown(e)) => {
             tracing::warn!(error = %format!("{e:#}"), "could not read the node's data_file_directories yet; checked before serving any request")
         }
     }
@@ -204,7 +209,8 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         Arc::clone(&node),
         advertise,
     ));
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let (health_reporter, routes) =
+        ringvault_proto::reflection::standard_routes(ringvault_proto::reflection::WORKER)?;
     health_reporter
         .set_serving::<ringvault_proto::v1::worker_server::WorkerServer<service::WorkerService>>()
         .await;
@@ -219,13 +225,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
             Arc::new(security::authz::WorkerPolicy),
             None,
         ))
-        .add_service(health_service)
-        .add_service(ringvault_proto::reflection::v1(
-            ringvault_proto::reflection::WORKER,
-        )?)
-        .add_service(ringvault_proto::reflection::v1alpha(
-            ringvault_proto::reflection::WORKER,
-        )?)
+        .add_routes(routes)
         .add_service(
             ringvault_proto::v1::worker_server::WorkerServer::new(service::WorkerService::new(
                 node,

@@ -7,7 +7,7 @@ use ringvault_common::security::ClientSecurity;
 use ringvault_proto::v1 as pb;
 use ringvault_proto::v1::registry_client::RegistryClient;
 
-use crate::service::LocalNode;
+use crate::node::LocalNode;
 
 /// Never returns: registers, heartbeats, and starts over on any failure.
 pub async fn register_forever(

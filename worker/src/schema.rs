@@ -7,7 +7,9 @@
 //! refused and nothing runs. This is what stops a caller from using the worker as a CQL shell.
 use ringvault_common::cql::{self, CqlError, ObjectKind, ObjectRequest};
 use ringvault_proto::v1 as pb;
-use tonic::Status;
+
+use crate::error::{Result, WorkerError};
+use crate::node::LocalNode;
 
 /// Most objects one request may carry (a schema with tens of thousands of tables fits).
 pub const MAX_OBJECTS: usize = 200_000;
@@ -55,9 +57,9 @@ fn kind_of(k: i32) -> Option<ObjectKind> {
 }
 
 /// Checks every object of a request; the first refusal fails the whole request.
-pub fn check(objects: &[pb::SchemaObject]) -> Result<Vec<CheckedObject>, Status> {
+pub fn check(objects: &[pb::SchemaObject]) -> Result<Vec<CheckedObject>> {
     if objects.len() > MAX_OBJECTS {
-        return Err(Status::invalid_argument(format!(
+        return Err(WorkerError::invalid(format!(
             "{} schema objects in one request; at most {MAX_OBJECTS}",
             objects.len()
         )));
@@ -67,14 +69,14 @@ pub fn check(objects: &[pb::SchemaObject]) -> Result<Vec<CheckedObject>, Status>
         .enumerate()
         .map(|(i, o)| {
             let kind = kind_of(o.kind).ok_or_else(|| {
-                Status::invalid_argument(format!(
+                WorkerError::invalid(format!(
                     "schema object {i} ({}.{}): unknown kind {}",
                     o.keyspace, o.name, o.kind
                 ))
             })?;
             let label = format!("{kind} {}.{}", o.keyspace, o.name);
             if o.statement.len() > MAX_STATEMENT_BYTES {
-                return Err(Status::invalid_argument(format!(
+                return Err(WorkerError::invalid(format!(
                     "{label}: statement of {} bytes; at most {MAX_STATEMENT_BYTES}",
                     o.statement.len()
                 )));
@@ -100,14 +102,50 @@ pub fn check(objects: &[pb::SchemaObject]) -> Result<Vec<CheckedObject>, Status>
         .collect()
 }
 
-/// The status a refused statement gets: PERMISSION_DENIED for what it would do, otherwise
-/// INVALID_ARGUMENT.
-pub fn refusal(label: &str, e: &CqlError) -> Status {
+/// The error a refused statement gets: permission denied for what it would do, otherwise
+/// invalid.
+pub fn refusal(label: &str, e: &CqlError) -> WorkerError {
     let msg = format!("schema object {label} refused: {e}");
     if e.is_forbidden() {
-        Status::permission_denied(msg)
+        WorkerError::PermissionDenied(msg)
     } else {
-        Status::invalid_argument(msg)
+        WorkerError::Invalid(msg)
+    }
+}
+
+impl LocalNode {
+    /// Checks the objects of an `ApplySchema` request and (unless `dry_run`) creates them;
+    /// how many statements ran. Functions, aggregates and views need the node to allow them:
+    /// refused before anything runs, naming the first object that needs a disabled setting.
+    pub async fn apply_schema(&self, objects: &[pb::SchemaObject], dry_run: bool) -> Result<u32> {
+        let objects = check(objects).inspect_err(|e| {
+            tracing::warn!(code = ?e.code(), error = %e, "schema request refused");
+        })?;
+        let cql = self.cql().await?;
+        let mut checked = std::collections::BTreeSet::new();
+        for o in &objects {
+            let Some(setting) = needed_setting(o.kind) else {
+                continue;
+            };
+            if !checked.insert(setting) {
+                continue;
+            }
+            if cql.setting(setting).await?.as_deref() == Some("false") {
+                return Err(WorkerError::refused(format!(
+                    "{} needs {setting}: true in cassandra.yaml on this cluster; nothing was created",
+                    o.label()
+                )));
+            }
+        }
+        if dry_run {
+            return Ok(0);
+        }
+        let applied = cql
+            .apply_schema(&objects)
+            .await
+            .map_err(|e| WorkerError::refused(format!("{e:#}")))?;
+        tracing::info!(objects = objects.len(), applied, "schema applied");
+        Ok(applied)
     }
 }
 
@@ -149,7 +187,7 @@ mod tests {
         let drop = obj(K::Keyspace, "ks", "ks", "DROP KEYSPACE ks");
         let e = check(&[good.clone(), drop]).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        assert!(e.message().contains("DROP KEYSPACE"), "{}", e.message());
+        assert!(e.to_string().contains("DROP KEYSPACE"), "{}", e.to_string());
         let role = obj(
             K::Keyspace,
             "ks",
@@ -158,7 +196,7 @@ mod tests {
         );
         let e = check(&[role]).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        assert!(e.message().contains("CREATE ROLE"));
+        assert!(e.to_string().contains("CREATE ROLE"));
         let renamed = obj(
             K::Table,
             "ks",
@@ -167,7 +205,7 @@ mod tests {
         );
         let e = check(&[renamed]).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("CREATE TABLE"), "{}", e.message());
+        assert!(e.to_string().contains("CREATE TABLE"), "{}", e.to_string());
         let two = obj(
             K::Table,
             "ks",

@@ -1,37 +1,14 @@
-//! The annotated example configuration (deploy/config/worker.toml) documents every flag
-//! and is itself a valid configuration: a flag added without its line fails here, with the
-//! lines to paste.
-use std::path::PathBuf;
-
-use ringvault_common::config;
+//! The annotated example configuration (deploy/config/worker.toml) documents every flag and is
+//! itself a valid configuration: a flag added without its line fails here, with the lines to
+//! paste.
 use ringvault_worker::{ENV_PREFIX, WorkerOptions};
 
-fn example() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/worker.toml")
-}
-
 #[test]
-fn example_documents_every_flag() {
-    let text = std::fs::read_to_string(example()).expect("deploy/config/worker.toml");
-    let cmd = config::command::<WorkerOptions>(ENV_PREFIX);
-    let missing: Vec<String> = config::missing_from_example(&cmd, &text)
-        .iter()
-        .map(config::annotated)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "deploy/config/worker.toml lacks these keys; add:\n\n{}",
-        missing.join("\n")
-    );
-}
-
-#[test]
-fn example_is_a_valid_configuration() {
-    let path = example();
-    let opts: WorkerOptions = config::try_parse_from(
-        ["ringvault-worker", "--config", path.to_str().unwrap()],
-        ENV_PREFIX,
-    )
-    .expect("the example loads");
+fn example_documents_every_flag_and_loads() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/worker.toml");
+    let opts: WorkerOptions =
+        ringvault_common::config::check_example("ringvault-worker", ENV_PREFIX, &example)
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(opts.listen.port(), 7601);
 }

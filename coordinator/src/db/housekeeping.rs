@@ -161,28 +161,7 @@ mod tests {
     use crate::run::*;
 
     fn run(id: &str, kind: &str, cluster: &str) -> RunRow {
-        let kind = RunKind::parse(kind).expect("kind");
-        RunRow {
-            id: id.into(),
-            kind,
-            tag: "t".into(),
-            cluster_name: cluster.into(),
-            state: RunState::Running,
-            stage: match kind {
-                RunKind::Backup => RunStage::Backup(crate::run::BackupStage::Plan),
-                RunKind::Restore => RunStage::Restore(crate::run::RestoreStage::Plan),
-                RunKind::RestoreTest => RunStage::RestoreTest(crate::run::TestRestoreStage::Plan),
-            },
-            keyspaces: vec![],
-            tables: vec![],
-            store_url: "file:///x".into(),
-            created_ms: 1,
-            finished_ms: 0,
-            error: String::new(),
-            source_run_id: String::new(),
-            limits: Default::default(),
-            schedule_id: String::new(),
-        }
+        RunRow::for_test(id, RunKind::parse(kind).expect("kind"), cluster)
     }
 
     fn file(name: &str, size: u64, uploaded: bool) -> RunFileRow {

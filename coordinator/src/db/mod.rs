@@ -130,6 +130,11 @@ impl Db {
         f(&mut conn)
     }
 
+    /// Runs one statement; how many rows it changed.
+    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> anyhow::Result<usize> {
+        self.with(|c| Ok(c.execute(sql, params)?))
+    }
+
     /// Runs `f` on the read-write connection: for modules that keep tables of their own
     /// (`restore_test`).
     pub fn with_conn<T>(

@@ -88,35 +88,29 @@ impl Db {
 
     /// Moves a run to a stage.
     pub fn set_stage(&self, run_id: &str, stage: RunStage) -> anyhow::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE runs SET stage=?2 WHERE id=?1",
-                params![run_id, stage],
-            )?;
-            Ok(())
-        })
+        self.execute(
+            "UPDATE runs SET stage=?2 WHERE id=?1",
+            params![run_id, stage],
+        )?;
+        Ok(())
     }
 
     /// Records a running run's outcome ahead of its cleanup ("" = succeeded).
     pub fn set_error(&self, run_id: &str, error: &str) -> anyhow::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE runs SET error=?2 WHERE id=?1",
-                params![run_id, error],
-            )?;
-            Ok(())
-        })
+        self.execute(
+            "UPDATE runs SET error=?2 WHERE id=?1",
+            params![run_id, error],
+        )?;
+        Ok(())
     }
 
     /// Sets a run's cluster name once it is known.
     pub fn set_cluster(&self, run_id: &str, cluster: &str) -> anyhow::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE runs SET cluster_name=?2 WHERE id=?1",
-                params![run_id, cluster],
-            )?;
-            Ok(())
-        })
+        self.execute(
+            "UPDATE runs SET cluster_name=?2 WHERE id=?1",
+            params![run_id, cluster],
+        )?;
+        Ok(())
     }
 
     /// Ends a run.
@@ -414,21 +408,21 @@ impl Db {
 }
 
 #[cfg(test)]
-mod datacenter_tests {
-    use crate::db::*;
-    use crate::run::*;
-
-    #[test]
-    fn a_runs_datacenters_round_trip() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let db = Db::open(&dir.path().join("c.db"))?;
-        db.insert_run(&RunRow {
-            id: "r1".into(),
-            kind: RunKind::Backup,
+impl RunRow {
+    /// A running run in its first stage, with nothing selected: the fixture of the db tests.
+    pub(crate) fn for_test(id: &str, kind: RunKind, cluster: &str) -> Self {
+        use crate::run::{BackupStage, RestoreStage, TestRestoreStage};
+        Self {
+            id: id.into(),
+            kind,
             tag: "t".into(),
-            cluster_name: "c".into(),
+            cluster_name: cluster.into(),
             state: RunState::Running,
-            stage: RunStage::Backup(crate::run::BackupStage::Plan),
+            stage: match kind {
+                RunKind::Backup => RunStage::Backup(BackupStage::Plan),
+                RunKind::Restore => RunStage::Restore(RestoreStage::Plan),
+                RunKind::RestoreTest => RunStage::RestoreTest(TestRestoreStage::Plan),
+            },
             keyspaces: vec![],
             tables: vec![],
             store_url: "file:///x".into(),
@@ -438,7 +432,20 @@ mod datacenter_tests {
             source_run_id: String::new(),
             limits: Default::default(),
             schedule_id: String::new(),
-        })?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod datacenter_tests {
+    use crate::db::*;
+    use crate::run::*;
+
+    #[test]
+    fn a_runs_datacenters_round_trip() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        db.insert_run(&RunRow::for_test("r1", RunKind::Backup, "c"))?;
         assert!(db.run_datacenters("r1")?.is_empty());
         db.set_run_datacenters("r1", &["dc2".into(), "dc1".into()])?;
         assert_eq!(db.run_datacenters("r1")?, vec!["dc1", "dc2"]);
@@ -459,24 +466,13 @@ mod tests {
         drop(db);
         let db = Db::open(&path)?; // second open: no migration re-run
         let run = RunRow {
-            id: "r1".into(),
-            kind: RunKind::Backup,
-            tag: "t".into(),
-            cluster_name: "c".into(),
-            state: RunState::Running,
-            stage: RunStage::Backup(crate::run::BackupStage::Plan),
             keyspaces: vec!["ks".into()],
-            tables: vec![],
-            store_url: "file:///x".into(),
-            created_ms: 1,
-            finished_ms: 0,
-            error: String::new(),
-            source_run_id: String::new(),
             limits: crate::limits::RunLimits {
                 nodes_at_once: 2,
                 ..Default::default()
             },
             schedule_id: "nightly".into(),
+            ..RunRow::for_test("r1", RunKind::Backup, "c")
         };
         db.insert_run(&run)?;
         assert_eq!(db.run("r1")?, Some(run.clone()));

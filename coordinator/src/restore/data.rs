@@ -3,6 +3,7 @@
 //! blob stops the restore before live data is touched), then imports or loads table by table,
 //! then its staging directory is removed.
 use std::collections::BTreeSet;
+use std::future::Future;
 
 use ringvault_proto::v1 as pb;
 
@@ -33,15 +34,7 @@ pub async fn download_all(
             }
             r.map_err(|e| anyhow::anyhow!("{}: {e:#}", a.target.label()))
         });
-    let errors: Vec<String> = futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
-        .collect();
-    if !errors.is_empty() {
-        anyhow::bail!("{}", errors.join("; "));
-    }
-    Ok(())
+    join_all_nodes(calls).await
 }
 
 /// Files per Download message: ~200 bytes each, so a chunk stays near 1 MiB.
@@ -120,8 +113,7 @@ async fn download(handle: &RunHandle, plan: &RestorePlan, a: &Assignment) -> any
 }
 
 /// The (source node, keyspace, table) groups an assignment staged.
-fn staged_tables(plan: &RestorePlan, a: &Assignment) -> BTreeSet<(String, String, String)> {
-    let _ = plan;
+fn staged_tables(a: &Assignment) -> BTreeSet<(String, String, String)> {
     a.files
         .iter()
         .map(|f| {
@@ -134,68 +126,57 @@ fn staged_tables(plan: &RestorePlan, a: &Assignment) -> BTreeSet<(String, String
         .collect()
 }
 
-/// Imports (or loads) every staged table, nodes in parallel, tables one after another.
-pub async fn apply_all(handle: &RunHandle, plan: &RestorePlan) -> anyhow::Result<()> {
-    let hosts: Vec<String> = plan.nodes.iter().map(|n| n.info.address.clone()).collect();
+/// Runs `step` on every table an assignment staged (given as the `StagedTable` its Import or
+/// Load names: only the files this run's Download verified), nodes in parallel and a node's
+/// tables one after another. A failing step (the worker's message) marks its node failed and
+/// stops that node; a node whose tables all passed becomes `done`. Fails with every failed
+/// node's error, as `node: {verb}ks.table: message`.
+pub async fn each_staged_table<'a, F, Fut>(
+    handle: &'a RunHandle,
+    plan: &'a RestorePlan,
+    verb: &str,
+    done: NodeState,
+    step: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(&'a Assignment, pb::StagedTable) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let calls = plan
         .assignments
         .iter()
         .filter(|a| !a.files.is_empty())
         .map(|a| {
-            let hosts = hosts.clone();
+            let (step, done) = (&step, done.clone());
             async move {
-                let host = a.target.info.host_id.clone();
-                for (src, ks, table) in staged_tables(plan, a) {
-                    handle.update_node(&host, |p| {
-                        let t = format!("{ks}.{table}");
-                        p.state = if plan.mode == Mode::Import {
-                            NodeState::Importing(t)
-                        } else {
-                            NodeState::Loading(t)
-                        }
-                    });
+                let host = &a.target.info.host_id;
+                for (src, ks, table) in staged_tables(a) {
                     let staged = pb::StagedTable {
                         backup_run_id: plan.backup_run.to_string(),
                         source_host_id: src,
                         keyspace: ks.clone(),
                         table: table.clone(),
-                        // Only the files this run's Download verified.
                         attempt_id: handle.id.clone(),
                     };
-                    let r = match plan.mode {
-                        Mode::Import => a
-                            .target
-                            .client
-                            .clone()
-                            .import(pb::ImportRequest {
-                                table: Some(staged),
-                            })
-                            .await
-                            .map(|_| ()),
-                        Mode::Loader => a
-                            .target
-                            .client
-                            .clone()
-                            .load(pb::LoadRequest {
-                                table: Some(staged),
-                                hosts: hosts.clone(),
-                                target_keyspace: String::new(),
-                            })
-                            .await
-                            .map(|_| ()),
-                    };
-                    if let Err(e) = r {
-                        handle.update_node(&host, |p| {
+                    if let Err(msg) = step(a, staged).await {
+                        handle.update_node(host, |p| {
                             p.state = NodeState::Failed;
-                            p.error = e.message().to_string();
+                            p.error = msg.clone();
                         });
-                        anyhow::bail!("{}: {ks}.{table}: {}", a.target.label(), e.message());
+                        anyhow::bail!("{}: {verb}{ks}.{table}: {msg}", a.target.label());
                     }
                 }
-                handle.update_node(&host, |p| p.state = NodeState::Done);
+                handle.update_node(host, |p| p.state = done);
                 anyhow::Ok(())
             }
         });
+    join_all_nodes(calls).await
+}
+
+/// Awaits every node's call; fails with all their errors, joined.
+async fn join_all_nodes(
+    calls: impl Iterator<Item = impl Future<Output = anyhow::Result<()>>>,
+) -> anyhow::Result<()> {
     let errors: Vec<String> = futures::future::join_all(calls)
         .await
         .into_iter()
@@ -205,6 +186,43 @@ pub async fn apply_all(handle: &RunHandle, plan: &RestorePlan) -> anyhow::Result
         anyhow::bail!("{}", errors.join("; "));
     }
     Ok(())
+}
+
+/// Imports (or loads) every staged table, nodes in parallel, tables one after another.
+pub async fn apply_all(handle: &RunHandle, plan: &RestorePlan) -> anyhow::Result<()> {
+    let hosts: Vec<String> = plan.nodes.iter().map(|n| n.info.address.clone()).collect();
+    each_staged_table(handle, plan, "", NodeState::Done, |a, staged| {
+        let hosts = hosts.clone();
+        async move {
+            let t = format!("{}.{}", staged.keyspace, staged.table);
+            handle.update_node(&a.target.info.host_id, |p| {
+                p.state = if plan.mode == Mode::Import {
+                    NodeState::Importing(t)
+                } else {
+                    NodeState::Loading(t)
+                }
+            });
+            let mut client = a.target.client.clone();
+            let r = match plan.mode {
+                Mode::Import => client
+                    .import(pb::ImportRequest {
+                        table: Some(staged),
+                    })
+                    .await
+                    .map(|_| ()),
+                Mode::Loader => client
+                    .load(pb::LoadRequest {
+                        table: Some(staged),
+                        hosts,
+                        target_keyspace: String::new(),
+                    })
+                    .await
+                    .map(|_| ()),
+            };
+            r.map_err(|e| e.message().to_string())
+        }
+    })
+    .await
 }
 
 /// Removes the staging directories once the data is in.

@@ -255,17 +255,7 @@ async fn plan(
     // The worker checks every object (and that the cluster allows UDFs and views) now, so a
     // restore it would refuse is refused before anything changes.
     if !schema.before_data.is_empty() || !schema.views.is_empty() {
-        first
-            .client
-            .clone()
-            .apply_schema(pb::ApplySchemaRequest {
-                objects: schema.all(),
-                dry_run: true,
-            })
-            .await
-            .map_err(|e| {
-                CoordinatorError::from_worker(first.label(), &e).context("schema check")
-            })?;
+        check_schema(first, schema.all(), "schema check").await?;
     }
     Ok(RestorePlan {
         store,
@@ -300,6 +290,42 @@ pub async fn dry_run(
     })
 }
 
+/// Has `node` check `objects` (an `ApplySchema` dry run: every object, and that the cluster
+/// allows UDFs and views) without creating anything; a refusal keeps its class.
+pub(crate) async fn check_schema(
+    node: &PlannedNode,
+    objects: Vec<pb::SchemaObject>,
+    what: &str,
+) -> Result<(), CoordinatorError> {
+    node.client
+        .clone()
+        .apply_schema(pb::ApplySchemaRequest {
+            objects,
+            dry_run: true,
+        })
+        .await
+        .map_err(|e| CoordinatorError::from_worker(node.label(), &e).context(what))?;
+    Ok(())
+}
+
+/// The run's node rows of a plan's assignments: each target planned, with its file and byte
+/// totals (restores and test restores record them alike).
+pub(crate) fn planned_nodes(assignments: &[Assignment]) -> Vec<RunNodeRow> {
+    assignments
+        .iter()
+        .map(|a| RunNodeRow {
+            host_id: a.target.info.host_id.clone(),
+            address: a.target.info.address.clone(),
+            worker_address: a.target.info.worker_address.clone(),
+            state: NodeState::Planned,
+            snapshot: SnapshotMark::None,
+            files_total: a.files.len() as u64,
+            bytes_total: a.files.iter().map(|f| f.size).sum(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Validates and plans a restore, records it and starts it.
 pub async fn start(
     coord: &Arc<Coordinator>,
@@ -330,20 +356,7 @@ pub async fn start(
         limits: Default::default(),
         schedule_id: String::new(),
     };
-    let nodes: Vec<RunNodeRow> = planned
-        .assignments
-        .iter()
-        .map(|a| RunNodeRow {
-            host_id: a.target.info.host_id.clone(),
-            address: a.target.info.address.clone(),
-            worker_address: a.target.info.worker_address.clone(),
-            state: NodeState::Planned,
-            snapshot: SnapshotMark::None,
-            files_total: a.files.len() as u64,
-            bytes_total: a.files.iter().map(|f| f.size).sum(),
-            ..Default::default()
-        })
-        .collect();
+    let nodes = planned_nodes(&planned.assignments);
     let handle = coord.record_start(&row, &nodes).await?;
     tracing::info!(run = %run_id, backup = %planned.backup_run, mode = ?planned.mode, schema_objects = planned.schema.before_data.len() + planned.schema.views.len(), "restore started");
     tokio::spawn(drive(Arc::clone(coord), handle, planned));

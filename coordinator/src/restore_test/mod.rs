@@ -23,16 +23,14 @@ use ringvault_common::sstable_stats::{self, SstableStats};
 use ringvault_common::test_restore::{create_scratch_keyspace, retarget, scratch_keyspace};
 use ringvault_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
-use tonic::Status;
 
 use crate::backup::{PlannedNode, reach_cluster};
 use crate::catalog;
-use crate::db::{RunNodeRow, RunRow};
+use crate::db::RunRow;
+use crate::error::CoordinatorError;
 use crate::restore::schema::{self, Scope};
 use crate::restore::{Assignment, Mode, RestorePlan};
-use crate::run::{
-    NodeState, RunHandle, RunKind, RunStage, RunState, SnapshotMark, TestRestoreStage,
-};
+use crate::run::{NodeState, RunHandle, RunKind, RunStage, RunState, TestRestoreStage};
 use crate::{Coordinator, now_ms};
 
 /// The run kind of a test restore.
@@ -100,8 +98,8 @@ struct Planned {
     sample: u32,
 }
 
-fn failed(e: impl std::fmt::Display) -> Status {
-    Status::failed_precondition(e.to_string())
+fn failed(e: impl std::fmt::Display) -> CoordinatorError {
+    CoordinatorError::refused(e.to_string())
 }
 
 fn keep_file(name: &str) -> bool {
@@ -114,7 +112,7 @@ fn scratch_schema(
     backup: &catalog::Backup,
     selected: &BTreeSet<(String, String)>,
     scratch: &BTreeMap<String, String>,
-) -> Result<Vec<pb::SchemaObject>, Status> {
+) -> Result<Vec<pb::SchemaObject>, CoordinatorError> {
     let scope = Scope {
         keyspaces: scratch.keys().cloned().collect(),
         tables: None,
@@ -161,11 +159,15 @@ fn scratch_schema(
     Ok(out)
 }
 
-async fn plan(coord: &Arc<Coordinator>, req: &TestRequest, id: &RunId) -> Result<Planned, Status> {
+async fn plan(
+    coord: &Arc<Coordinator>,
+    req: &TestRequest,
+    id: &RunId,
+) -> Result<Planned, CoordinatorError> {
     let backup_run = req
         .backup_run
         .clone()
-        .ok_or_else(|| Status::invalid_argument("a backup run is required"))?;
+        .ok_or_else(|| CoordinatorError::invalid("a backup run is required"))?;
     let store = Arc::clone(&coord.store);
     let backup = catalog::load(&store, &backup_run).await?;
     let views = schema::views(&backup.schema);
@@ -188,7 +190,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &TestRequest, id: &RunId) -> Result
     } else {
         for t in &req.tables {
             if !held.contains(t) {
-                return Err(Status::not_found(format!(
+                return Err(CoordinatorError::not_found(format!(
                     "table {}.{} is not in backup {backup_run} (or is a view, or has no schema to test it with)",
                     t.0, t.1
                 )));
@@ -238,20 +240,7 @@ async fn plan(coord: &Arc<Coordinator>, req: &TestRequest, id: &RunId) -> Result
         )));
     }
     let first = nodes.first().ok_or_else(|| failed("no target node"))?;
-    first
-        .client
-        .clone()
-        .apply_schema(pb::ApplySchemaRequest {
-            objects: objects.clone(),
-            dry_run: true,
-        })
-        .await
-        .map_err(|e| {
-            Status::new(
-                e.code(),
-                format!("scratch schema check on {}: {}", first.label(), e.message()),
-            )
-        })?;
+    crate::restore::check_schema(first, objects.clone(), "scratch schema check").await?;
     Ok(Planned {
         restore: RestorePlan {
             store,
@@ -376,7 +365,7 @@ fn assign(
 
 /// Validates and plans a test restore, records it and starts it; refused with a reason (and
 /// nothing changed) when the backup, the selection, the cluster or the disk does not allow it.
-pub async fn start(coord: &Arc<Coordinator>, req: TestRequest) -> Result<RunId, Status> {
+pub async fn start(coord: &Arc<Coordinator>, req: TestRequest) -> Result<RunId, CoordinatorError> {
     let _no_purge = coord.runs.start_guard("test restore")?;
     let id = RunId::new();
     let planned = plan(coord, &req, &id).await?;
@@ -408,21 +397,7 @@ pub async fn start(coord: &Arc<Coordinator>, req: TestRequest) -> Result<RunId, 
         limits: Default::default(),
         schedule_id: req.schedule_id.clone(),
     };
-    let nodes: Vec<RunNodeRow> = planned
-        .restore
-        .assignments
-        .iter()
-        .map(|a| RunNodeRow {
-            host_id: a.target.info.host_id.clone(),
-            address: a.target.info.address.clone(),
-            worker_address: a.target.info.worker_address.clone(),
-            state: NodeState::Planned,
-            snapshot: SnapshotMark::None,
-            files_total: a.files.len() as u64,
-            bytes_total: a.files.iter().map(|f| f.size).sum(),
-            ..Default::default()
-        })
-        .collect();
+    let nodes = crate::restore::planned_nodes(&planned.restore.assignments);
     let handle = coord.record_start(&row, &nodes).await?;
     let test = store::TestRow {
         id: id.to_string(),
@@ -447,9 +422,9 @@ pub async fn start(coord: &Arc<Coordinator>, req: TestRequest) -> Result<RunId, 
                 &format!("recording the test: {e:#}"),
             )
             .await;
-        return Err(Status::internal(format!(
-            "recording the test restore: {e:#}"
-        )));
+        return Err(CoordinatorError::Internal(
+            e.context("recording the test restore"),
+        ));
     }
     tracing::info!(test = %id, backup, tables = planned.tables.len(), "test restore started");
     tokio::spawn(drive(Arc::clone(coord), handle, planned));
@@ -602,82 +577,53 @@ async fn load_all(
             f(t);
         }
     };
-    let calls = p
-        .restore
-        .assignments
-        .iter()
-        .filter(|a| !a.files.is_empty())
-        .map(|a| {
+    crate::restore::data::each_staged_table(
+        handle,
+        &p.restore,
+        "loading ",
+        NodeState::Loaded,
+        |a, staged| {
             let hosts = hosts.clone();
             async move {
-                let host = a.target.info.host_id.clone();
-                let groups: BTreeSet<(String, String, String)> = a
-                    .files
-                    .iter()
-                    .map(|f| {
-                        (
-                            f.source_host_id.clone(),
-                            f.keyspace.clone(),
-                            f.table.clone(),
-                        )
+                let (ks, table) = (staged.keyspace.clone(), staged.table.clone());
+                let target = p.scratch.get(&ks).cloned().unwrap_or_default();
+                handle.update_node(&a.target.info.host_id, |n| {
+                    n.state = NodeState::Loading(format!("{ks}.{table} into {target}"))
+                });
+                let started = Instant::now();
+                let r = a
+                    .target
+                    .client
+                    .clone()
+                    .load(pb::LoadRequest {
+                        table: Some(staged),
+                        hosts,
+                        target_keyspace: target,
                     })
-                    .collect();
-                for (src, ks, table) in groups {
-                    let target = p.scratch.get(&ks).cloned().unwrap_or_default();
-                    handle.update_node(&host, |n| {
-                        n.state = NodeState::Loading(format!("{ks}.{table} into {target}"))
-                    });
-                    let started = Instant::now();
-                    let r = a
-                        .target
-                        .client
-                        .clone()
-                        .load(pb::LoadRequest {
-                            table: Some(pb::StagedTable {
-                                backup_run_id: p.restore.backup_run.to_string(),
-                                source_host_id: src,
-                                keyspace: ks.clone(),
-                                table: table.clone(),
-                                attempt_id: handle.id.clone(),
-                            }),
-                            hosts: hosts.clone(),
-                            target_keyspace: target,
-                        })
-                        .await;
-                    let ms = started.elapsed().as_millis() as u64;
-                    match r {
-                        Ok(_) => record(&ks, &table, &|t| {
+                    .await;
+                let ms = started.elapsed().as_millis() as u64;
+                match r {
+                    Ok(_) => {
+                        record(&ks, &table, &|t| {
                             t.elapsed_ms += ms;
                             t.loaded = true;
-                        }),
-                        Err(e) => {
-                            let msg = e.message().to_string();
-                            record(&ks, &table, &|t| {
-                                t.elapsed_ms += ms;
-                                t.loaded = false;
-                                t.detail = format!("load failed: {msg}");
-                            });
-                            handle.update_node(&host, |n| {
-                                n.state = NodeState::Failed;
-                                n.error = msg.clone();
-                            });
-                            anyhow::bail!("{}: loading {ks}.{table}: {msg}", a.target.label());
-                        }
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let msg = e.message().to_string();
+                        record(&ks, &table, &|t| {
+                            t.elapsed_ms += ms;
+                            t.loaded = false;
+                            t.detail = format!("load failed: {msg}");
+                        });
+                        Err(msg)
                     }
                 }
-                handle.update_node(&host, |n| n.state = NodeState::Loaded);
-                anyhow::Ok(())
             }
-        });
-    let errors: Vec<String> = futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
-        .collect();
-    if !errors.is_empty() {
-        anyhow::bail!("{}", errors.join("; "));
-    }
-    Ok(())
+        },
+    )
+    .await
 }
 
 /// Counts every scratch table and compares with what the backup recorded.
@@ -908,16 +854,16 @@ pub async fn after_scheduled_backup(coord: &Arc<Coordinator>, run_id: &str, sche
     let test = loop {
         match start(coord, req.clone()).await {
             Ok(t) => break t,
-            Err(e)
-                if e.code() == tonic::Code::Unavailable
-                    || (e.code() == tonic::Code::FailedPrecondition
-                        && e.message().contains("already running")) =>
-            {
+            Err(
+                e @ (CoordinatorError::Unavailable { .. }
+                | CoordinatorError::Busy(_)
+                | CoordinatorError::Conflict(_)),
+            ) => {
                 if Instant::now() >= deadline {
                     tracing::error!(
                         schedule,
                         run = run_id,
-                        error = e.message(),
+                        error = %e,
                         "scheduled test restore not started"
                     );
                     return;
@@ -928,7 +874,7 @@ pub async fn after_scheduled_backup(coord: &Arc<Coordinator>, run_id: &str, sche
                 tracing::error!(
                     schedule,
                     run = run_id,
-                    error = e.message(),
+                    error = %e,
                     "scheduled test restore refused"
                 );
                 return;
@@ -957,21 +903,24 @@ pub async fn wait(coord: &Arc<Coordinator>, test: &str) -> Option<store::TestRow
 pub async fn verify_stream(
     coord: &Arc<Coordinator>,
     r: pb::VerifyRequest,
-) -> Result<tokio_stream::wrappers::ReceiverStream<Result<pb::VerifyEvent, Status>>, Status> {
+) -> Result<
+    tokio_stream::wrappers::ReceiverStream<Result<pb::VerifyEvent, tonic::Status>>,
+    CoordinatorError,
+> {
     if !r.from_store_url.is_empty() {
-        return Err(Status::invalid_argument(
+        return Err(CoordinatorError::invalid(
             "--restore-test reads the coordinator's own store (no --from-store)",
         ));
     }
-    let backup = RunId::parse(&r.run_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let backup = RunId::parse(&r.run_id).map_err(|e| CoordinatorError::invalid(e.to_string()))?;
     let mut tables = Vec::new();
     for t in &r.tables {
         let (ks, table) = t.split_once('.').ok_or_else(|| {
-            Status::invalid_argument(format!("table {t:?} must be keyspace.table"))
+            CoordinatorError::invalid(format!("table {t:?} must be keyspace.table"))
         })?;
         for (what, v) in [("keyspace", ks), ("table", table)] {
             ringvault_common::Identifier::parse(what, v)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| CoordinatorError::invalid(e.to_string()))?;
         }
         tables.push((ks.to_string(), table.to_string()));
     }
@@ -1007,9 +956,10 @@ pub async fn verify_stream(
             .await;
         let out = match wait(&coord, id.as_str()).await {
             Some(t) => Ok(event(report(&t))),
-            None => Err(Status::internal(format!(
+            None => Err(CoordinatorError::Internal(anyhow::anyhow!(
                 "test restore {id} was not recorded"
-            ))),
+            ))
+            .into_status()),
         };
         let _ = tx.send(out).await;
     });
