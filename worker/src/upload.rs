@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use ringvault_common::RunId;
 use ringvault_common::hash::{ContentHash, ContentHasher, Crc32c};
 use ringvault_common::layout;
 use ringvault_common::manifest::FileEntry;
-use ringvault_common::store::Store;
+use ringvault_common::store::{BodySource, Store, StoreError, StoreResult};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::hash_cache::{FileIdentity, HashCache};
@@ -54,11 +55,14 @@ pub struct Uploader {
 
 impl Uploader {
     /// Uploads every file, reporting on `events`; fails on the first error.
+    /// Largest files start first: the last minutes of a run are not one big SSTable going up
+    /// alone while the other slots sit idle.
     pub async fn run(
         self: Arc<Self>,
-        files: Vec<SnapshotFile>,
+        mut files: Vec<SnapshotFile>,
         events: mpsc::Sender<UploadEvent>,
     ) -> anyhow::Result<()> {
+        files.sort_by_key(|f| std::cmp::Reverse(f.size));
         let total: u64 = files.iter().map(|f| f.size).sum();
         send(
             &events,
@@ -174,9 +178,51 @@ impl Uploader {
             send(events, UploadEvent::Progress { bytes: f.size }).await?;
             return Ok((hash, false));
         }
-        self.send_parts(&file, f, &layout::blob(&hash), crc, budget, events)
-            .await?;
+        let key = layout::blob(&hash);
+        if f.size <= self.store.max_streamed_put().min(STREAMED_PUT_MAX) {
+            self.send_streamed(&file, f, &key, crc, budget, events)
+                .await?;
+        } else {
+            self.send_parts(&file, f, &key, crc, budget, events).await?;
+        }
         Ok((hash, true))
+    }
+
+    /// The second read of a large file as one streamed request (stores that have one): read
+    /// in [`STREAM_CHUNK`]s, its CRC32C checked before the last chunk leaves, and sent again
+    /// from the start if the request is retried. Holds one upload permit while it streams.
+    async fn send_streamed(
+        &self,
+        file: &Arc<File>,
+        f: &SnapshotFile,
+        key: &ringvault_common::layout::ObjectKey,
+        crc32c: u32,
+        budget: &Semaphore,
+        events: &mpsc::Sender<UploadEvent>,
+    ) -> anyhow::Result<()> {
+        let _permit = budget.acquire().await.context("upload budget closed")?;
+        let body = Arc::new(FileBody {
+            file: Arc::clone(file),
+            path: f.path.clone(),
+            size: f.size,
+            crc32c,
+            gentle: self.gentle,
+            throttle: self.throttle.clone(),
+            events: events.clone(),
+            reported: AtomicU64::new(0),
+        });
+        let source: BodySource = Arc::new(move || {
+            let body = Arc::clone(&body);
+            Box::pin(futures::stream::try_unfold(
+                (0u64, Crc32c::default()),
+                move |(offset, crc)| {
+                    let body = Arc::clone(&body);
+                    async move { body.chunk(offset, crc).await }
+                },
+            ))
+        });
+        self.store.put_streamed(key, f.size, crc32c, source).await?;
+        Ok(())
     }
 
     /// The first read of a large file: its content hash and CRC32C, one part buffer at a time.
@@ -284,6 +330,78 @@ impl Uploader {
         }
         upload.complete().await?;
         Ok(())
+    }
+}
+
+/// Files up to this size go up in one streamed request where the store has one; larger ones
+/// in parallel parts, so that one huge SSTable still uses several connections.
+const STREAMED_PUT_MAX: u64 = 1 << 30;
+/// Read size of a streamed upload.
+const STREAM_CHUNK: u64 = 1 << 20;
+
+/// One large file as the body of a streamed upload ([`Uploader::send_streamed`]).
+struct FileBody {
+    file: Arc<File>,
+    path: std::path::PathBuf,
+    size: u64,
+    /// CRC32C of the hashing read: the bytes sent must have it.
+    crc32c: u32,
+    gentle: bool,
+    throttle: crate::throttle::Throttle,
+    events: mpsc::Sender<UploadEvent>,
+    /// Bytes reported as progress so far (a retried request does not count twice).
+    reported: AtomicU64,
+}
+
+impl FileBody {
+    /// The chunk at `offset` and the state after it; `None` past the end.
+    async fn chunk(&self, offset: u64, crc: Crc32c) -> StoreResult<Option<(Bytes, (u64, Crc32c))>> {
+        if offset >= self.size {
+            return Ok(None);
+        }
+        let len = STREAM_CHUNK.min(self.size - offset) as usize;
+        let end = offset + len as u64;
+        let (file, gentle, size, expected) =
+            (Arc::clone(&self.file), self.gentle, self.size, self.crc32c);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Crc32c)> {
+            let mut crc = crc;
+            let mut buf = vec![0u8; len];
+            page_cache::read_exact_at(&file, &mut buf, offset, gentle)?;
+            crc.update(&buf);
+            // Checked before the last chunk leaves: changed bytes never complete a request.
+            if end == size {
+                let mut extra = [0u8; 1];
+                if file.read_at(&mut extra, size)? != 0 {
+                    return Err(std::io::Error::other("the file grew while it was read"));
+                }
+                if crc.finish() != expected {
+                    return Err(std::io::Error::other(
+                        "the file changed between hashing and upload (CRC32C differs); not stored",
+                    ));
+                }
+            }
+            Ok((buf, crc))
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|source| StoreError::Io {
+            op: "read",
+            key: self.path.display().to_string(),
+            source,
+        })?;
+        let (buf, crc) = read;
+        self.throttle.take(len as u64).await;
+        let before = self.reported.fetch_max(end, Ordering::Relaxed);
+        if end > before {
+            let _ = self
+                .events
+                .send(UploadEvent::Progress {
+                    bytes: end - before,
+                })
+                .await;
+        }
+        Ok(Some((Bytes::from(buf), (end, crc))))
     }
 }
 

@@ -180,6 +180,10 @@ pub struct ObjectMeta {
 /// Bytes of an object as they arrive.
 pub type ByteStream = Pin<Box<dyn Stream<Item = StoreResult<Bytes>> + Send>>;
 
+/// The body of a [`Store::put_streamed`]: each call yields a fresh stream of the same bytes
+/// from their start, so a failed attempt can be made again.
+pub type BodySource = Arc<dyn Fn() -> ByteStream + Send + Sync>;
+
 /// An object store keyed by [`ObjectKey`].
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
@@ -197,6 +201,28 @@ pub trait Store: Send + Sync + Debug {
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
     /// Deletes keys in the store's batch form; absent keys are not an error.
     async fn delete_many(&self, keys: &[ObjectKey]) -> StoreResult<()>;
+    /// Largest object [`Store::put_streamed`] sends in one request; 0 when this store has no
+    /// streamed put (callers use [`Store::start_multipart`]).
+    fn max_streamed_put(&self) -> u64 {
+        0
+    }
+    /// Stores the `size` bytes `body` yields under `key` in one streamed request, with the
+    /// CRC32C of all of them for the server to check: bytes that differ are refused and nothing
+    /// is stored. One request, one server-side write: no part assembly.
+    async fn put_streamed(
+        &self,
+        key: &ObjectKey,
+        size: u64,
+        crc32c: u32,
+        body: BodySource,
+    ) -> StoreResult<()> {
+        let _ = (size, crc32c, body);
+        Err(StoreError::Backend {
+            op: "put_streamed",
+            key: key.to_string(),
+            message: format!("{} has no streamed put", self.describe()),
+        })
+    }
     /// Starts a multipart upload to `key`; parts may be sent in parallel.
     async fn start_multipart(&self, key: &ObjectKey) -> StoreResult<Box<dyn MultipartUpload>>;
     /// Moves an object to a new key (server-side where the store can).

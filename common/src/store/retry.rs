@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
 
-use super::{ByteStream, MultipartUpload, ObjectMeta, Store, StoreError, StoreResult};
+use super::{BodySource, ByteStream, MultipartUpload, ObjectMeta, Store, StoreError, StoreResult};
 use crate::layout::ObjectKey;
 
 /// How transient failures are retried.
@@ -107,6 +107,25 @@ impl Store for RetryingStore {
     async fn put(&self, key: &ObjectKey, data: Bytes) -> StoreResult<()> {
         self.policy
             .run("put", key.as_str(), || self.inner.put(key, data.clone()))
+            .await
+    }
+
+    fn max_streamed_put(&self) -> u64 {
+        self.inner.max_streamed_put()
+    }
+
+    async fn put_streamed(
+        &self,
+        key: &ObjectKey,
+        size: u64,
+        crc32c: u32,
+        body: BodySource,
+    ) -> StoreResult<()> {
+        self.policy
+            .run("put", key.as_str(), || {
+                self.inner
+                    .put_streamed(key, size, crc32c, Arc::clone(&body))
+            })
             .await
     }
 

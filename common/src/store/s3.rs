@@ -2,6 +2,12 @@
 //! the server checks before it accepts the bytes, so a corrupted upload is refused, not found
 //! at restore. Credentials come from the AWS standard chain; an `endpoint` parameter selects an
 //! S3-compatible server (path-style addressing).
+//!
+//! A whole file of up to [`MAX_STREAMED_PUT`] goes up as one streamed `PutObject`
+//! ([`Store::put_streamed`]) with the CRC32C of all its bytes: one request and one write on the
+//! server, where a multipart upload costs a request per part and, on many servers, a second
+//! pass that assembles the parts. A streamed body cannot be hashed before it is sent, so it
+//! travels as `UNSIGNED-PAYLOAD` (the signed CRC32C header still binds the bytes).
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -13,13 +19,34 @@ use aws_sdk_s3::types::{
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use bytes::Bytes;
 
-use super::{ByteStream, MultipartUpload, ObjectMeta, Store, StoreError, StoreResult};
+use super::{BodySource, ByteStream, MultipartUpload, ObjectMeta, Store, StoreError, StoreResult};
 use crate::hash::crc32c_base64;
 use crate::layout::ObjectKey;
 
 const PART_SIZE: usize = 8 << 20;
 const MAX_COPY: u64 = 5 << 30;
+/// S3's limit for one `PutObject`.
+const MAX_STREAMED_PUT: u64 = 5 << 30;
 const DELETE_BATCH: usize = 1000;
+
+/// A body stream the SDK can share between threads: it is only ever polled through `&mut`,
+/// so the mutex is never locked.
+struct SyncStream(std::sync::Mutex<ByteStream>);
+
+impl futures::Stream for SyncStream {
+    type Item = StoreResult<Bytes>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let inner = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.as_mut().poll_next(cx)
+    }
+}
 
 /// A store in an S3 bucket (or an S3-compatible server).
 #[derive(Debug)]
@@ -161,6 +188,42 @@ impl Store for S3Store {
             .key(&full)
             .checksum_crc32_c(crc)
             .body(SdkStream::from(data))
+            .send()
+            .await
+            .map_err(sdk("put", &full))?;
+        Ok(())
+    }
+
+    fn max_streamed_put(&self) -> u64 {
+        MAX_STREAMED_PUT
+    }
+
+    async fn put_streamed(
+        &self,
+        key: &ObjectKey,
+        size: u64,
+        crc32c: u32,
+        body: BodySource,
+    ) -> StoreResult<()> {
+        use base64::Engine;
+        use futures::TryStreamExt;
+        let full = self.full(key);
+        let length = i64::try_from(size).map_err(|_| StoreError::Backend {
+            op: "put",
+            key: full.clone(),
+            message: format!("{size} bytes is too large for one request"),
+        })?;
+        let frames = SyncStream(std::sync::Mutex::new(body())).map_ok(http_body::Frame::data);
+        let stream = SdkStream::from_body_1_x(http_body_util::StreamBody::new(frames));
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .content_length(length)
+            .checksum_crc32_c(
+                base64::engine::general_purpose::STANDARD.encode(crc32c.to_be_bytes()),
+            )
+            .body(stream)
             .send()
             .await
             .map_err(sdk("put", &full))?;

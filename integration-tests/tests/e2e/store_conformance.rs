@@ -5,7 +5,8 @@
 //! Every backend must: round-trip empty, small and large (3 parts and a tail, parts sent in
 //! parallel and out of order) objects byte for byte; report sizes with `head`; list by prefix
 //! across more than 1,000 keys (several pages); delete in batches; report a missing object as
-//! `StoreError::NotFound`; rename. The network backends are also driven through a small
+//! `StoreError::NotFound`; rename. A backend with a streamed whole-object put (S3) must store
+//! what it streams and refuse a body whose CRC32C differs from the one announced. The network backends are also driven through a small
 //! fault-injecting HTTP proxy written here (it sits between the store client and the real
 //! server and counts requests) to prove, at the protocol level, that
 //! - a request body altered in flight (one byte flipped) is refused; a checksum refusal is not
@@ -99,6 +100,17 @@ fn random(len: usize) -> Bytes {
     let mut v = vec![0u8; len];
     rand::rng().fill_bytes(&mut v);
     Bytes::from(v)
+}
+
+/// A streamed-put body yielding `data` in 64 KiB chunks, afresh on every call.
+fn chunked(data: Bytes) -> store::BodySource {
+    Arc::new(move || {
+        let chunks: Vec<Result<Bytes, StoreError>> = data
+            .chunks(64 << 10)
+            .map(|c| Ok(data.slice_ref(c)))
+            .collect();
+        Box::pin(futures::stream::iter(chunks))
+    })
 }
 
 fn key(s: &str) -> Result<ObjectKey> {
@@ -205,6 +217,45 @@ async fn conformance(kind: Kind) -> Result<()> {
     st.rename(&staging, &large).await.context("rename")?;
     ensure_same(st.as_ref(), &large, &large_data).await?;
     ensure!(st.head(&staging).await?.is_none(), "rename left the source");
+    // Streamed whole-object put (stores that have one; the worker's path for large files):
+    // the bytes arrive as sent, in one request; a CRC32C that does not match the bytes is
+    // refused and stores nothing.
+    if st.max_streamed_put() > 0 {
+        let streamed = key("objects/streamed.bin")?;
+        let data = random(part * 2 + 999);
+        let mut crc = ringvault_common::hash::Crc32c::default();
+        crc.update(&data);
+        let crc = crc.finish();
+        let size = data.len() as u64;
+        st.put_streamed(&streamed, size, crc, chunked(data.clone()))
+            .await
+            .context("streamed put")?;
+        ensure_same(st.as_ref(), &streamed, &data).await?;
+        let refused = key("objects/streamed-bad-crc")?;
+        let r = st
+            .put_streamed(&refused, size, crc ^ 1, chunked(data.clone()))
+            .await;
+        let e = match r {
+            Err(e) => e,
+            Ok(()) => bail!("{kind:?}: a streamed put with a wrong CRC32C was accepted"),
+        };
+        ensure!(
+            !e.is_transient(),
+            "a checksum refusal must not be retried: {e}"
+        );
+        // s3s-fs writes the object before it checks the checksum and leaves it there when it
+        // refuses (as with a refused single put, see `after_altered`); real S3 stores nothing.
+        if kind != Kind::S3 {
+            ensure!(
+                st.head(&refused).await?.is_none(),
+                "{kind:?}: a refused streamed put left an object"
+            );
+        }
+        st.delete_many(std::slice::from_ref(&refused)).await?;
+        st.delete_many(&[streamed]).await?;
+    } else {
+        println!("{kind:?}: no streamed put (large objects go up in parts)");
+    }
     // An aborted upload leaves no object.
     let aborted = key("tmp/aborted")?;
     let up = st.start_multipart(&aborted).await?;
