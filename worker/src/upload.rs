@@ -55,14 +55,11 @@ pub struct Uploader {
 
 impl Uploader {
     /// Uploads every file, reporting on `events`; fails on the first error.
-    /// Largest files start first: the last minutes of a run are not one big SSTable going up
-    /// alone while the other slots sit idle.
     pub async fn run(
         self: Arc<Self>,
-        mut files: Vec<SnapshotFile>,
+        files: Vec<SnapshotFile>,
         events: mpsc::Sender<UploadEvent>,
     ) -> anyhow::Result<()> {
-        files.sort_by_key(|f| std::cmp::Reverse(f.size));
         let total: u64 = files.iter().map(|f| f.size).sum();
         send(
             &events,
