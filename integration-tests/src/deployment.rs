@@ -446,11 +446,26 @@ impl Deployment {
     pub fn start_worker(&mut self, n: usize) -> anyhow::Result<()> {
         let log = self.log(&format!("worker{n}"));
         let listen = format!("127.0.0.{n}:{}", self.worker_ports[n - 1]);
-        let mut cmd = self.worker_command(n, &log)?;
-        let mut child = cmd.spawn().context("starting ringvault-worker")?;
-        wait_listening(&listen, &mut child, &format!("worker {n}"), &log)?;
-        self.workers[n - 1] = Some(child);
-        Ok(())
+        let mut attempt = 1;
+        loop {
+            let mut child = self
+                .worker_command(n, &log)?
+                .spawn()
+                .context("starting ringvault-worker")?;
+            match wait_listening(&listen, &mut child, &format!("worker {n}"), &log) {
+                Ok(()) => {
+                    self.workers[n - 1] = Some(child);
+                    return Ok(());
+                }
+                // A restart can find its metrics port, free when the deployment started, taken
+                // meanwhile by another connection's ephemeral port: it gets a new one.
+                Err(e) if attempt < 3 && format!("{e:#}").contains("binding metrics listener") => {
+                    self.worker_metrics_ports[n - 1] = free_port(&format!("127.0.0.{n}"))?;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn worker_command(&self, n: usize, log: &Path) -> anyhow::Result<Command> {
