@@ -360,6 +360,7 @@ impl FileBody {
         let end = offset + len as u64;
         let (file, gentle, size, expected) =
             (Arc::clone(&self.file), self.gentle, self.size, self.crc32c);
+        let path = self.path.clone();
         let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Crc32c)> {
             let mut crc = crc;
             let mut buf = vec![0u8; len];
@@ -367,10 +368,7 @@ impl FileBody {
             crc.update(&buf);
             // Checked before the last chunk leaves: changed bytes never complete a request.
             if end == size {
-                let mut extra = [0u8; 1];
-                if file.read_at(&mut extra, size)? != 0 {
-                    return Err(std::io::Error::other("the file grew while it was read"));
-                }
+                check_not_grown(&file, size, &path)?;
                 if crc.finish() != expected {
                     return Err(std::io::Error::other(
                         "the file changed between hashing and upload (CRC32C differs); not stored",
@@ -403,10 +401,13 @@ impl FileBody {
 }
 
 /// Fails when a file has more bytes than its recorded size (it grew while it was read).
-fn check_not_grown(file: &File, size: u64, path: &std::path::Path) -> anyhow::Result<()> {
+fn check_not_grown(file: &File, size: u64, path: &std::path::Path) -> std::io::Result<()> {
     let mut extra = [0u8; 1];
     if file.read_at(&mut extra, size)? != 0 {
-        anyhow::bail!("{} grew while it was read", path.display());
+        return Err(std::io::Error::other(format!(
+            "{} grew while it was read",
+            path.display()
+        )));
     }
     Ok(())
 }
