@@ -4,6 +4,9 @@
 ARG RUST_IMAGE=rust:1-bookworm
 FROM ${RUST_IMAGE}
 WORKDIR /src
+# A JDK's javac compiles the worker's JMX session helper (worker/build.rs) into the worker.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jdk-headless \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked -p ringvault-cli -p ringvault-coordinator -p ringvault-worker \
       -p ringvault-s3-server \

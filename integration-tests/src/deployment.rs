@@ -488,6 +488,17 @@ impl Deployment {
                 Some(p) => p.display().to_string(),
                 None => self.testbed.var(&format!("RV_NODE{n}_NODETOOL"))?,
             })
+            // The JMX session, unless a test's own nodetool must see every call.
+            .args(match &self.worker_nodetool[n - 1] {
+                Some(_) => Vec::new(),
+                None => vec![
+                    "--jmx".to_string(),
+                    format!(
+                        "127.0.0.1:{}",
+                        self.testbed.var(&format!("RV_NODE{n}_JMX_PORT"))?
+                    ),
+                ],
+            })
             .arg("--sstableloader")
             .arg(self.testbed.var(&format!("RV_NODE{n}_SSTABLELOADER"))?)
             .args(match &self.worker_data_dirs[n - 1] {

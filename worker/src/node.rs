@@ -98,7 +98,13 @@ impl LocalNode {
         let access = crate::access::Access::from_args(&opts.access, &opts.cql)?;
         Ok(Self {
             nodetool: {
-                let n = Nodetool::new(opts.nodetool.clone()).with_jmx(access.jmx.clone());
+                let session = opts
+                    .jmx
+                    .clone()
+                    .map(|t| crate::jmx::JmxSession::new(t, access.jmx.clone(), &opts.state_dir));
+                let n = Nodetool::new(opts.nodetool.clone())
+                    .with_jmx(access.jmx.clone())
+                    .with_session(session);
                 if opts.nodetool_class_archive {
                     n.with_class_archive(&opts.state_dir)
                 } else {
@@ -302,6 +308,7 @@ impl LocalNode {
     pub async fn info(&self) -> anyhow::Result<pb::NodeInfo> {
         self.check_data_dirs().await?;
         let local = self.cql().await?.local_info().await?;
+        self.nodetool.expect_host(&local.host_id);
         let free_bytes = self
             .data_dirs
             .iter()

@@ -1,4 +1,5 @@
-//! The one module that runs `nodetool` against the local node.
+//! The one module that runs `nodetool` against the local node (through the persistent JMX
+//! session of [`crate::jmx`] for the calls every run makes, when the worker has one).
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ pub struct Nodetool {
     jmx: Option<crate::access::JmxAccess>,
     /// Class-data-sharing archive of nodetool's JVM, if enabled ([`Nodetool::with_class_archive`]).
     archive: Option<PathBuf>,
+    /// The persistent JMX session that replaces nodetool's JVM starts when it can
+    /// ([`Nodetool::with_session`]).
+    session: Option<std::sync::Arc<crate::jmx::JmxSession>>,
 }
 
 /// What to snapshot.
@@ -46,6 +50,22 @@ impl Nodetool {
             program,
             jmx: None,
             archive: None,
+            session: None,
+        }
+    }
+
+    /// Sends snapshot, clearsnapshot and version through `session` while it is available
+    /// (nodetool otherwise).
+    pub fn with_session(mut self, session: Option<crate::jmx::JmxSession>) -> Self {
+        self.session = session.map(std::sync::Arc::new);
+        self
+    }
+
+    /// Records the node's host id as CQL reports it: the JMX session is used only while JMX
+    /// reaches the same node.
+    pub fn expect_host(&self, host_id: &str) {
+        if let Some(s) = &self.session {
+            s.expect_host(host_id);
         }
     }
 
@@ -134,32 +154,43 @@ impl Nodetool {
 
     /// `nodetool version`: the cheapest call that logs in to JMX.
     pub async fn version(&self) -> Result<String, NodetoolError> {
+        if let Some(s) = &self.session
+            && let Some(r) = s.version().await
+        {
+            return r;
+        }
         self.run(&["version".to_string()]).await
     }
 
-    /// `nodetool snapshot -t TAG [--ttl Ns] (ks... | -kt ks.t,...)`.
+    /// `nodetool snapshot -t TAG [--ttl Ns] (ks... | -kt ks.t,...)`, or the same through the JMX
+    /// session.
     pub async fn snapshot(
         &self,
         tag: &SnapshotTag,
         scope: &SnapshotScope,
         ttl: Option<Duration>,
     ) -> Result<(), NodetoolError> {
+        let entities: Vec<String> = match scope {
+            SnapshotScope::Keyspaces(ks) => ks.iter().map(|k| k.to_string()).collect(),
+            SnapshotScope::Tables(ks, tables) => {
+                tables.iter().map(|t| format!("{ks}.{t}")).collect()
+            }
+        };
+        if let Some(s) = &self.session
+            && let Some(r) = s.snapshot(tag.as_str(), ttl, &entities).await
+        {
+            return r;
+        }
         let mut args = vec!["snapshot".to_string(), "-t".to_string(), tag.to_string()];
         if let Some(ttl) = ttl {
             args.push("--ttl".into());
             args.push(format!("{}s", ttl.as_secs().max(1)));
         }
         match scope {
-            SnapshotScope::Keyspaces(ks) => args.extend(ks.iter().map(|k| k.to_string())),
-            SnapshotScope::Tables(ks, tables) => {
+            SnapshotScope::Keyspaces(_) => args.extend(entities),
+            SnapshotScope::Tables(..) => {
                 args.push("-kt".into());
-                args.push(
-                    tables
-                        .iter()
-                        .map(|t| format!("{ks}.{t}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
+                args.push(entities.join(","));
             }
         }
         self.run(&args).await.map(|_| ())
@@ -167,6 +198,11 @@ impl Nodetool {
 
     /// `nodetool clearsnapshot -t TAG`.
     pub async fn clear_snapshot(&self, tag: &SnapshotTag) -> Result<(), NodetoolError> {
+        if let Some(s) = &self.session
+            && let Some(r) = s.clear_snapshot(tag.as_str()).await
+        {
+            return r;
+        }
         self.run(&["clearsnapshot".into(), "-t".into(), tag.to_string()])
             .await
             .map(|_| ())
@@ -284,7 +320,7 @@ pub async fn run_tool_env(
 /// A tool started by a worker that is then killed (`kill -9` skips `kill_on_drop`) must not
 /// run on: it is sent SIGKILL when the worker dies, so a restarted worker re-issuing the same
 /// snapshot never races a leftover nodetool.
-fn die_with_parent(cmd: &mut tokio::process::Command) {
+pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
     #[cfg(target_os = "linux")]
     // SAFETY: the closure runs in the forked child before exec and only calls prctl and
     // getppid, both async-signal-safe.

@@ -12,6 +12,7 @@
 mod azure_batch_sas;
 mod backup;
 mod crash;
+mod jmx_session;
 mod metrics;
 mod never_partial;
 mod object_stores;
