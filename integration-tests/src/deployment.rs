@@ -488,8 +488,10 @@ impl Deployment {
                 Some(p) => p.display().to_string(),
                 None => self.testbed.var(&format!("RV_NODE{n}_NODETOOL"))?,
             })
-            // The JMX session, unless a test's own nodetool must see every call.
+            // The JMX session, unless a test's own nodetool must see every call or the test
+            // names its own --jmx.
             .args(match &self.worker_nodetool[n - 1] {
+                _ if self.worker_extra_args[n - 1].iter().any(|a| a == "--jmx") => Vec::new(),
                 Some(_) => Vec::new(),
                 None => vec![
                     "--jmx".to_string(),
