@@ -59,8 +59,11 @@ impl HashCache {
     /// The recorded hash of an identical file, if any.
     pub fn get(&self, id: &FileIdentity) -> anyhow::Result<Option<ContentHash>> {
         let hash: Option<String> = self.with(|c| {
-            c.query_row(
+            // Prepared once per connection: a no-change backup asks once per file.
+            c.prepare_cached(
                 "SELECT hash FROM file_hash WHERE keyspace=?1 AND table_id=?2 AND name=?3 AND size=?4 AND mtime_ns=?5",
+            )?
+            .query_row(
                 rusqlite::params![id.keyspace, id.table_id, id.name, id.size as i64, id.mtime_ns.to_string()],
                 |r| r.get(0),
             )
@@ -72,9 +75,10 @@ impl HashCache {
     /// Records a file's hash.
     pub fn put(&self, id: &FileIdentity, hash: &ContentHash) -> anyhow::Result<()> {
         self.with(|c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT OR REPLACE INTO file_hash (keyspace, table_id, name, size, mtime_ns, hash) VALUES (?1,?2,?3,?4,?5,?6)",
-                rusqlite::params![id.keyspace, id.table_id, id.name, id.size as i64, id.mtime_ns.to_string(), hash.as_str()],
+            )?
+            .execute(rusqlite::params![id.keyspace, id.table_id, id.name, id.size as i64, id.mtime_ns.to_string(), hash.as_str()],
             )
         })?;
         Ok(())
