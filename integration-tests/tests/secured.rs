@@ -214,11 +214,12 @@ async fn backups_commit_and_verify_deep_with_no_secret_anywhere() -> anyhow::Res
     let seen = ps.finish();
     drop_keyspace(&s, &ks).await;
     result?;
-    // The sampling saw the workers' nodetool (so it looked while credentials were in use).
+    // The sampling saw the workers' JMX login in use (so it looked while credentials were):
+    // their JMX session's helper, which reads the password file, or a nodetool run with -pwf.
     anyhow::ensure!(
         seen.iter()
-            .any(|l| l.contains("NodeTool") && l.contains("-pwf")),
-        "ps never showed a nodetool run with -pwf"
+            .any(|l| l.contains("RingvaultJmx") || (l.contains("NodeTool") && l.contains("-pwf"))),
+        "ps never showed the JMX session's helper nor a nodetool run with -pwf"
     );
     assert_no_secret(
         "ps -eo args",
