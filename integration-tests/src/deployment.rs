@@ -490,17 +490,16 @@ impl Deployment {
             })
             // The JMX session, unless a test's own nodetool must see every call or the test
             // names its own --jmx.
-            .args(match &self.worker_nodetool[n - 1] {
-                _ if self.worker_extra_args[n - 1].iter().any(|a| a == "--jmx") => Vec::new(),
-                Some(_) => Vec::new(),
-                None => vec![
-                    "--jmx".to_string(),
-                    format!(
-                        "127.0.0.1:{}",
-                        self.testbed.var(&format!("RV_NODE{n}_JMX_PORT"))?
-                    ),
-                ],
-            })
+            .args(
+                if self.worker_nodetool[n - 1].is_some()
+                    || self.worker_extra_args[n - 1].iter().any(|a| a == "--jmx")
+                {
+                    Vec::new()
+                } else {
+                    let port = self.testbed.var(&format!("RV_NODE{n}_JMX_PORT"))?;
+                    vec!["--jmx".to_string(), format!("127.0.0.1:{port}")]
+                },
+            )
             .arg("--sstableloader")
             .arg(self.testbed.var(&format!("RV_NODE{n}_SSTABLELOADER"))?)
             .args(match &self.worker_data_dirs[n - 1] {

@@ -137,11 +137,14 @@ impl JmxSession {
     pub async fn snapshot(
         &self,
         tag: &str,
-        ttl: Option<Duration>,
+        ttl: Option<&str>,
         entities: &[String],
     ) -> Option<Result<(), NodetoolError>> {
-        let ttl = ttl.map_or(String::new(), |t| format!("{}s", t.as_secs().max(1)));
-        let req = format!("snapshot\t{tag}\t{ttl}\t{}", entities.join(","));
+        let req = format!(
+            "snapshot\t{tag}\t{}\t{}",
+            ttl.unwrap_or_default(),
+            entities.join(",")
+        );
         self.call(&req).await.map(|r| r.map(|_| ()))
     }
 

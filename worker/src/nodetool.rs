@@ -170,6 +170,8 @@ impl Nodetool {
         scope: &SnapshotScope,
         ttl: Option<Duration>,
     ) -> Result<(), NodetoolError> {
+        // Whole seconds, as nodetool's --ttl and the MBean's "ttl" option both read it.
+        let ttl = ttl.map(|t| format!("{}s", t.as_secs().max(1)));
         let entities: Vec<String> = match scope {
             SnapshotScope::Keyspaces(ks) => ks.iter().map(|k| k.to_string()).collect(),
             SnapshotScope::Tables(ks, tables) => {
@@ -177,14 +179,14 @@ impl Nodetool {
             }
         };
         if let Some(s) = &self.session
-            && let Some(r) = s.snapshot(tag.as_str(), ttl, &entities).await
+            && let Some(r) = s.snapshot(tag.as_str(), ttl.as_deref(), &entities).await
         {
             return r;
         }
         let mut args = vec!["snapshot".to_string(), "-t".to_string(), tag.to_string()];
         if let Some(ttl) = ttl {
             args.push("--ttl".into());
-            args.push(format!("{}s", ttl.as_secs().max(1)));
+            args.push(ttl);
         }
         match scope {
             SnapshotScope::Keyspaces(_) => args.extend(entities),
