@@ -1,11 +1,13 @@
-//! The worker's memory of files it has hashed: (keyspace, table id, name, size, mtime) → hash.
-//! Snapshot files are immutable hard links of SSTables, so a file with the same identity,
-//! size and mtime has the same content; a repeat backup then reads no SSTable at all.
+//! The worker's memory of files it has hashed: (keyspace, table id, name, size, mtime) → hash,
+//! and for a `Statistics.db` the numbers parsed from it. Snapshot files are immutable hard
+//! links of SSTables, so a file with the same identity, size and mtime has the same content; a
+//! repeat backup then reads no SSTable component at all.
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use ringvault_common::hash::ContentHash;
+use ringvault_common::sstable_stats::SstableStats;
 use rusqlite::OptionalExtension;
 
 /// Identity of a file for the cache.
@@ -16,6 +18,15 @@ pub struct FileIdentity {
     pub name: String,
     pub size: u64,
     pub mtime_ns: i128,
+}
+
+/// What the cache remembers of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedFile {
+    pub hash: ContentHash,
+    /// The SSTable numbers of a `Statistics.db` (`None`: another component, numbers that
+    /// could not be parsed, or a row written before they were kept).
+    pub sstable: Option<SstableStats>,
 }
 
 /// SQLite-backed hash cache, shared by upload tasks.
@@ -40,6 +51,15 @@ impl HashCache {
                 PRIMARY KEY (keyspace, table_id, name, size, mtime_ns))",
         )
         .context("creating the hash cache table")?;
+        // Added later: the parsed numbers of a Statistics.db (JSON), so a repeat backup need
+        // not read the file again. Caches made before have no such column.
+        let has_sstable: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('file_hash') WHERE name = 'sstable'")?
+            .exists([])?;
+        if !has_sstable {
+            conn.execute_batch("ALTER TABLE file_hash ADD COLUMN sstable TEXT")
+                .context("adding the sstable column to the hash cache")?;
+        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -56,29 +76,44 @@ impl HashCache {
         f(&conn).context("hash cache")
     }
 
-    /// The recorded hash of an identical file, if any.
-    pub fn get(&self, id: &FileIdentity) -> anyhow::Result<Option<ContentHash>> {
-        let hash: Option<String> = self.with(|c| {
+    /// What was recorded of an identical file, if anything. A row that does not parse counts
+    /// as absent (the file is then read again).
+    pub fn get(&self, id: &FileIdentity) -> anyhow::Result<Option<CachedFile>> {
+        let row: Option<(String, Option<String>)> = self.with(|c| {
             // Prepared once per connection: a no-change backup asks once per file.
             c.prepare_cached(
-                "SELECT hash FROM file_hash WHERE keyspace=?1 AND table_id=?2 AND name=?3 AND size=?4 AND mtime_ns=?5",
+                "SELECT hash, sstable FROM file_hash WHERE keyspace=?1 AND table_id=?2 AND name=?3 AND size=?4 AND mtime_ns=?5",
             )?
             .query_row(
                 rusqlite::params![id.keyspace, id.table_id, id.name, id.size as i64, id.mtime_ns.to_string()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
         })?;
-        Ok(hash.and_then(|h| ContentHash::parse(&h).ok()))
+        Ok(row.and_then(|(h, s)| {
+            Some(CachedFile {
+                hash: ContentHash::parse(&h).ok()?,
+                sstable: s.and_then(|s| serde_json::from_str(&s).ok()),
+            })
+        }))
     }
 
-    /// Records a file's hash.
-    pub fn put(&self, id: &FileIdentity, hash: &ContentHash) -> anyhow::Result<()> {
+    /// Records a file's hash and, for a `Statistics.db`, its numbers.
+    pub fn put(
+        &self,
+        id: &FileIdentity,
+        hash: &ContentHash,
+        sstable: Option<&SstableStats>,
+    ) -> anyhow::Result<()> {
+        let sstable = sstable
+            .map(serde_json::to_string)
+            .transpose()
+            .context("encoding SSTable numbers")?;
         self.with(|c| {
             c.prepare_cached(
-                "INSERT OR REPLACE INTO file_hash (keyspace, table_id, name, size, mtime_ns, hash) VALUES (?1,?2,?3,?4,?5,?6)",
+                "INSERT OR REPLACE INTO file_hash (keyspace, table_id, name, size, mtime_ns, hash, sstable) VALUES (?1,?2,?3,?4,?5,?6,?7)",
             )?
-            .execute(rusqlite::params![id.keyspace, id.table_id, id.name, id.size as i64, id.mtime_ns.to_string(), hash.as_str()],
+            .execute(rusqlite::params![id.keyspace, id.table_id, id.name, id.size as i64, id.mtime_ns.to_string(), hash.as_str(), sstable],
             )
         })?;
         Ok(())
@@ -102,8 +137,14 @@ mod tests {
         };
         let h = ContentHash::of(b"x");
         assert_eq!(cache.get(&id)?, None);
-        cache.put(&id, &h)?;
-        assert_eq!(cache.get(&id)?, Some(h));
+        cache.put(&id, &h, None)?;
+        assert_eq!(
+            cache.get(&id)?,
+            Some(CachedFile {
+                hash: h,
+                sstable: None
+            })
+        );
         assert_eq!(
             cache.get(&FileIdentity {
                 size: 11,
@@ -112,6 +153,54 @@ mod tests {
             None
         );
         assert_eq!(cache.get(&FileIdentity { mtime_ns: 6, ..id })?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn statistics_numbers_are_kept_and_an_older_cache_gains_their_column() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.sqlite");
+        // A cache written before the numbers were kept: five key columns and the hash.
+        let old = rusqlite::Connection::open(&path)?;
+        old.execute_batch(
+            "CREATE TABLE file_hash (
+                keyspace TEXT NOT NULL, table_id TEXT NOT NULL, name TEXT NOT NULL,
+                size INTEGER NOT NULL, mtime_ns TEXT NOT NULL, hash TEXT NOT NULL,
+                PRIMARY KEY (keyspace, table_id, name, size, mtime_ns))",
+        )?;
+        let h = ContentHash::of(b"stats");
+        old.execute(
+            "INSERT INTO file_hash VALUES ('ks', 'ab', 'nb-1-big-Statistics.db', 10, '5', ?1)",
+            [h.as_str()],
+        )?;
+        drop(old);
+        let cache = HashCache::open(&path)?;
+        let id = FileIdentity {
+            keyspace: "ks".into(),
+            table_id: "ab".into(),
+            name: "nb-1-big-Statistics.db".into(),
+            size: 10,
+            mtime_ns: 5,
+        };
+        let hit = cache.get(&id)?.context("the old row is still a hit")?;
+        assert_eq!((hit.hash.clone(), hit.sstable), (h.clone(), None));
+        let stats = SstableStats {
+            partitions: 3,
+            rows: Some(7),
+            min_timestamp: -1,
+            max_timestamp: 9,
+            has_tombstones: true,
+        };
+        cache.put(&id, &h, Some(&stats))?;
+        drop(cache);
+        let cache = HashCache::open(&path)?;
+        assert_eq!(
+            cache.get(&id)?,
+            Some(CachedFile {
+                hash: h,
+                sstable: Some(stats)
+            })
+        );
         Ok(())
     }
 }

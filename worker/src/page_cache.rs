@@ -4,9 +4,31 @@
 //! were not resident before are dropped again with `posix_fadvise(POSIX_FADV_DONTNEED)`. Pages
 //! that were already cached (hot data, or a freshly flushed SSTable) stay cached. The worker's
 //! page-cache footprint is thus bounded by the ranges being read at once.
+//!
+//! Files read gently are opened with readahead off ([`open`]): the kernel's readahead (up to
+//! `read_ahead_kb`, 8 MiB on some hosts) fills pages beyond the range asynchronously, and pages
+//! still under I/O when `DONTNEED` runs are skipped by it; the next range then finds them
+//! resident and counts them as hot. Measured: a third of the cold data stayed cached that way.
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// Opens a file to be read for a backup. When `gentle`, the kernel is told the access is random
+/// (`POSIX_FADV_RANDOM`), so it reads exactly the ranges asked for and nothing ahead of them:
+/// every page a read brings in is then one [`read_exact_at`] drops. (The reads are large, 1 to
+/// 8 MiB, so they stay efficient without readahead.)
+pub fn open(path: &Path, gentle: bool) -> io::Result<File> {
+    let file = File::open(path)?;
+    if gentle {
+        // SAFETY: posix_fadvise only reads its integer arguments.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::from_raw_os_error(rc), "posix_fadvise(RANDOM) refused");
+        }
+    }
+    Ok(file)
+}
 
 /// Page size the residency bitmaps count in.
 fn page_size() -> u64 {
@@ -114,8 +136,9 @@ fn advise_dontneed(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
-/// How far past a read the kernel's readahead may fill the cache (its default window is
-/// 128 KiB; tuned devices go to a few MiB): looked at and dropped with the read itself.
+/// How far past a read the kernel's readahead may fill the cache should it not honour
+/// [`open`]'s advice (its default window is 128 KiB; tuned devices go to a few MiB): looked at
+/// and dropped with the read itself.
 const READAHEAD_SLACK: u64 = 4 << 20;
 
 /// Reads `buf.len()` bytes at `offset`, leaving the page cache as it found it (pages that
@@ -181,6 +204,31 @@ mod tests {
         // A plain read of the same leaves it all cached.
         read_exact_at(&f, &mut all, 0, false).expect("plain read");
         assert_eq!(resident(&f, len), 64);
+    }
+
+    #[test]
+    fn gentle_sequential_chunks_of_a_large_file_leave_none_of_it_cached() {
+        // Read as a streamed upload reads: 1 MiB after 1 MiB. Readahead would run ahead of each
+        // chunk (8 MiB on this project's test machine) and outlive the chunk's DONTNEED.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big-Data.db");
+        let chunk = 1usize << 20;
+        let len = 48 * chunk as u64;
+        let mut f = File::create(&path).expect("create");
+        for i in 0..48u8 {
+            f.write_all(&vec![i; chunk]).expect("write");
+        }
+        f.sync_all().expect("sync");
+        drop(f);
+        let f = open(&path, true).expect("open");
+        advise_dontneed(&f, 0, len).expect("fadvise");
+        assert_eq!(resident(&f, len), 0, "DONTNEED honoured");
+        let mut buf = vec![0u8; chunk];
+        for i in 0..48u64 {
+            read_exact_at(&f, &mut buf, i * chunk as u64, true).expect("gentle read");
+            assert!(buf.iter().all(|b| *b == i as u8));
+        }
+        assert_eq!(resident(&f, len), 0, "pages left cached after gentle reads");
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl Uploader {
                         .with_context(|| format!("uploading {path}"))
                 }
             })
-            .buffer_unordered(self.concurrency.max(1))
+            .buffer_unordered(files_in_flight(self.concurrency))
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
@@ -101,11 +101,22 @@ impl Uploader {
             size: f.size,
             mtime_ns: f.mtime_ns,
         };
-        if let Some(hash) = self.cache.get(&identity)?
-            && self.blob_present(&hash, f.size).await?
+        if let Some(hit) = self.cache.get(&identity)?
+            && self.blob_present(&hit.hash, f.size).await?
         {
             send(&events, UploadEvent::Progress { bytes: f.size }).await?;
-            return done(&events, &f, hash, false, true).await;
+            let sstable = match hit.sstable {
+                Some(s) => Some(s),
+                // A Statistics.db recorded before its numbers were kept: read once, then kept.
+                None => {
+                    let s = sstable_stats(&f, self.gentle).await;
+                    if s.is_some() {
+                        self.cache.put(&identity, &hit.hash, s.as_ref())?;
+                    }
+                    s
+                }
+            };
+            return done(&events, &f, hit.hash, sstable, false, true).await;
         }
         let part = self.store.part_size();
         let (hash, uploaded) = if f.size as usize <= part {
@@ -115,8 +126,9 @@ impl Uploader {
         } else {
             self.upload_large(&f, &budget, &events).await?
         };
-        self.cache.put(&identity, &hash)?;
-        done(&events, &f, hash, uploaded, false).await
+        let sstable = sstable_stats(&f, self.gentle).await;
+        self.cache.put(&identity, &hash, sstable.as_ref())?;
+        done(&events, &f, hash, sstable, uploaded, false).await
     }
 
     async fn blob_present(&self, hash: &ContentHash, size: u64) -> anyhow::Result<bool> {
@@ -138,8 +150,8 @@ impl Uploader {
         let gentle = self.gentle;
         let (data, hash) =
             tokio::task::spawn_blocking(move || -> anyhow::Result<(Bytes, ContentHash)> {
-                let file =
-                    File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                let file = page_cache::open(&path, gentle)
+                    .with_context(|| format!("opening {}", path.display()))?;
                 let mut buf = vec![0u8; size];
                 page_cache::read_exact_at(&file, &mut buf, 0, gentle)
                     .with_context(|| format!("reading {} ({size} bytes)", path.display()))?;
@@ -168,8 +180,10 @@ impl Uploader {
         budget: &Arc<Semaphore>,
         events: &mpsc::Sender<UploadEvent>,
     ) -> anyhow::Result<(ContentHash, bool)> {
-        let file =
-            Arc::new(File::open(&f.path).with_context(|| format!("opening {}", f.path.display()))?);
+        let file = Arc::new(
+            page_cache::open(&f.path, self.gentle)
+                .with_context(|| format!("opening {}", f.path.display()))?,
+        );
         let (hash, crc) = self.hash_file(&file, f, budget).await?;
         if self.blob_present(&hash, f.size).await? {
             send(events, UploadEvent::Progress { bytes: f.size }).await?;
@@ -330,6 +344,13 @@ impl Uploader {
     }
 }
 
+/// Files worked on at once. More than the part budget: a file whose hash is cached costs one
+/// store HEAD and no read, and on a remote store those HEADs are round trips worth
+/// overlapping. Reads and parts stay bounded by the budget (`concurrency` permits).
+fn files_in_flight(concurrency: usize) -> usize {
+    concurrency.max(1).saturating_mul(4).max(32)
+}
+
 /// Files up to this size go up in one streamed request where the store has one; larger ones
 /// in parallel parts, so that one huge SSTable still uses several connections.
 const STREAMED_PUT_MAX: u64 = 1 << 30;
@@ -415,7 +436,10 @@ fn check_not_grown(file: &File, size: u64, path: &std::path::Path) -> std::io::R
 /// What a `Statistics.db` says about its SSTable (partitions, rows, timestamps), recorded in
 /// the node manifest for test restores. Read with a size cap; a file that cannot be parsed is
 /// logged and recorded without numbers (the backup itself does not depend on them).
-async fn sstable_stats(f: &SnapshotFile) -> Option<ringvault_common::sstable_stats::SstableStats> {
+async fn sstable_stats(
+    f: &SnapshotFile,
+    gentle: bool,
+) -> Option<ringvault_common::sstable_stats::SstableStats> {
     use ringvault_common::sstable_stats as st;
     let name = f.name.as_str();
     if !st::is_statistics(name) || f.size > st::MAX_STATISTICS_BYTES {
@@ -425,9 +449,10 @@ async fn sstable_stats(f: &SnapshotFile) -> Option<ringvault_common::sstable_sta
     let path = f.path.clone();
     let size = f.size;
     let r = tokio::task::spawn_blocking(move || -> anyhow::Result<st::SstableStats> {
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let file = page_cache::open(&path, gentle)
+            .with_context(|| format!("opening {}", path.display()))?;
         let mut buf = vec![0u8; size as usize];
-        file.read_exact_at(&mut buf, 0)
+        page_cache::read_exact_at(&file, &mut buf, 0, gentle)
             .with_context(|| format!("reading {}", path.display()))?;
         Ok(st::parse(&buf, &version)?)
     })
@@ -456,6 +481,7 @@ async fn done(
     events: &mpsc::Sender<UploadEvent>,
     f: &SnapshotFile,
     hash: ContentHash,
+    sstable: Option<ringvault_common::sstable_stats::SstableStats>,
     uploaded: bool,
     hash_cached: bool,
 ) -> anyhow::Result<()> {
@@ -467,7 +493,7 @@ async fn done(
         size: f.size,
         hash,
         data_dir_index: f.data_dir_index,
-        sstable: sstable_stats(f).await,
+        sstable,
     };
     send(
         events,
