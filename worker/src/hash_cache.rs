@@ -1,7 +1,10 @@
 //! The worker's memory of files it has hashed: (keyspace, table id, name, size, mtime) → hash,
 //! and for a `Statistics.db` the numbers parsed from it. Snapshot files are immutable hard
 //! links of SSTables, so a file with the same identity, size and mtime has the same content; a
-//! repeat backup then reads no SSTable component at all.
+//! repeat backup then reads no SSTable component at all. It also remembers when each blob was
+//! last found in (or put into) a store, keyed by a hash of the store URL (never the URL: it
+//! may carry a token), so a repeat backup need not ask the store about every blob again (see
+//! `trust_seen_blobs` in the proto for who checks instead).
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +21,11 @@ pub struct FileIdentity {
     pub name: String,
     pub size: u64,
     pub mtime_ns: i128,
+}
+
+/// How the cache names a store: the BLAKE3 of its URL, so no token a URL may carry is stored.
+pub fn store_key(url: &str) -> String {
+    ContentHash::of(url.as_bytes()).as_str().to_string()
 }
 
 /// What the cache remembers of one file.
@@ -60,6 +68,12 @@ impl HashCache {
             conn.execute_batch("ALTER TABLE file_hash ADD COLUMN sstable TEXT")
                 .context("adding the sstable column to the hash cache")?;
         }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS blob_seen (
+                store TEXT NOT NULL, hash TEXT NOT NULL, size INTEGER NOT NULL,
+                seen_unix_ms INTEGER NOT NULL, PRIMARY KEY (store, hash))",
+        )
+        .context("creating the blob_seen table")?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -96,6 +110,40 @@ impl HashCache {
                 sstable: s.and_then(|s| serde_json::from_str(&s).ok()),
             })
         }))
+    }
+
+    /// Whether the blob `hash` of `size` bytes was found in or put into `store` (a
+    /// [`store_key`]) at or after `since_unix_ms`.
+    pub fn seen_since(
+        &self,
+        store: &str,
+        hash: &ContentHash,
+        size: u64,
+        since_unix_ms: i64,
+    ) -> anyhow::Result<bool> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT 1 FROM blob_seen WHERE store=?1 AND hash=?2 AND size=?3 AND seen_unix_ms>=?4",
+            )?
+            .exists(rusqlite::params![store, hash.as_str(), size as i64, since_unix_ms])
+        })
+    }
+
+    /// Records that the blob is in `store` now.
+    pub fn mark_seen(
+        &self,
+        store: &str,
+        hash: &ContentHash,
+        size: u64,
+        now_unix_ms: i64,
+    ) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO blob_seen (store, hash, size, seen_unix_ms) VALUES (?1,?2,?3,?4)",
+            )?
+            .execute(rusqlite::params![store, hash.as_str(), size as i64, now_unix_ms])
+        })?;
+        Ok(())
     }
 
     /// Records a file's hash and, for a `Statistics.db`, its numbers.
@@ -201,6 +249,31 @@ mod tests {
                 sstable: Some(stats)
             })
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_blob_counts_as_seen_only_in_its_store_with_its_size_and_since_the_time_asked()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cache = HashCache::open(&dir.path().join("c.sqlite"))?;
+        let (a, b) = (
+            store_key("s3://bucket/a?sas=secret"),
+            store_key("s3://bucket/b"),
+        );
+        assert!(!a.contains("secret") && a != b);
+        let h = ContentHash::of(b"blob");
+        assert!(!cache.seen_since(&a, &h, 4, 0)?);
+        cache.mark_seen(&a, &h, 4, 1_000)?;
+        assert!(cache.seen_since(&a, &h, 4, 1_000)?);
+        assert!(
+            !cache.seen_since(&a, &h, 4, 1_001)?,
+            "seen before the time asked"
+        );
+        assert!(!cache.seen_since(&a, &h, 5, 0)?, "another size");
+        assert!(!cache.seen_since(&b, &h, 4, 0)?, "another store");
+        cache.mark_seen(&a, &h, 4, 2_000)?;
+        assert!(cache.seen_since(&a, &h, 4, 1_500)?, "seen again later");
         Ok(())
     }
 }

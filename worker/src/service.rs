@@ -346,6 +346,8 @@ impl pb::worker_server::Worker for WorkerService {
             concurrency,
             throttle: crate::throttle::Throttle::new(req.bandwidth_bytes_per_sec),
             gentle: self.node.gentle_reads,
+            store_key: crate::hash_cache::store_key(&req.store_url),
+            trust_seen: req.trust_seen_blobs,
         });
         let (ev_tx, ev_rx) = mpsc::channel::<UploadEvent>(256);
         let metrics = Arc::clone(&self.node.metrics);

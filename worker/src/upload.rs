@@ -4,7 +4,9 @@
 //! to stream them part by part straight to their blob key (see `upload_large` for why two
 //! reads beat one read plus a server-side rename). Reads leave the page cache as they found
 //! it ([`page_cache`]). A file whose (keyspace, table id, name, size, mtime) was hashed before is
-//! not read at all when its blob is in the store. Memory is bounded by `concurrency` parts.
+//! not read at all when its blob is in the store; with `trust_seen`, the store is not even
+//! asked when this worker saw that blob there within [`SEEN_TRUSTED_FOR`] (the coordinator
+//! checks every blob at commit). Memory is bounded by `concurrency` parts.
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -51,6 +53,24 @@ pub struct Uploader {
     pub throttle: crate::throttle::Throttle,
     /// Drop from the page cache what the reads brought in ([`page_cache`]).
     pub gentle: bool,
+    /// The store as the hash cache names it ([`crate::hash_cache::store_key`]).
+    pub store_key: String,
+    /// Skip the HEAD of a cached file's blob seen in this store within [`SEEN_TRUSTED_FOR`].
+    pub trust_seen: bool,
+}
+
+/// How long a blob this worker found in (or put into) a store is taken to be there still,
+/// when the coordinator allows it (`trust_seen_blobs`). Only a purge removes blobs, the
+/// coordinator's commit checks every blob of the run whatever the worker did, and re-issues
+/// the upload with every blob checked if one is gone; this bound only limits how stale the
+/// worker's memory gets.
+pub const SEEN_TRUSTED_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Uploader {
@@ -102,7 +122,7 @@ impl Uploader {
             mtime_ns: f.mtime_ns,
         };
         if let Some(hit) = self.cache.get(&identity)?
-            && self.blob_present(&hit.hash, f.size).await?
+            && self.known_present(&hit.hash, f.size).await?
         {
             send(&events, UploadEvent::Progress { bytes: f.size }).await?;
             let sstable = match hit.sstable {
@@ -131,12 +151,34 @@ impl Uploader {
         done(&events, &f, hash, sstable, uploaded, false).await
     }
 
+    /// Whether the store has the blob: asked, unless `trust_seen` and this worker saw it there
+    /// recently.
+    async fn known_present(&self, hash: &ContentHash, size: u64) -> anyhow::Result<bool> {
+        if self.trust_seen {
+            let since = now_unix_ms() - SEEN_TRUSTED_FOR.as_millis() as i64;
+            if self.cache.seen_since(&self.store_key, hash, size, since)? {
+                return Ok(true);
+            }
+        }
+        self.blob_present(hash, size).await
+    }
+
+    /// Asks the store whether it has the blob with this size (and remembers a yes).
     async fn blob_present(&self, hash: &ContentHash, size: u64) -> anyhow::Result<bool> {
-        Ok(self
+        let present = self
             .store
             .head(&layout::blob(hash))
             .await?
-            .is_some_and(|m| m.size == size))
+            .is_some_and(|m| m.size == size);
+        if present {
+            self.seen(hash, size)?;
+        }
+        Ok(present)
+    }
+
+    fn seen(&self, hash: &ContentHash, size: u64) -> anyhow::Result<()> {
+        self.cache
+            .mark_seen(&self.store_key, hash, size, now_unix_ms())
     }
 
     async fn upload_small(
@@ -166,6 +208,7 @@ impl Uploader {
         }
         self.throttle.take(data.len() as u64).await;
         self.store.put(&layout::blob(&hash), data).await?;
+        self.seen(&hash, f.size)?;
         Ok((hash, true))
     }
 
@@ -196,6 +239,7 @@ impl Uploader {
         } else {
             self.send_parts(&file, f, &key, crc, budget, events).await?;
         }
+        self.seen(&hash, f.size)?;
         Ok((hash, true))
     }
 
@@ -538,6 +582,8 @@ mod tests {
             concurrency: 4,
             throttle: crate::throttle::Throttle::new(0),
             gentle: true,
+            store_key: crate::hash_cache::store_key("file:///test"),
+            trust_seen: false,
         });
         let (tx, mut rx) = mpsc::channel(64);
         let task = tokio::spawn(up.run(files, tx));

@@ -2,7 +2,9 @@
 //! those reused without uploading) is written first, then the commit waits for every purge
 //! sweep window announced on the store to close; only then is every blob checked to be in the
 //! store with its recorded size, the node manifests written, and `manifest.json` last, making
-//! the run a backup. The lease is deleted after the commit. See `docs/design.md` ("Purge
+//! the run a backup. The lease is deleted after the commit. Workers may have reported a blob
+//! present from their own memory (`trust_seen_blobs`); when one is missing here, the upload
+//! runs once more with every blob asked for (and put back), and the check is repeated. See `docs/design.md` ("Purge
 //! protocol") for why this order keeps a concurrent purge of any coordinator from deleting a
 //! reused blob.
 use bytes::Bytes;
@@ -40,7 +42,47 @@ pub async fn commit(
         tracing::info!(run = %ctx.run_id, "already committed before the restart");
         return Ok(());
     }
-    // The run's distinct blobs, from its file rows (one hash with two sizes fails here).
+    let blobs = lease_blobs(ctx).await?;
+    crate::purge::wait_for_sweeps(store.as_ref()).await?;
+    // Every blob must be in the store with its size before anything claims the run is done.
+    let mut missing = missing_blobs(ctx, &blobs).await;
+    let (files, blobs) = if missing.is_empty() {
+        (files, blobs)
+    } else {
+        // Workers may have taken a blob's presence from their own memory (`trust_seen_blobs`)
+        // and a purge removed it since: every node's upload again, each blob asked for and
+        // put back if gone, then every blob checked once more. The lease already covers
+        // them, and every purge window that opened before it has closed.
+        tracing::warn!(
+            run = %ctx.run_id,
+            missing = missing.len(),
+            example = %missing[0],
+            "blobs missing at commit; uploading again with every blob checked"
+        );
+        let files = super::upload::upload_checked(ctx, nodes).await?;
+        let blobs = lease_blobs(ctx).await?;
+        missing = missing_blobs(ctx, &blobs).await;
+        (files, blobs)
+    };
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{} blob(s) not in the store as recorded, e.g. {}",
+            missing.len(),
+            missing[0]
+        );
+    }
+    write_manifests(ctx, nodes, &files, blobs).await?;
+    let lease_key = layout::run_lease(&ctx.run_id);
+    if let Err(e) = store.delete_many(std::slice::from_ref(&lease_key)).await {
+        tracing::warn!(run = %ctx.run_id, error = %e, "lease left behind (it expires)");
+    }
+    Ok(())
+}
+
+/// The run's distinct blobs from its file rows (one hash with two sizes fails here), written
+/// to the run's lease before anything relies on them: a purge sweep window opened from then
+/// on sees the lease; one opened before must close before the blobs are checked.
+async fn lease_blobs(ctx: &RunContext) -> anyhow::Result<Vec<(ContentHash, u64)>> {
     let id = ctx.run_id.to_string();
     let blobs: Vec<(ContentHash, u64)> = ctx
         .coord
@@ -50,41 +92,33 @@ pub async fn commit(
         .into_iter()
         .map(|(h, s)| Ok((ContentHash::parse(&h)?, s)))
         .collect::<anyhow::Result<_>>()?;
-    // Announce the blobs before relying on them: a purge sweep window opened from now on sees
-    // the lease; one opened before must close before the blobs are checked below.
     let lease = RunLease {
         run_id: ctx.run_id.clone(),
         written_unix_ms: now_ms(),
         expires_unix_ms: now_ms() + crate::purge::LEASE_TTL.as_millis() as i64,
         blobs: blobs.iter().map(|(h, _)| h.clone()).collect(),
     };
-    let lease_key = layout::run_lease(&ctx.run_id);
-    store
-        .put(&lease_key, Bytes::from(serde_json::to_vec(&lease)?))
+    ctx.coord
+        .store
+        .put(
+            &layout::run_lease(&ctx.run_id),
+            Bytes::from(serde_json::to_vec(&lease)?),
+        )
         .await?;
-    crate::purge::wait_for_sweeps(store.as_ref()).await?;
-    // Every blob must be in the store with its size before anything claims the run is done.
-    let missing: Vec<String> = futures::stream::iter(blobs.iter().cloned())
+    Ok(blobs)
+}
+
+/// The blobs not in the store with their recorded size, described.
+async fn missing_blobs(ctx: &RunContext, blobs: &[(ContentHash, u64)]) -> Vec<String> {
+    futures::stream::iter(blobs.iter().cloned())
         .map(|(hash, size)| {
-            let store = std::sync::Arc::clone(store);
+            let store = std::sync::Arc::clone(&ctx.coord.store);
             async move { check_blob(store, hash, size).await }
         })
         .buffer_unordered(HEAD_PARALLELISM)
         .filter_map(|x| async move { x })
         .collect()
-        .await;
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "{} blob(s) not in the store as recorded, e.g. {}",
-            missing.len(),
-            missing[0]
-        );
-    }
-    write_manifests(ctx, nodes, &files, blobs).await?;
-    if let Err(e) = store.delete_many(std::slice::from_ref(&lease_key)).await {
-        tracing::warn!(run = %ctx.run_id, error = %e, "lease left behind (it expires)");
-    }
-    Ok(())
+        .await
 }
 
 /// The retention rule of the schedule that started the run, recorded in its manifest.

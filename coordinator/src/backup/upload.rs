@@ -3,6 +3,11 @@
 //! persists progress and file rows in batches (every second), never per event. A node whose
 //! worker restarts (or whose stream breaks) gets its upload re-issued: the worker re-walks the
 //! same snapshot and sends only blobs the store does not have.
+//!
+//! Workers may report a cached file's blob as present without asking the store when they saw
+//! it there recently (`trust_seen_blobs`): the commit stage checks every blob of the run
+//! anyway, and when one is missing it calls [`upload_checked`], which re-issues every node's
+//! upload with each blob asked for.
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +32,24 @@ pub struct NodeFiles {
 
 /// Runs every node's upload; fails naming the first node that failed.
 pub async fn upload(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<Vec<NodeFiles>> {
+    upload_with(ctx, nodes, true).await
+}
+
+/// [`upload`] again, every worker asking the store about every blob (none taken on trust):
+/// the commit stage's answer to a blob found missing. Rows are upserted, so the run's file
+/// list stays one list.
+pub async fn upload_checked(
+    ctx: &RunContext,
+    nodes: &[PlannedNode],
+) -> anyhow::Result<Vec<NodeFiles>> {
+    upload_with(ctx, nodes, false).await
+}
+
+async fn upload_with(
+    ctx: &RunContext,
+    nodes: &[PlannedNode],
+    trust_seen: bool,
+) -> anyhow::Result<Vec<NodeFiles>> {
     let pending: Arc<Mutex<Vec<RunFileRow>>> = Arc::new(Mutex::new(Vec::new()));
     let flusher = {
         let pending = Arc::clone(&pending);
@@ -40,10 +63,18 @@ pub async fn upload(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<V
             }
         }
     };
+    if !trust_seen {
+        for n in nodes {
+            ctx.handle.update_node(&n.info.host_id, |p| {
+                p.files_done = 0;
+                p.bytes_done = 0;
+            });
+        }
+    }
     let parallel = ctx.req.limits.parallel_nodes(nodes.len());
     let calls: Vec<_> = nodes
         .iter()
-        .map(|n| upload_node(ctx, n, &pending))
+        .map(|n| upload_node(ctx, n, &pending, trust_seen))
         .collect();
     let work = futures::stream::iter(calls)
         .buffer_unordered(parallel)
@@ -81,12 +112,13 @@ async fn upload_node(
     ctx: &RunContext,
     n: &PlannedNode,
     pending: &Mutex<Vec<RunFileRow>>,
+    trust_seen: bool,
 ) -> anyhow::Result<NodeFiles> {
     let host = n.info.host_id.clone();
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
-        let failed = match follow(ctx, n, pending).await {
+        let failed = match follow(ctx, n, pending, trust_seen).await {
             Ok(files) => break Ok(files),
             Err(FollowError::Other(e)) => break Err(e),
             Err(FollowError::Call(status)) => status,
@@ -137,6 +169,7 @@ async fn follow(
     ctx: &RunContext,
     n: &PlannedNode,
     pending: &Mutex<Vec<RunFileRow>>,
+    trust_seen: bool,
 ) -> Result<NodeFiles, FollowError> {
     let host = n.info.host_id.clone();
     ctx.handle
@@ -148,6 +181,7 @@ async fn follow(
         selection: Some(ctx.req.selection()),
         concurrency: ctx.req.limits.upload_concurrency,
         bandwidth_bytes_per_sec: ctx.req.limits.upload_bandwidth,
+        trust_seen_blobs: trust_seen,
     };
     let mut stream = n
         .client

@@ -156,6 +156,8 @@ async fn main() -> Result<()> {
         concurrency: args.concurrency,
         throttle: Throttle::new(0),
         gentle: true,
+        store_key: ringvault_worker::hash_cache::store_key(&url),
+        trust_seen: false,
     });
     let file = SnapshotFile {
         data_dir_index: 0,

@@ -2,15 +2,18 @@
 //! before any snapshot; a worker whose data directories differ from the node's refuses to
 //! start; a selected table whose snapshot vanished fails the re-issued upload naming it; a
 //! restore imports exactly the files its own attempt verified (planted leftovers never reach
-//! Cassandra), and a Download listing one file twice is refused before anything is written.
+//! Cassandra), a Download listing one file twice is refused before anything is written, and a
+//! blob gone from the store after the workers last saw it there is put back before the commit.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use ringvault_common::RunId;
+use ringvault_common::layout;
 use ringvault_integration_tests::deployment::Deployment;
 use ringvault_integration_tests::guards::Keyspaces;
 use ringvault_integration_tests::runs::{
-    file_store_url, node_number, output_text, wait_for_end, wait_until,
+    self, file_store_url, node_number, output_text, wait_for_end, wait_until,
 };
 use ringvault_integration_tests::{bed, cluster};
 use ringvault_proto::v1 as pb;
@@ -447,6 +450,70 @@ async fn a_node_with_100k_files_backs_up_verifies_and_plans_its_restore() -> any
     if let Some(dir) = d.store_url.strip_prefix("file://") {
         let _ = std::fs::remove_dir_all(dir);
     }
+    s.query_unpaged(format!("DROP KEYSPACE {ks}"), ()).await?;
+    Ok(())
+}
+
+/// Workers remember which blobs they saw in the store and, on a repeat backup, do not ask the
+/// store about them again; the commit checks every blob. A blob removed from the store after
+/// the first backup (as a purge of the only backup naming it would) is then missing at commit:
+/// the run uploads again with every blob asked for, puts it back, and commits a whole backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_gone_since_the_workers_saw_it_is_put_back_before_the_commit() -> anyhow::Result<()>
+{
+    let _bed = bed::shared().await;
+    let url = file_store_url("seen")?;
+    let root = PathBuf::from(url.trim_start_matches("file://"));
+    let d = Deployment::start(&url)?;
+    let ks = cluster::unique_keyspace("seen");
+    let _keyspaces = Keyspaces::new(&d.testbed, &ks);
+    let s = cluster::session(&d.testbed).await?;
+    cluster::create_keyspace(&s, &d.testbed, &ks, &["t"]).await?;
+    cluster::write_rows(&s, &ks, "t", 0, 200, 1024).await?;
+    cluster::flush(&d.testbed, &ks)?;
+    let first = runs::backup_done(&d, &["-k", &ks])?;
+    let first_id = runs::id_of(&first)?;
+
+    // One Data.db blob of the first backup disappears from the store.
+    let st = runs::open_store(&d).await?;
+    let manifests = runs::node_manifests(st.as_ref(), &RunId::parse(&first_id)?).await?;
+    let gone = manifests
+        .iter()
+        .flat_map(|m| m.files.iter())
+        .find(|f| f.name.as_str().ends_with("-Data.db"))
+        .context("a Data.db in the first backup")?
+        .clone();
+    let blob_path = root.join(layout::blob(&gone.hash).as_str());
+    std::fs::remove_file(&blob_path)
+        .with_context(|| format!("removing {}", blob_path.display()))?;
+
+    // Nothing changed on the nodes: every worker answers from its memory, the commit finds
+    // the blob missing, and the upload runs again with every blob checked.
+    let second = runs::backup_done(&d, &["-k", &ks])?;
+    let second_id = runs::id_of(&second)?;
+    let uploaded: u64 = second["nodes"]
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .map(|n| n["files_uploaded"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        uploaded >= 1,
+        "the missing blob was not sent again: {second}"
+    );
+    assert_eq!(
+        std::fs::metadata(&blob_path)?.len(),
+        gone.size,
+        "the blob is back with its size"
+    );
+    let log = std::fs::read_to_string(d.log("coordinator"))?;
+    assert!(
+        log.contains("blobs missing at commit; uploading again with every blob checked"),
+        "the workers asked the store (no commit-time repair happened), or it was not logged"
+    );
+    let (code, report) = runs::verify(&d, &second_id, true)?;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
     s.query_unpaged(format!("DROP KEYSPACE {ks}"), ()).await?;
     Ok(())
 }
