@@ -53,6 +53,13 @@ pub struct CoordinatorOptions {
     /// Credentials come from the provider's standard environment, never from the URL.
     #[arg(long, env = "RINGVAULT_STORE")]
     pub store: String,
+    /// Let workers report a blob they found in the store within the last week without asking
+    /// the store again (a repeat backup then makes no request per unchanged file); the commit
+    /// checks every blob of the run either way and re-runs the upload, every blob asked for,
+    /// if one is gone. `false`: every worker asks about every blob on every backup (for a
+    /// bucket where something besides ringvault deletes objects, such as a lifecycle rule).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "RINGVAULT_TRUST_SEEN_BLOBS")]
+    pub trust_seen_blobs: bool,
     /// PEM bundle of CAs the store clients (S3, Azure, GCS) trust besides the system roots: an
     /// https:// store endpoint behind a private CA (a missing or unreadable file stops the
     /// coordinator with its path named).

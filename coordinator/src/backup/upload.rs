@@ -32,7 +32,7 @@ pub struct NodeFiles {
 
 /// Runs every node's upload; fails naming the first node that failed.
 pub async fn upload(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<Vec<NodeFiles>> {
-    upload_with(ctx, nodes, true).await
+    upload_with(ctx, nodes, ctx.coord.opts.trust_seen_blobs).await
 }
 
 /// [`upload`] again, every worker asking the store about every blob (none taken on trust):
