@@ -52,6 +52,11 @@ pub fn blob(hash: &ContentHash) -> ObjectKey {
     let h = hash.as_str();
     ObjectKey(format!("blobs/{}/{}", &h[..2], h))
 }
+/// The shard folder a blob's key lies in (`blobs/<first 2 hex>/`): a listing of it holds the
+/// blob if it is stored.
+pub fn blob_shard(hash: &ContentHash) -> String {
+    format!("{BLOBS_PREFIX}{}/", &hash.as_str()[..2])
+}
 /// Prefix under which every blob lives.
 pub const BLOBS_PREFIX: &str = "blobs/";
 /// Prefix under which every run folder lives.

@@ -15,6 +15,7 @@ pub mod restore;
 pub mod restore_test;
 pub mod run;
 pub mod schedule;
+pub mod test_hooks;
 pub mod verify;
 
 use std::net::SocketAddr;

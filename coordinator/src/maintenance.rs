@@ -32,22 +32,14 @@ pub struct PurgeRequest {
 /// Environment variable naming a file for the purge test hook: when set, every purge creates
 /// `<file>.paused` after listing the blobs and waits until `<file>` no longer exists before it
 /// re-checks and sweeps. Only the two-coordinator test sets it.
-pub const PAUSE_ENV: &str = "RINGVAULT_TEST_PURGE_PAUSE_FILE";
+pub const PAUSE_ENV: &str = crate::test_hooks::PURGE_PAUSE_ENV;
 
 fn pause_hook() -> Option<purge::PauseHook> {
-    let file = std::path::PathBuf::from(std::env::var_os(PAUSE_ENV)?);
+    let file = crate::test_hooks::pause_file(PAUSE_ENV)?;
     Some(purge::PauseHook(Arc::new(move || {
         let file = file.clone();
         Box::pin(async move {
-            let mut flag = file.clone().into_os_string();
-            flag.push(".paused");
-            if let Err(e) = std::fs::write(&flag, b"paused") {
-                tracing::warn!(error = %e, "test hook: cannot signal the pause");
-            }
-            tracing::warn!(file = %file.display(), "test hook: purge paused between listing and sweep");
-            while file.exists() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            crate::test_hooks::pause_at(&file, "purge between listing and sweep").await;
         })
     })))
 }

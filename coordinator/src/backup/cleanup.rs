@@ -17,6 +17,11 @@ const CLEAR_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Clears the run's snapshot on every node that took it; reports the nodes where that failed.
 pub async fn clear_snapshots(ctx: &RunContext, nodes: &[PlannedNode]) -> anyhow::Result<()> {
+    crate::test_hooks::pause(
+        crate::test_hooks::CLEANUP_PAUSE_ENV,
+        "backup cleanup before clearing snapshots",
+    )
+    .await;
     let view = ctx.handle.snapshot();
     let taken: Vec<&PlannedNode> = nodes
         .iter()

@@ -351,6 +351,13 @@ impl Db {
         })
     }
 
+    /// How many blobs the known-blob index holds (an estimate of the store's size).
+    pub fn known_blob_count(&self) -> anyhow::Result<u64> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+
     /// Records blobs a committed run refers to.
     pub fn record_blobs(
         &self,

@@ -39,7 +39,7 @@ pub const KIND: &str = "restore_test"; // RunKind::RestoreTest
 pub const DEFAULT_SAMPLE: u32 = 10;
 /// Test hook: when set, a test restore creates `<file>.paused` once its data is loaded into
 /// the scratch keyspaces and waits while `<file>` exists (only the crash test sets it).
-pub const PAUSE_ENV: &str = "RINGVAULT_TEST_RESTORE_TEST_PAUSE_FILE";
+pub const PAUSE_ENV: &str = crate::test_hooks::RESTORE_TEST_PAUSE_ENV;
 
 /// A test restore to start.
 #[derive(Debug, Clone, Default)]
@@ -452,18 +452,7 @@ async fn enter(
 }
 
 async fn pause_for_tests() {
-    let Some(file) = std::env::var_os(PAUSE_ENV).map(std::path::PathBuf::from) else {
-        return;
-    };
-    let mut flag = file.clone().into_os_string();
-    flag.push(".paused");
-    if let Err(e) = std::fs::write(&flag, b"paused") {
-        tracing::warn!(error = %e, "test hook: cannot signal the pause");
-    }
-    tracing::warn!(file = %file.display(), "test hook: test restore paused with its data loaded");
-    while file.exists() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::test_hooks::pause(PAUSE_ENV, "test restore with its data loaded").await;
 }
 
 async fn drive(coord: Arc<Coordinator>, handle: Arc<RunHandle>, p: Planned) {

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use ringvault_coordinator::test_hooks::CLEANUP_PAUSE_ENV;
 use ringvault_integration_tests::deployment::Deployment;
-use ringvault_integration_tests::guards::Keyspaces;
+use ringvault_integration_tests::guards::{EnvVars, Keyspaces};
 use ringvault_integration_tests::runs::{self, node_number};
 use ringvault_integration_tests::testbed::Testbed;
 use ringvault_integration_tests::{bed, cluster};
@@ -37,7 +38,7 @@ enum Point {
     UploadMiddle,
     /// One node has finished uploading while another still uploads (one node at a time).
     AfterOneNodeUploaded,
-    /// The run is clearing its snapshots.
+    /// The run is clearing its snapshots (held there by the coordinator's test hook).
     Cleanup,
 }
 
@@ -108,7 +109,23 @@ async fn strike(tb: &Testbed, ks: &str, target: Target, point: Point) -> anyhow:
     if let Some(n) = point.nodes_at_once() {
         args.extend(["--nodes-at-once", n]);
     }
-    let mut d = Deployment::start_with(&runs::file_store_url("crash")?, &args)?;
+    // The cleanup stage lasts a few tens of milliseconds: the coordinator's test hook holds it
+    // (before any snapshot is cleared) until the kill and restart are done. The hook reaches
+    // the coordinator through this process's environment while it starts (the bed is held
+    // exclusively); a restarted coordinator runs without it.
+    let hook_dir = tempfile::tempdir()?;
+    let pause = hook_dir.path().join("cleanup");
+    let mut d = if matches!(point, Point::Cleanup) {
+        std::fs::write(&pause, b"hold")?;
+        let env = EnvVars::save(&[CLEANUP_PAUSE_ENV]);
+        // SAFETY: the bed is held exclusively; no other thread reads the environment now.
+        unsafe { std::env::set_var(CLEANUP_PAUSE_ENV, &pause) };
+        let d = Deployment::start_with(&runs::file_store_url("crash")?, &args);
+        drop(env);
+        d?
+    } else {
+        Deployment::start_with(&runs::file_store_url("crash")?, &args)?
+    };
     let started = d.cli_json(&["backup", "-k", ks])?;
     let run = started["id"].as_str().context("id")?.to_string();
     let tag = started["tag"].as_str().context("tag")?.to_string();
@@ -125,6 +142,9 @@ async fn strike(tb: &Testbed, ks: &str, target: Target, point: Point) -> anyhow:
             std::thread::sleep(Duration::from_millis(500));
             d.start_coordinator()?;
         }
+    }
+    if pause.exists() {
+        std::fs::remove_file(&pause)?;
     }
     let v = runs::wait_for_end(&d, &run, Duration::from_secs(180))?;
     let ctx = format!(
