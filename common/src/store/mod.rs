@@ -199,6 +199,19 @@ pub trait Store: Send + Sync + Debug {
     async fn head(&self, key: &ObjectKey) -> StoreResult<Option<ObjectMeta>>;
     /// Every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
+    /// The objects directly in the folder `prefix` (ending in `/`): keys with no `/` after it.
+    /// A store that lists one level by delimiter does so (S3: servers that keep objects as files
+    /// then read that folder only); the default filters [`Store::list`].
+    async fn list_folder(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        let mut objects = self.list(prefix).await?;
+        objects.retain(|o| {
+            o.key
+                .as_str()
+                .strip_prefix(prefix)
+                .is_some_and(|rest| !rest.contains('/'))
+        });
+        Ok(objects)
+    }
     /// Deletes keys in the store's batch form; absent keys are not an error.
     async fn delete_many(&self, keys: &[ObjectKey]) -> StoreResult<()>;
     /// Largest object [`Store::put_streamed`] sends in one request; 0 when this store has no

@@ -147,6 +147,12 @@ impl Store for RetryingStore {
             .await
     }
 
+    async fn list_folder(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        self.policy
+            .run("list", prefix, || self.inner.list_folder(prefix))
+            .await
+    }
+
     async fn delete_many(&self, keys: &[ObjectKey]) -> StoreResult<()> {
         let first = keys.first().map(|k| k.to_string()).unwrap_or_default();
         self.policy

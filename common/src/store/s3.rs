@@ -144,6 +144,42 @@ impl S3Store {
     fn full(&self, key: &ObjectKey) -> String {
         format!("{}{}", self.prefix, key.as_str())
     }
+
+    /// Every object under `prefix`; with a delimiter, only those directly in that folder.
+    async fn list_under(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> StoreResult<Vec<ObjectMeta>> {
+        let full_prefix = format!("{}{}", self.prefix, prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .set_delimiter(delimiter.map(str::to_string))
+            .into_paginator()
+            .send();
+
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk("list", &full_prefix))?;
+            for obj in page.contents() {
+                let Some(k) = obj.key() else { continue };
+                let Some(rel) = k.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                if let Some(key) = ObjectKey::from_listing(rel) {
+                    out.push(ObjectMeta {
+                        key,
+                        size: obj.size().unwrap_or(0).max(0) as u64,
+                        modified_ms: obj.last_modified().and_then(|t| t.to_millis().ok()),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The SDK's default HTTPS client (rustls with aws-lc, the system roots) plus the CAs in `pem`.
@@ -290,32 +326,11 @@ impl Store for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
-        let full_prefix = format!("{}{}", self.prefix, prefix);
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&full_prefix)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(sdk("list", &full_prefix))?;
-            for obj in page.contents() {
-                let Some(k) = obj.key() else { continue };
-                let Some(rel) = k.strip_prefix(&self.prefix) else {
-                    continue;
-                };
-                if let Some(key) = ObjectKey::from_listing(rel) {
-                    out.push(ObjectMeta {
-                        key,
-                        size: obj.size().unwrap_or(0).max(0) as u64,
-                        modified_ms: obj.last_modified().and_then(|t| t.to_millis().ok()),
-                    });
-                }
-            }
-        }
-        Ok(out)
+        self.list_under(prefix, None).await
+    }
+
+    async fn list_folder(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        self.list_under(prefix, Some("/")).await
     }
 
     async fn delete_many(&self, keys: &[ObjectKey]) -> StoreResult<()> {

@@ -186,7 +186,7 @@ async fn check_shard(
     prefix: String,
     want: Vec<(ContentHash, u64)>,
 ) -> Vec<String> {
-    let listed: HashMap<String, u64> = match store.list(&prefix).await {
+    let listed: HashMap<String, u64> = match store.list_folder(&prefix).await {
         Ok(objects) => objects
             .into_iter()
             .map(|o| (o.key.as_str().to_string(), o.size))

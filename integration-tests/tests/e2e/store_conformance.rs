@@ -321,6 +321,26 @@ async fn conformance(kind: Kind) -> Result<()> {
             .filter(|k| !k.starts_with("list/"))
             .collect::<Vec<_>>()
     );
+    // One folder's own objects, not those of a subfolder or a key that merely shares the
+    // prefix's letters (the commit's blob check lists `blobs/<2 hex>/` this way).
+    let folder_keys = ["folder/a", "folder/b", "folder/sub/c", "folderx"];
+    for k in folder_keys {
+        st.put(&key(k)?, Bytes::from(vec![1u8; k.len()])).await?;
+    }
+    let mut in_folder: Vec<(String, u64)> = st
+        .list_folder("folder/")
+        .await
+        .context("list_folder")?
+        .into_iter()
+        .map(|m| (m.key.as_str().to_string(), m.size))
+        .collect();
+    in_folder.sort();
+    ensure!(
+        in_folder == vec![("folder/a".to_string(), 8), ("folder/b".to_string(), 8)],
+        "list_folder(folder/) gave {in_folder:?}"
+    );
+    let folder_keys: Vec<ObjectKey> = folder_keys.iter().map(|k| key(k)).collect::<Result<_>>()?;
+    st.delete_many(&folder_keys).await?;
     let mut doomed = keys.clone();
     doomed.push(key("list/never-existed")?);
     st.delete_many(&doomed).await.context("batch delete")?;
