@@ -38,6 +38,9 @@ pub struct Cql {
     session: Session,
 }
 
+/// How long a schema change may take to reach every peer.
+pub const SCHEMA_AGREEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Cql {
     /// Connects to `addr` (host:port), talking only to that node: the driver would otherwise
     /// discover the ring and send `system.local` queries to other nodes. Logs in and uses TLS
@@ -317,14 +320,73 @@ impl Cql {
                 .with_context(|| format!("creating {}", o.label()))?;
             ran += 1;
         }
-        tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            self.session.await_schema_agreement(),
-        )
-        .await
-        .context("no schema agreement within 60 s")?
-        .context("waiting for schema agreement")?;
+        self.await_cluster_schema_agreement().await?;
         Ok(ran)
+    }
+
+    /// Waits until every peer reports this node's schema version (at most
+    /// [`SCHEMA_AGREEMENT_TIMEOUT`]). The session talks to the local node only, so the
+    /// driver's own agreement check would look at that one node: this reads
+    /// `system.local` and `system.peers` instead, as `nodetool describecluster` does.
+    /// A peer that never agrees (down, or partitioned) is named in the error.
+    pub async fn await_cluster_schema_agreement(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + SCHEMA_AGREEMENT_TIMEOUT;
+        loop {
+            let (local, peers) = self.schema_versions().await?;
+            let behind: Vec<String> = peers
+                .iter()
+                .filter(|(_, v)| v.is_some_and(|v| v != local))
+                .map(|(peer, v)| {
+                    format!("{peer} ({})", v.map(|v| v.to_string()).unwrap_or_default())
+                })
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "no schema agreement within {} s: this node has schema version {local}, \
+                     but {} still report another (down or unreachable?)",
+                    SCHEMA_AGREEMENT_TIMEOUT.as_secs(),
+                    behind.join(", ")
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// This node's schema version and each peer's (as gossip last told this node).
+    async fn schema_versions(
+        &self,
+    ) -> anyhow::Result<(uuid::Uuid, Vec<(std::net::IpAddr, Option<uuid::Uuid>)>)> {
+        let (local,) = self
+            .session
+            .query_unpaged(
+                "SELECT schema_version FROM system.local WHERE key = 'local'",
+                (),
+            )
+            .await
+            .context("reading this node's schema version")?
+            .into_rows_result()
+            .context("reading this node's schema version")?
+            .single_row::<(uuid::Uuid,)>()
+            .context("reading this node's schema version")?;
+        let mut peers = Vec::new();
+        let mut rows = self
+            .session
+            .query_iter("SELECT peer, schema_version FROM system.peers", ())
+            .await
+            .context("reading the peers' schema versions")?
+            .rows_stream::<(std::net::IpAddr, Option<uuid::Uuid>)>()
+            .context("reading the peers' schema versions")?;
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .context("reading the peers' schema versions")?
+        {
+            peers.push(row);
+        }
+        Ok((local, peers))
     }
 }
 

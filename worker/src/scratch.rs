@@ -110,13 +110,7 @@ impl Cql {
             .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", quote(keyspace)), ())
             .await
             .with_context(|| format!("dropping keyspace {keyspace}"))?;
-        tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            self.session().await_schema_agreement(),
-        )
-        .await
-        .context("no schema agreement within 60 s")?
-        .context("waiting for schema agreement")?;
+        self.await_cluster_schema_agreement().await?;
         Ok(existed)
     }
 
