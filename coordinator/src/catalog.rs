@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
 use ringvault_common::RunId;
 use ringvault_common::layout;
 use ringvault_common::manifest::{NodeManifest, RunManifest, SchemaRow, Topology};
@@ -34,8 +35,40 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         .with_context(|| format!("{key} is not a valid ringvault document"))
 }
 
-/// Loads a committed backup; a run without `manifest.json` is refused as never committed.
+/// Node manifests read at once by [`node_manifests`]: each is parsed whole (one node's file
+/// list), so this bounds the memory of a streamed read as well as its latency.
+pub const NODE_MANIFEST_PARALLELISM: usize = 8;
+
+/// A committed backup without its node manifests: what a reader that streams them needs first.
+pub struct BackupHeader {
+    pub manifest: RunManifest,
+    pub topology: Topology,
+    pub schema: Vec<SchemaRow>,
+}
+
+/// Loads a committed backup, every node manifest in memory (restore plans need them all); a
+/// run without `manifest.json` is refused as never committed.
 pub async fn load(st: &Arc<dyn Store>, run: &RunId) -> Result<Backup, CoordinatorError> {
+    let BackupHeader {
+        manifest,
+        topology,
+        schema,
+    } = load_header(st, run).await?;
+    let nodes = node_manifests(st, &manifest).try_collect().await?;
+    Ok(Backup {
+        manifest,
+        topology,
+        schema,
+        nodes,
+    })
+}
+
+/// Loads a committed backup's run manifest, topology and schema; a run without
+/// `manifest.json` is refused as never committed.
+pub async fn load_header(
+    st: &Arc<dyn Store>,
+    run: &RunId,
+) -> Result<BackupHeader, CoordinatorError> {
     let manifest: RunManifest = match read_json(st.as_ref(), &layout::run_manifest(run)).await {
         Ok(m) => m,
         Err(e)
@@ -64,25 +97,38 @@ pub async fn load(st: &Arc<dyn Store>, run: &RunId) -> Result<Backup, Coordinato
     }
     let topology: Topology = read_json(st.as_ref(), &layout::run_topology(run)).await?;
     let schema: Vec<SchemaRow> = read_json(st.as_ref(), &layout::run_schema_rows(run)).await?;
-    let mut nodes = Vec::new();
-    for n in &manifest.nodes {
-        let m: NodeManifest =
-            read_json(st.as_ref(), &layout::node_manifest(run, &n.host_id)).await?;
-        if m.node.host_id != n.host_id {
-            return Err(CoordinatorError::Internal(anyhow::anyhow!(
-                "node manifest {} names host {}",
-                n.host_id,
-                m.node.host_id
-            )));
-        }
-        nodes.push(m);
-    }
-    Ok(Backup {
+    Ok(BackupHeader {
         manifest,
         topology,
         schema,
-        nodes,
     })
+}
+
+/// The node manifests `manifest` names, in its order, [`NODE_MANIFEST_PARALLELISM`] read and
+/// parsed at once; one naming another host than its key is an error.
+pub fn node_manifests(
+    st: &Arc<dyn Store>,
+    manifest: &RunManifest,
+) -> futures::stream::BoxStream<'static, Result<NodeManifest, CoordinatorError>> {
+    let run = manifest.run_id.clone();
+    let hosts: Vec<_> = manifest.nodes.iter().map(|n| n.host_id.clone()).collect();
+    let st = Arc::clone(st);
+    futures::stream::iter(hosts)
+        .map(move |host| {
+            let (st, key) = (Arc::clone(&st), layout::node_manifest(&run, &host));
+            async move {
+                let m: NodeManifest = read_json(st.as_ref(), &key).await?;
+                if m.node.host_id != host {
+                    return Err(CoordinatorError::Internal(anyhow::anyhow!(
+                        "node manifest {host} names host {}",
+                        m.node.host_id
+                    )));
+                }
+                Ok(m)
+            }
+        })
+        .buffered(NODE_MANIFEST_PARALLELISM)
+        .boxed()
 }
 
 /// Every committed backup in a store, newest first.

@@ -12,6 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use ringvault_common::RunId;
 use ringvault_common::hash::{ContentHash, ContentHasher};
 use ringvault_common::layout;
+use ringvault_common::manifest::{FileEntry, NodeManifest};
 use ringvault_common::store::Store;
 use ringvault_common::throttle::Throttle;
 
@@ -112,17 +113,21 @@ pub async fn verify(
     observer: &dyn VerifyObserver,
 ) -> Result<VerifyReport, CoordinatorError> {
     let started = Instant::now();
-    let backup = catalog::load(store, run).await?;
+    let header = catalog::load_header(store, run).await?;
+    let manifest = &header.manifest;
     let mut report = VerifyReport {
         run_id: run.to_string(),
         deep: opts.deep,
         ..Default::default()
     };
-    // Distinct blobs with their recorded size; a hash recorded with two sizes is a problem.
+    // First pass over the node manifests, one at a time in memory: the distinct blobs with
+    // their recorded size (a hash recorded with two sizes is a problem), and per node and
+    // table the files and bytes.
     let mut blobs: BTreeMap<ContentHash, u64> = BTreeMap::new();
-    for node in &backup.nodes {
-        let totals = backup
-            .manifest
+    let mut tables: BTreeMap<(String, String, String), TableReport> = BTreeMap::new();
+    let mut nodes = catalog::node_manifests(store, manifest);
+    while let Some(node) = nodes.try_next().await? {
+        let totals = manifest
             .nodes
             .iter()
             .find(|t| t.host_id == node.node.host_id);
@@ -147,18 +152,27 @@ pub async fn verify(
                 && size != f.size
             {
                 report.problems.push(Problem {
+                    kind: "manifest",
+                    detail: format!("blob recorded with sizes {size} and {}", f.size),
+                    ..file_problem(&node, f)
+                });
+            }
+            let t = tables
+                .entry(table_key(&node, f))
+                .or_insert_with(|| TableReport {
                     host_id: node.node.host_id.to_string(),
                     address: node.node.address.clone(),
                     keyspace: f.keyspace.to_string(),
                     table: f.table.to_string(),
-                    name: f.name.to_string(),
-                    hash: f.hash.to_string(),
-                    kind: "manifest",
-                    detail: format!("blob recorded with sizes {size} and {}", f.size),
+                    ..Default::default()
                 });
-            }
+            t.files += 1;
+            t.bytes += f.size;
+            report.files += 1;
+            report.bytes += f.size;
         }
     }
+    drop(nodes);
     let mut progress = VerifyProgress {
         blobs_total: blobs.len() as u64,
         bytes_total: if opts.deep { blobs.values().sum() } else { 0 },
@@ -166,8 +180,8 @@ pub async fn verify(
     };
     observer.progress(progress);
     let throttle = Throttle::new(opts.bandwidth);
-    let wanted: Vec<(ContentHash, u64)> = blobs.iter().map(|(h, s)| (h.clone(), *s)).collect();
-    let mut checks = futures::stream::iter(wanted)
+    report.blobs = blobs.len() as u64;
+    let mut checks = futures::stream::iter(blobs)
         .map(|(hash, size)| {
             let (store, throttle, deep) = (Arc::clone(store), throttle.clone(), opts.deep);
             async move {
@@ -188,45 +202,50 @@ pub async fn verify(
             verdicts.insert(hash, v);
         }
     }
-    // Per node and table, naming every file whose blob is wrong.
-    let mut tables: BTreeMap<(String, String, String), TableReport> = BTreeMap::new();
-    for node in &backup.nodes {
-        for f in &node.files {
-            let key = (
-                node.node.address.clone(),
-                f.keyspace.to_string(),
-                f.table.to_string(),
-            );
-            let t = tables.entry(key).or_insert_with(|| TableReport {
-                host_id: node.node.host_id.to_string(),
-                address: node.node.address.clone(),
-                keyspace: f.keyspace.to_string(),
-                table: f.table.to_string(),
-                ..Default::default()
-            });
-            t.files += 1;
-            t.bytes += f.size;
-            report.files += 1;
-            report.bytes += f.size;
-            if let Some((kind, detail)) = verdicts.get(&f.hash) {
-                t.problems += 1;
-                report.problems.push(Problem {
-                    host_id: node.node.host_id.to_string(),
-                    address: node.node.address.clone(),
-                    keyspace: f.keyspace.to_string(),
-                    table: f.table.to_string(),
-                    name: f.name.to_string(),
-                    hash: f.hash.to_string(),
-                    kind,
-                    detail: detail.clone(),
-                });
+    drop(checks);
+    // Only when a blob is wrong: a second pass names every file that refers to it.
+    if !verdicts.is_empty() {
+        let mut nodes = catalog::node_manifests(store, manifest);
+        while let Some(node) = nodes.try_next().await? {
+            for f in &node.files {
+                if let Some((kind, detail)) = verdicts.get(&f.hash) {
+                    if let Some(t) = tables.get_mut(&table_key(&node, f)) {
+                        t.problems += 1;
+                    }
+                    report.problems.push(Problem {
+                        kind,
+                        detail: detail.clone(),
+                        ..file_problem(&node, f)
+                    });
+                }
             }
         }
     }
-    report.blobs = blobs.len() as u64;
     report.tables = tables.into_values().collect();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The report's key of a file's table: node address, keyspace, table.
+fn table_key(node: &NodeManifest, f: &FileEntry) -> (String, String, String) {
+    (
+        node.node.address.clone(),
+        f.keyspace.to_string(),
+        f.table.to_string(),
+    )
+}
+
+/// A problem naming file `f` of `node` (kind and detail blank).
+fn file_problem(node: &NodeManifest, f: &FileEntry) -> Problem {
+    Problem {
+        host_id: node.node.host_id.to_string(),
+        address: node.node.address.clone(),
+        keyspace: f.keyspace.to_string(),
+        table: f.table.to_string(),
+        name: f.name.to_string(),
+        hash: f.hash.to_string(),
+        ..problem_blank()
+    }
 }
 
 fn problem_blank() -> Problem {

@@ -30,6 +30,17 @@ pub(super) fn count_files(c: &rusqlite::Connection, run_id: &str) -> rusqlite::R
     Ok(())
 }
 
+/// Records a run's per-table totals from its file rows (again: a repeat replaces them).
+pub(super) fn record_table_totals(c: &rusqlite::Connection, run_id: &str) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT OR REPLACE INTO run_table_totals (run_id, keyspace, table_name, files, bytes)
+         SELECT run_id, keyspace, table_name, COUNT(*), COALESCE(SUM(size),0) FROM run_files
+         WHERE run_id=?1 GROUP BY keyspace, table_name",
+        params![run_id],
+    )?;
+    Ok(())
+}
+
 /// File rows deleted per transaction: the write lock is never held for long.
 const CHUNK: i64 = 20_000;
 
@@ -57,13 +68,11 @@ impl Db {
             self.with(|c| {
                 let tx = c.transaction()?;
                 count_files(&tx, &run)?;
+                record_table_totals(&tx, &run)?;
                 tx.execute(
-                    "INSERT OR REPLACE INTO run_table_totals (run_id, keyspace, table_name, files, bytes)
-                     SELECT run_id, keyspace, table_name, COUNT(*), COALESCE(SUM(size),0) FROM run_files
-                     WHERE run_id=?1 GROUP BY keyspace, table_name",
+                    "UPDATE runs SET files_rolled_up = 1 WHERE id=?1",
                     params![run],
                 )?;
-                tx.execute("UPDATE runs SET files_rolled_up = 1 WHERE id=?1", params![run])?;
                 tx.commit()?;
                 Ok(())
             })?;
@@ -254,6 +263,35 @@ mod tests {
             last_seen_ms: 42,
         })?;
         assert_eq!(db.worker_last_seen()?, vec![("c1".into(), 42)]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_run_records_its_table_totals_when_it_ends() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        db.insert_run(&run("b1", "backup", "c1"))?;
+        db.insert_files("b1", &[file("a", 10, true), file("b", 20, false)])?;
+        let recorded = |db: &Db| -> anyhow::Result<i64> {
+            db.with(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM run_table_totals WHERE run_id='b1'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+        };
+        // While it runs the totals come from its file rows; nothing is recorded yet.
+        assert_eq!(recorded(&db)?, 0);
+        assert_eq!(db.table_totals("b1")?[0].files, 2);
+        db.finish_run("b1", RunState::Done, "", 1_000)?;
+        assert_eq!(recorded(&db)?, 1);
+        let t = &db.table_totals("b1")?[0];
+        assert_eq!((t.files, t.bytes), (2, 30));
+        // A file row that arrives late is counted: the recorded totals no longer answer.
+        db.insert_files("b1", &[file("c", 5, true)])?;
+        let t = &db.table_totals("b1")?[0];
+        assert_eq!((t.files, t.bytes), (3, 35));
         Ok(())
     }
 

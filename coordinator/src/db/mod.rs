@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_bounded.sql"),
     include_str!("../../migrations/0007_restore_tests.sql"),
     include_str!("../../migrations/0008_run_file_stats.sql"),
+    include_str!("../../migrations/0009_run_totals_at_finish.sql"),
 ];
 
 /// Handle to the coordinator's database.

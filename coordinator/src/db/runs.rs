@@ -127,9 +127,15 @@ impl Db {
                 "UPDATE runs SET state=?2, error=?3, finished_ms=?4 WHERE id=?1",
                 params![run_id, state, error, now_ms],
             )?;
-            // The metrics counters take the run's files once, when it ends.
+            // The metrics counters take the run's files once, when it ends, and its per-table
+            // totals are recorded for `runs show`.
             if state.is_terminal() {
                 super::housekeeping::count_files(&tx, run_id)?;
+                super::housekeeping::record_table_totals(&tx, run_id)?;
+                tx.execute(
+                    "UPDATE runs SET totals_recorded = 1 WHERE id=?1",
+                    params![run_id],
+                )?;
             }
             tx.commit()?;
             Ok(())
@@ -282,6 +288,11 @@ impl Db {
                     st.execute(params![run_id, f.host_id, f.keyspace, f.table, f.table_id, f.name, f.data_dir_index, f.size as i64, f.hash, f.uploaded, stats])?;
                 }
             }
+            // Rows arriving after the run ended make its recorded totals stale.
+            tx.execute(
+                "UPDATE runs SET totals_recorded = 0 WHERE id=?1 AND totals_recorded = 1",
+                params![run_id],
+            )?;
             tx.commit()?;
             Ok(())
         })
@@ -333,7 +344,7 @@ impl Db {
         self.with(|c| {
             let rolled: bool = c
                 .query_row(
-                    "SELECT files_rolled_up FROM runs WHERE id=?1",
+                    "SELECT files_rolled_up OR totals_recorded FROM runs WHERE id=?1",
                     params![run_id],
                     |r| r.get(0),
                 )

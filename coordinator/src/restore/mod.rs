@@ -70,9 +70,12 @@ pub struct RestorePlan {
     pub bandwidth: u64,
 }
 
-fn files_to_restore(m: &NodeManifest, scope: &schema::Scope) -> Vec<pb::RestoreFile> {
+/// The files of `m` a restore of `scope` downloads; consumes the manifest, so a plan holds
+/// each file once (as a manifest entry or as a download), never both.
+fn files_to_restore(m: NodeManifest, scope: &schema::Scope) -> Vec<pb::RestoreFile> {
+    let source_host_id = m.node.host_id.to_string();
     m.files
-        .iter()
+        .into_iter()
         .filter(|f| scope.keeps(f.keyspace.as_str(), f.table.as_str()))
         // Snapshot bookkeeping and legacy 2i folders are not SSTables of the table.
         .filter(|f| {
@@ -81,7 +84,7 @@ fn files_to_restore(m: &NodeManifest, scope: &schema::Scope) -> Vec<pb::RestoreF
                 && f.name.as_str() != "schema.cql"
         })
         .map(|f| pb::RestoreFile {
-            source_host_id: m.node.host_id.to_string(),
+            source_host_id: source_host_id.clone(),
             keyspace: f.keyspace.to_string(),
             table: f.table.to_string(),
             name: f.name.to_string(),
@@ -104,7 +107,7 @@ async fn plan(
         ),
         None => (Arc::clone(&coord.store), coord.opts.store.clone()),
     };
-    let backup = catalog::load(&store, &req.backup_run).await?;
+    let mut backup = catalog::load(&store, &req.backup_run).await?;
     // What the backup holds.
     let held: BTreeMap<String, BTreeSet<String>> = backup
         .nodes
@@ -173,15 +176,15 @@ async fn plan(
     crate::backup::check_access(&nodes, &writes, "restore").await?;
 
     // Same topology: the same host ids with the same tokens.
+    let live_tokens: BTreeMap<&str, BTreeSet<&String>> = nodes
+        .iter()
+        .map(|n| (n.info.host_id.as_str(), n.info.tokens.iter().collect()))
+        .collect();
     let same = backup.nodes.len() == nodes.len()
         && backup.nodes.iter().all(|b| {
-            nodes.iter().any(|n| {
-                let mut t1 = n.info.tokens.clone();
-                let mut t2 = b.node.tokens.clone();
-                t1.sort();
-                t2.sort();
-                n.info.host_id == b.node.host_id.as_str() && t1 == t2
-            })
+            live_tokens
+                .get(b.node.host_id.as_str())
+                .is_some_and(|live| *live == b.node.tokens.iter().collect::<BTreeSet<_>>())
         });
     let mode = match req.mode {
         Some(Mode::Import) if !same => {
@@ -193,7 +196,7 @@ async fn plan(
         None if same => Mode::Import,
         None => Mode::Loader,
     };
-    let mut sources: Vec<&NodeManifest> = backup.nodes.iter().collect();
+    let mut sources: Vec<NodeManifest> = std::mem::take(&mut backup.nodes);
     sources.sort_by(|a, b| a.node.address.cmp(&b.node.address));
     let mut assignments: Vec<Assignment> = nodes
         .iter()
@@ -202,7 +205,7 @@ async fn plan(
             files: Vec::new(),
         })
         .collect();
-    for (i, src) in sources.iter().enumerate() {
+    for (i, src) in sources.into_iter().enumerate() {
         let idx = match mode {
             Mode::Import => nodes
                 .iter()
