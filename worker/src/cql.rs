@@ -162,52 +162,58 @@ impl Cql {
         })
     }
 
-    /// Every table of every keyspace (the excluded ones included; callers filter).
-    pub async fn tables(&self) -> anyhow::Result<Vec<TableInfo>> {
+    /// Every row of an unbound `query`, page by page; errors say `what` was being read.
+    async fn all_rows<R>(&self, query: &str, what: &str) -> anyhow::Result<Vec<R>>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
         let mut pager = self
             .session
-            .query_iter(
-                "SELECT keyspace_name, table_name, id FROM system_schema.tables",
-                (),
-            )
+            .query_iter(query, ())
             .await
-            .context("reading system_schema.tables")?
-            .rows_stream::<(String, String, uuid::Uuid)>()
-            .context("reading system_schema.tables")?;
+            .with_context(|| format!("reading {what}"))?
+            .rows_stream::<R>()
+            .with_context(|| format!("reading {what}"))?;
         let mut out = Vec::new();
-        while let Some((keyspace, table, id)) = pager
+        while let Some(row) = pager
             .try_next()
             .await
-            .context("reading system_schema.tables")?
+            .with_context(|| format!("reading {what}"))?
         {
-            out.push(TableInfo {
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// Every table of every keyspace (the excluded ones included; callers filter).
+    pub async fn tables(&self) -> anyhow::Result<Vec<TableInfo>> {
+        let rows: Vec<(String, String, uuid::Uuid)> = self
+            .all_rows(
+                "SELECT keyspace_name, table_name, id FROM system_schema.tables",
+                "system_schema.tables",
+            )
+            .await?;
+        let mut out: Vec<TableInfo> = rows
+            .into_iter()
+            .map(|(keyspace, table, id)| TableInfo {
                 keyspace,
                 table,
                 id: id.simple().to_string(),
-            });
-        }
+            })
+            .collect();
         out.sort();
         Ok(out)
     }
 
     /// Keyspace names.
     pub async fn keyspaces(&self) -> anyhow::Result<BTreeSet<String>> {
-        let mut pager = self
-            .session
-            .query_iter("SELECT keyspace_name FROM system_schema.keyspaces", ())
-            .await
-            .context("reading system_schema.keyspaces")?
-            .rows_stream::<(String,)>()
-            .context("reading system_schema.keyspaces")?;
-        let mut out = BTreeSet::new();
-        while let Some((k,)) = pager
-            .try_next()
-            .await
-            .context("reading system_schema.keyspaces")?
-        {
-            out.insert(k);
-        }
-        Ok(out)
+        let rows: Vec<(String,)> = self
+            .all_rows(
+                "SELECT keyspace_name FROM system_schema.keyspaces",
+                "system_schema.keyspaces",
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(k,)| k).collect())
     }
 
     /// `DESCRIBE SCHEMA WITH INTERNALS`: one row per keyspace, type, table, index, view,
@@ -335,10 +341,7 @@ impl Cql {
             let (local, peers) = self.schema_versions().await?;
             let behind: Vec<String> = peers
                 .iter()
-                .filter(|(_, v)| v.is_some_and(|v| v != local))
-                .map(|(peer, v)| {
-                    format!("{peer} ({})", v.map(|v| v.to_string()).unwrap_or_default())
-                })
+                .filter_map(|(peer, v)| v.filter(|v| *v != local).map(|v| format!("{peer} ({v})")))
                 .collect();
             if behind.is_empty() {
                 return Ok(());
@@ -371,21 +374,12 @@ impl Cql {
             .context("reading this node's schema version")?
             .single_row::<(uuid::Uuid,)>()
             .context("reading this node's schema version")?;
-        let mut peers = Vec::new();
-        let mut rows = self
-            .session
-            .query_iter("SELECT peer, schema_version FROM system.peers", ())
-            .await
-            .context("reading the peers' schema versions")?
-            .rows_stream::<(std::net::IpAddr, Option<uuid::Uuid>)>()
-            .context("reading the peers' schema versions")?;
-        while let Some(row) = rows
-            .try_next()
-            .await
-            .context("reading the peers' schema versions")?
-        {
-            peers.push(row);
-        }
+        let peers = self
+            .all_rows(
+                "SELECT peer, schema_version FROM system.peers",
+                "the peers' schema versions",
+            )
+            .await?;
         Ok((local, peers))
     }
 }
