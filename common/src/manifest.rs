@@ -66,6 +66,15 @@ pub struct FileEntry {
     pub sstable: Option<crate::sstable_stats::SstableStats>,
 }
 
+impl FileEntry {
+    /// Whether a restore brings this file back: snapshot bookkeeping (`manifest.json`,
+    /// `schema.cql`) and legacy secondary-index folders are not SSTables of the table.
+    pub fn is_restorable(&self) -> bool {
+        let name = self.name.as_str();
+        !name.contains('/') && name != "manifest.json" && name != "schema.cql"
+    }
+}
+
 /// A node as the backup saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeDescription {

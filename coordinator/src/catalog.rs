@@ -1,38 +1,71 @@
 //! The backup catalog: reading backups from a store alone, through the keys
 //! [`ringvault_common::layout`] builds and parses. The run manifests (`runs/*/manifest.json`)
 //! list what is committed; a run folder without one is not a backup. Restore, verify and
-//! `backups list` read backups only through here.
+//! `backups list` read backups only through here, a node manifest at a time: no reader holds
+//! every file of a large backup.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::Context;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use ringvault_common::RunId;
 use ringvault_common::layout;
-use ringvault_common::manifest::{NodeManifest, RunManifest, SchemaRow, Topology};
+use ringvault_common::manifest::{NodeDescription, NodeManifest, RunManifest, SchemaRow, Topology};
 use ringvault_common::store::{self, Store, StoreError};
 
 use crate::error::CoordinatorError;
 
-/// The largest document (manifest, lease, marker) any reader of the store accepts.
-pub const MANIFEST_LIMIT: usize = 1 << 30;
-
-/// A committed backup, everything restore needs.
-pub struct Backup {
-    pub manifest: RunManifest,
-    pub topology: Topology,
-    pub schema: Vec<SchemaRow>,
-    pub nodes: Vec<NodeManifest>,
+/// Files and bytes: of one table on one backup node, or of a restore's share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileTotals {
+    pub files: u64,
+    pub bytes: u64,
 }
 
-/// Reads one JSON document ringvault wrote (bounded by [`MANIFEST_LIMIT`]); every reader of
-/// manifests, leases and markers goes through here.
+impl std::ops::AddAssign for FileTotals {
+    fn add_assign(&mut self, o: Self) {
+        self.files += o.files;
+        self.bytes += o.bytes;
+    }
+}
+
+/// What a restore plan keeps of one node manifest: the node, and for every (keyspace, table)
+/// it holds files of, the totals of the files a restore brings back
+/// ([`FileEntry::is_restorable`](ringvault_common::manifest::FileEntry::is_restorable); zero
+/// for a table with bookkeeping files only). The file list itself stays in the store: each
+/// worker reads its share from there.
+#[derive(Debug, Clone)]
+pub struct NodeSummary {
+    pub node: NodeDescription,
+    pub tables: BTreeMap<(String, String), FileTotals>,
+}
+
+impl NodeSummary {
+    pub fn of(m: &NodeManifest) -> Self {
+        let mut tables: BTreeMap<(String, String), FileTotals> = BTreeMap::new();
+        for f in &m.files {
+            let t = tables
+                .entry((f.keyspace.to_string(), f.table.to_string()))
+                .or_default();
+            if f.is_restorable() {
+                *t += FileTotals {
+                    files: 1,
+                    bytes: f.size,
+                };
+            }
+        }
+        Self {
+            node: m.node.clone(),
+            tables,
+        }
+    }
+}
+
+/// Reads one JSON document ringvault wrote ([`store::get_json`]).
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     st: &dyn Store,
     key: &layout::ObjectKey,
 ) -> anyhow::Result<T> {
-    let bytes = store::get_bytes(st, key, MANIFEST_LIMIT).await?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("{key} is not a valid ringvault document"))
+    Ok(store::get_json(st, key).await?)
 }
 
 /// Node manifests read at once by [`node_manifests`]: each is parsed whole (one node's file
@@ -44,23 +77,6 @@ pub struct BackupHeader {
     pub manifest: RunManifest,
     pub topology: Topology,
     pub schema: Vec<SchemaRow>,
-}
-
-/// Loads a committed backup, every node manifest in memory (restore plans need them all); a
-/// run without `manifest.json` is refused as never committed.
-pub async fn load(st: &Arc<dyn Store>, run: &RunId) -> Result<Backup, CoordinatorError> {
-    let BackupHeader {
-        manifest,
-        topology,
-        schema,
-    } = load_header(st, run).await?;
-    let nodes = node_manifests(st, &manifest).try_collect().await?;
-    Ok(Backup {
-        manifest,
-        topology,
-        schema,
-        nodes,
-    })
 }
 
 /// Loads a committed backup's run manifest, topology and schema; a run without

@@ -6,7 +6,7 @@ use ringvault_common::{Identifier, RunId, SnapshotTag};
 use ringvault_proto::v1 as pb;
 
 use crate::error::{Result, WorkerError};
-use crate::restore::{DownloadEvent, StagedFile};
+use crate::restore::{DownloadEvent, ManifestSelection, StagedFile};
 use crate::staged::StagedTable;
 use crate::upload::UploadEvent;
 
@@ -52,6 +52,28 @@ pub fn staged_file(f: pb::RestoreFile) -> Result<StagedFile> {
         name: ringvault_common::RelativeName::parse(&f.name).map_err(|e| bad(&e))?,
         size: f.size,
         hash: ringvault_common::hash::ContentHash::parse(&f.hash).map_err(|e| bad(&e))?,
+    })
+}
+
+/// One node manifest's selection a Download names.
+pub fn manifest_selection(s: pb::ManifestSelection) -> Result<ManifestSelection> {
+    let source_host = HostId::parse(&s.source_host_id)
+        .map_err(|e| WorkerError::invalid(format!("from_manifests: {e}")))?;
+    let tables = s
+        .tables
+        .into_iter()
+        .map(|t| {
+            Ok((
+                Identifier::parse("keyspace", &t.keyspace).map_err(WorkerError::invalid)?,
+                table_name(&t.table)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(ManifestSelection {
+        source_host,
+        tables,
+        files: s.files,
+        bytes: s.bytes,
     })
 }
 

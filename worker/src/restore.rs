@@ -36,6 +36,66 @@ pub struct StagedFile {
     pub hash: ContentHash,
 }
 
+/// The restorable files of some tables of one backup node's manifest, as a Download names
+/// them, with the totals the coordinator planned from the same manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestSelection {
+    pub source_host: HostId,
+    /// (keyspace, table) whose files are restored.
+    pub tables: BTreeSet<(Identifier, Identifier)>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Lists the files of `selections` from the backup's node manifests in the store (read one at a
+/// time, validated as they parse). A manifest naming another run or host, or whose selected
+/// files do not add up to the totals the coordinator planned, is refused: the worker never
+/// stages a different set than the plan shows.
+pub async fn list_from_manifests(
+    store: &dyn Store,
+    run: &RunId,
+    selections: &[ManifestSelection],
+) -> anyhow::Result<Vec<StagedFile>> {
+    let mut out = Vec::new();
+    for sel in selections {
+        let key = layout::node_manifest(run, &sel.source_host);
+        let m: ringvault_common::manifest::NodeManifest =
+            ringvault_common::store::get_json(store, &key)
+                .await
+                .with_context(|| format!("reading the node manifest {key}"))?;
+        anyhow::ensure!(
+            m.run_id == *run && m.node.host_id == sel.source_host,
+            "{key} names run {} of host {}",
+            m.run_id,
+            m.node.host_id
+        );
+        let before = out.len();
+        let mut bytes = 0u64;
+        for f in m.files {
+            if !f.is_restorable() || !sel.tables.contains(&(f.keyspace.clone(), f.table.clone())) {
+                continue;
+            }
+            bytes += f.size;
+            out.push(StagedFile {
+                source_host: sel.source_host.clone(),
+                keyspace: f.keyspace,
+                table: f.table,
+                name: f.name,
+                size: f.size,
+                hash: f.hash,
+            });
+        }
+        let files = (out.len() - before) as u64;
+        anyhow::ensure!(
+            (files, bytes) == (sel.files, sel.bytes),
+            "{key} lists {files} files ({bytes} bytes) of the selected tables, the restore plan {} ({} bytes)",
+            sel.files,
+            sel.bytes
+        );
+    }
+    Ok(out)
+}
+
 /// Where one table's downloaded files of one source node are kept (across attempts).
 pub fn table_dir(
     staging: &Path,
@@ -466,6 +526,133 @@ mod tests {
             .collect::<Result<_, _>>()?;
         v.sort();
         Ok(v)
+    }
+
+    /// A node manifest of `host` in `run` with, per (keyspace, table, name), a file of
+    /// `size` bytes.
+    fn node_manifest(
+        run: &RunId,
+        host: &HostId,
+        files: &[(&str, &str, &str, u64)],
+    ) -> anyhow::Result<ringvault_common::manifest::NodeManifest> {
+        use ringvault_common::manifest::{FileEntry, NodeDescription, NodeManifest};
+        Ok(NodeManifest {
+            format_version: ringvault_common::manifest::FORMAT_VERSION,
+            run_id: run.clone(),
+            node: NodeDescription {
+                host_id: host.clone(),
+                address: "127.0.0.1".into(),
+                datacenter: "dc1".into(),
+                rack: "r1".into(),
+                tokens: vec![],
+                data_dirs: vec!["/data".into()],
+                cassandra_version: "5.0".into(),
+            },
+            snapshot_taken_unix_ms: 0,
+            files: files
+                .iter()
+                .map(|(ks, t, name, size)| {
+                    Ok(FileEntry {
+                        keyspace: Identifier::parse("keyspace", ks)?,
+                        table: Identifier::parse("table", t)?,
+                        table_id: "0".repeat(32),
+                        name: RelativeName::parse(name)?,
+                        size: *size,
+                        hash: ContentHash::of(name.as_bytes()),
+                        data_dir_index: 0,
+                        sstable: None,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        })
+    }
+
+    #[tokio::test]
+    async fn lists_the_selected_tables_from_the_node_manifest_and_refuses_other_totals()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = ringvault_common::store::open(&format!(
+            "file://{}",
+            dir.path().join("store").display()
+        ))
+        .await?;
+        let run = RunId::new();
+        let host = HostId::parse("4e5dcf79-dd51-4419-9aaf-4510118f5425")?;
+        let m = node_manifest(
+            &run,
+            &host,
+            &[
+                ("ks", "t", "nb-1-big-Data.db", 100),
+                ("ks", "t", "nb-1-big-Index.db", 10),
+                ("ks", "t", "manifest.json", 5),
+                ("ks", "t", ".idx/nb-1-big-Data.db", 7),
+                ("ks", "other", "nb-2-big-Data.db", 1000),
+                ("ks2", "t", "nb-3-big-Data.db", 3000),
+            ],
+        )?;
+        store
+            .put(
+                &layout::node_manifest(&run, &host),
+                Bytes::from(serde_json::to_vec(&m)?),
+            )
+            .await?;
+        let selection = |files, bytes| -> anyhow::Result<ManifestSelection> {
+            Ok(ManifestSelection {
+                source_host: host.clone(),
+                tables: [(
+                    Identifier::parse("keyspace", "ks")?,
+                    Identifier::parse("table", "t")?,
+                )]
+                .into(),
+                files,
+                bytes,
+            })
+        };
+        // Only ks.t's SSTable components: not its bookkeeping, not another table or keyspace.
+        let listed = list_from_manifests(store.as_ref(), &run, &[selection(2, 110)?]).await?;
+        let mut names: Vec<String> = listed.iter().map(|f| f.name.to_string()).collect();
+        names.sort();
+        assert_eq!(names, vec!["nb-1-big-Data.db", "nb-1-big-Index.db"]);
+        assert!(listed.iter().all(|f| f.source_host == host
+            && f.keyspace.as_str() == "ks"
+            && f.table.as_str() == "t"));
+        assert_eq!(
+            listed[0].hash,
+            ContentHash::of(listed[0].name.as_str().as_bytes())
+        );
+        // Totals that differ from what the plan counted: refused, naming the manifest.
+        let err = list_from_manifests(store.as_ref(), &run, &[selection(3, 110)?])
+            .await
+            .expect_err("a manifest with other totals than the plan was accepted");
+        assert!(
+            format!("{err:#}").contains(
+                "lists 2 files (110 bytes) of the selected tables, the restore plan 3 (110 bytes)"
+            ),
+            "{err:#}"
+        );
+        // A manifest stored under one host's key but naming another: refused.
+        let other = HostId::parse("0e5dcf79-dd51-4419-9aaf-4510118f5425")?;
+        store
+            .put(
+                &layout::node_manifest(&run, &other),
+                Bytes::from(serde_json::to_vec(&m)?),
+            )
+            .await?;
+        let mut wrong = selection(2, 110)?;
+        wrong.source_host = other;
+        let err = list_from_manifests(store.as_ref(), &run, &[wrong])
+            .await
+            .expect_err("a manifest naming another host was accepted");
+        assert!(format!("{err:#}").contains("of host 4e5dcf79"), "{err:#}");
+        // A run with no manifest for the host: refused, naming the key.
+        let err = list_from_manifests(store.as_ref(), &RunId::new(), &[selection(2, 110)?])
+            .await
+            .expect_err("a missing manifest was accepted");
+        assert!(
+            format!("{err:#}").contains("reading the node manifest runs/"),
+            "{err:#}"
+        );
+        Ok(())
     }
 
     #[tokio::test]

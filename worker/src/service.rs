@@ -215,16 +215,28 @@ impl pb::worker_server::Worker for WorkerService {
         let concurrency = self.node.concurrency_for(req.concurrency)?;
         let run = convert::run_id(&req.backup_run_id)?;
         let attempt = convert::attempt_id(&req.attempt_id)?;
-        let files = files
+        let mut files = files
             .into_iter()
             .map(convert::staged_file)
             .collect::<Result<Vec<_>, _>>()?;
+        let selections = req
+            .from_manifests
+            .into_iter()
+            .map(convert::manifest_selection)
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.node.open_store(&req.store_url).await?;
+        if !selections.is_empty() {
+            files.extend(
+                crate::restore::list_from_manifests(store.as_ref(), &run, &selections)
+                    .await
+                    .map_err(|e| WorkerError::refused(format!("{e:#}")))?,
+            );
+        }
         // Two entries for one path would be fetched into one file: refused before anything
         // is written.
         crate::restore::refuse_duplicates(&files).map_err(WorkerError::invalid)?;
         self.node
             .check_staging_space(files.iter().map(|f| f.size).sum())?;
-        let store = self.node.open_store(&req.store_url).await?;
         let (ev_tx, ev_rx) = mpsc::channel(256);
         let job = tokio::spawn(crate::restore::download(
             store,
@@ -384,6 +396,12 @@ async fn receive_download(
         {
             return Err(WorkerError::invalid(
                 "a later Download chunk names another run, store or attempt",
+            )
+            .into());
+        }
+        if !chunk.from_manifests.is_empty() {
+            return Err(WorkerError::invalid(
+                "from_manifests belongs in the first Download chunk only",
             )
             .into());
         }

@@ -317,6 +317,24 @@ pub async fn open_unwrapped(url: &str) -> StoreResult<Arc<dyn Store>> {
     }
 }
 
+/// The largest document (manifest, lease, marker) any reader of the store accepts.
+pub const DOCUMENT_LIMIT: usize = 1 << 30;
+
+/// Reads one JSON document ringvault wrote (at most [`DOCUMENT_LIMIT`] bytes); every reader of
+/// manifests, leases and markers, coordinator or worker, goes through here. A document that
+/// does not parse is a permanent error naming its key.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    key: &ObjectKey,
+) -> StoreResult<T> {
+    let bytes = get_bytes(store, key, DOCUMENT_LIMIT).await?;
+    serde_json::from_slice(&bytes).map_err(|e| StoreError::Backend {
+        op: "parse",
+        key: key.to_string(),
+        message: format!("not a valid ringvault document: {e}"),
+    })
+}
+
 /// Reads a whole (small) object: manifests and schema, never SSTables.
 pub async fn get_bytes(store: &dyn Store, key: &ObjectKey, limit: usize) -> StoreResult<Vec<u8>> {
     let mut stream = store.get(key).await?;

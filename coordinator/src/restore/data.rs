@@ -2,7 +2,6 @@
 //! verifies its files (every worker finishes verifying before any import starts, so a corrupt
 //! blob stops the restore before live data is touched), then imports or loads table by table,
 //! then its staging directory is removed.
-use std::collections::BTreeSet;
 use std::future::Future;
 
 use ringvault_proto::v1 as pb;
@@ -21,7 +20,7 @@ pub async fn download_all(
     let calls = plan
         .assignments
         .iter()
-        .filter(|a| !a.files.is_empty())
+        .filter(|a| !a.is_empty())
         .map(|a| async move {
             let r = download(handle, plan, a).await;
             let host = &a.target.info.host_id;
@@ -37,47 +36,26 @@ pub async fn download_all(
     join_all_nodes(calls).await
 }
 
-/// Files per Download message: ~200 bytes each, so a chunk stays near 1 MiB.
-const DOWNLOAD_CHUNK: usize = 5_000;
-
 async fn download(handle: &RunHandle, plan: &RestorePlan, a: &Assignment) -> anyhow::Result<()> {
     let host = a.target.info.host_id.clone();
     handle.update_node(&host, |p| p.state = NodeState::Downloading);
-    // The file list goes in chunks (a large node's list exceeds any sane message size); the
-    // header rides on the first.
-    let chunks: Vec<pb::DownloadRequest> = a
-        .files
-        .chunks(DOWNLOAD_CHUNK)
-        .enumerate()
-        .map(|(i, files)| {
-            let head = i == 0;
-            pb::DownloadRequest {
-                backup_run_id: if head {
-                    plan.backup_run.to_string()
-                } else {
-                    String::new()
-                },
-                store_url: if head {
-                    plan.store_url.clone()
-                } else {
-                    String::new()
-                },
-                files: files.to_vec(),
-                concurrency: 0,
-                bandwidth_bytes_per_sec: plan.bandwidth,
-                attempt_id: if head {
-                    handle.id.clone()
-                } else {
-                    String::new()
-                },
-            }
-        })
-        .collect();
+    // The worker lists its files from the node manifests in the store: the request names the
+    // tables of each source node and the totals it must find.
+    let request = pb::DownloadRequest {
+        backup_run_id: plan.backup_run.to_string(),
+        store_url: plan.store_url.clone(),
+        files: Vec::new(),
+        concurrency: 0,
+        bandwidth_bytes_per_sec: plan.bandwidth,
+        attempt_id: handle.id.clone(),
+        from_manifests: a.selections(),
+    };
+    let expected = a.totals().files;
     let mut stream = a
         .target
         .client
         .clone()
-        .download(tokio_stream::iter(chunks))
+        .download(tokio_stream::iter([request]))
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message()))?
         .into_inner();
@@ -104,26 +82,8 @@ async fn download(handle: &RunHandle, plan: &RestorePlan, a: &Assignment) -> any
             Err(e) => anyhow::bail!("{}", e.message()),
         }
     }
-    anyhow::ensure!(
-        done == a.files.len() as u64,
-        "worker staged {done} of {} files",
-        a.files.len()
-    );
+    anyhow::ensure!(done == expected, "worker staged {done} of {expected} files");
     Ok(())
-}
-
-/// The (source node, keyspace, table) groups an assignment staged.
-fn staged_tables(a: &Assignment) -> BTreeSet<(String, String, String)> {
-    a.files
-        .iter()
-        .map(|f| {
-            (
-                f.source_host_id.clone(),
-                f.keyspace.clone(),
-                f.table.clone(),
-            )
-        })
-        .collect()
 }
 
 /// Runs `step` on every table an assignment staged (given as the `StagedTable` its Import or
@@ -142,34 +102,30 @@ where
     F: Fn(&'a Assignment, pb::StagedTable) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let calls = plan
-        .assignments
-        .iter()
-        .filter(|a| !a.files.is_empty())
-        .map(|a| {
-            let (step, done) = (&step, done.clone());
-            async move {
-                let host = &a.target.info.host_id;
-                for (src, ks, table) in staged_tables(a) {
-                    let staged = pb::StagedTable {
-                        backup_run_id: plan.backup_run.to_string(),
-                        source_host_id: src,
-                        keyspace: ks.clone(),
-                        table: table.clone(),
-                        attempt_id: handle.id.clone(),
-                    };
-                    if let Err(msg) = step(a, staged).await {
-                        handle.update_node(host, |p| {
-                            p.state = NodeState::Failed;
-                            p.error = msg.clone();
-                        });
-                        anyhow::bail!("{}: {verb}{ks}.{table}: {msg}", a.target.label());
-                    }
+    let calls = plan.assignments.iter().filter(|a| !a.is_empty()).map(|a| {
+        let (step, done) = (&step, done.clone());
+        async move {
+            let host = &a.target.info.host_id;
+            for (src, ks, table) in a.staged_tables() {
+                let staged = pb::StagedTable {
+                    backup_run_id: plan.backup_run.to_string(),
+                    source_host_id: src,
+                    keyspace: ks.clone(),
+                    table: table.clone(),
+                    attempt_id: handle.id.clone(),
+                };
+                if let Err(msg) = step(a, staged).await {
+                    handle.update_node(host, |p| {
+                        p.state = NodeState::Failed;
+                        p.error = msg.clone();
+                    });
+                    anyhow::bail!("{}: {verb}{ks}.{table}: {msg}", a.target.label());
                 }
-                handle.update_node(host, |p| p.state = done);
-                anyhow::Ok(())
             }
-        });
+            handle.update_node(host, |p| p.state = done);
+            anyhow::Ok(())
+        }
+    });
     join_all_nodes(calls).await
 }
 

@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::error::CoordinatorError;
-use ringvault_common::manifest::NodeManifest;
+use futures::TryStreamExt;
 use ringvault_common::store::Store;
 use ringvault_common::{Identifier, RunId};
 use ringvault_proto::v1 as pb;
 
 use crate::backup::{PlannedNode, reach_cluster};
-use crate::catalog;
+use crate::catalog::{self, FileTotals, NodeSummary};
 use crate::db::{RunNodeRow, RunRow};
 use crate::run::{
     NodeState, RestoreStage as Stage, RunHandle, RunKind, RunStage, RunState, SnapshotMark,
@@ -49,11 +49,104 @@ pub struct RestoreRequest {
     pub cluster_name: Option<String>,
 }
 
-/// One file to bring back, and the target node that handles it.
+/// The tables of one backup node a target stages: the worker lists their files from the
+/// node's manifest in the store itself, and checks them against these totals.
+#[derive(Debug, Clone)]
+pub struct SourceShare {
+    pub source_host_id: String,
+    /// (keyspace, table) with at least one file to restore.
+    pub tables: BTreeMap<(String, String), FileTotals>,
+}
+
+impl SourceShare {
+    /// The tables of `node` that `keep` keeps and that hold files to restore.
+    pub fn of(node: NodeSummary, keep: impl Fn(&str, &str) -> bool) -> Self {
+        Self {
+            source_host_id: node.node.host_id.to_string(),
+            tables: node
+                .tables
+                .into_iter()
+                .filter(|((ks, t), n)| n.files > 0 && keep(ks, t))
+                .collect(),
+        }
+    }
+}
+
+/// A target node and the backup nodes whose files it stages.
 #[derive(Clone)]
 pub struct Assignment {
     pub target: PlannedNode,
-    pub files: Vec<pb::RestoreFile>,
+    pub sources: Vec<SourceShare>,
+}
+
+impl Assignment {
+    /// The files and bytes this target stages.
+    pub fn totals(&self) -> FileTotals {
+        let mut t = FileTotals::default();
+        for n in self.sources.iter().flat_map(|s| s.tables.values()) {
+            t += *n;
+        }
+        t
+    }
+
+    /// Whether this target stages nothing.
+    pub fn is_empty(&self) -> bool {
+        self.totals().files == 0
+    }
+
+    /// The (source node, keyspace, table) groups this target stages.
+    pub fn staged_tables(&self) -> BTreeSet<(String, String, String)> {
+        self.sources
+            .iter()
+            .flat_map(|s| {
+                s.tables
+                    .keys()
+                    .map(|(ks, t)| (s.source_host_id.clone(), ks.clone(), t.clone()))
+            })
+            .collect()
+    }
+
+    /// What a Download names: per source node, the tables and their totals.
+    pub fn selections(&self) -> Vec<pb::ManifestSelection> {
+        self.sources
+            .iter()
+            .filter(|s| !s.tables.is_empty())
+            .map(|s| {
+                let mut total = FileTotals::default();
+                for n in s.tables.values() {
+                    total += *n;
+                }
+                pb::ManifestSelection {
+                    source_host_id: s.source_host_id.clone(),
+                    tables: s
+                        .tables
+                        .keys()
+                        .map(|(ks, t)| pb::TableRef {
+                            keyspace: ks.clone(),
+                            table: t.clone(),
+                            table_id: String::new(),
+                        })
+                        .collect(),
+                    files: total.files,
+                    bytes: total.bytes,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Reads a committed backup's node manifests one stream at a time and keeps only their
+/// summaries, in address order (the order loader mode spreads them over the targets).
+pub async fn summaries(
+    store: &Arc<dyn Store>,
+    manifest: &ringvault_common::manifest::RunManifest,
+) -> Result<Vec<NodeSummary>, CoordinatorError> {
+    let mut out: Vec<NodeSummary> = catalog::node_manifests(store, manifest)
+        .map_ok(|m| NodeSummary::of(&m))
+        .try_collect()
+        .await?;
+    out.sort_by(|a, b| a.node.address.cmp(&b.node.address));
+    Ok(out)
 }
 
 /// Everything a restore run needs after planning.
@@ -70,30 +163,6 @@ pub struct RestorePlan {
     pub bandwidth: u64,
 }
 
-/// The files of `m` a restore of `scope` downloads; consumes the manifest, so a plan holds
-/// each file once (as a manifest entry or as a download), never both.
-fn files_to_restore(m: NodeManifest, scope: &schema::Scope) -> Vec<pb::RestoreFile> {
-    let source_host_id = m.node.host_id.to_string();
-    m.files
-        .into_iter()
-        .filter(|f| scope.keeps(f.keyspace.as_str(), f.table.as_str()))
-        // Snapshot bookkeeping and legacy 2i folders are not SSTables of the table.
-        .filter(|f| {
-            !f.name.as_str().contains('/')
-                && f.name.as_str() != "manifest.json"
-                && f.name.as_str() != "schema.cql"
-        })
-        .map(|f| pb::RestoreFile {
-            source_host_id: source_host_id.clone(),
-            keyspace: f.keyspace.to_string(),
-            table: f.table.to_string(),
-            name: f.name.to_string(),
-            size: f.size,
-            hash: f.hash.to_string(),
-        })
-        .collect()
-}
-
 async fn plan(
     coord: &Arc<Coordinator>,
     req: &RestoreRequest,
@@ -107,16 +176,16 @@ async fn plan(
         ),
         None => (Arc::clone(&coord.store), coord.opts.store.clone()),
     };
-    let mut backup = catalog::load(&store, &req.backup_run).await?;
+    let backup = catalog::load_header(&store, &req.backup_run).await?;
+    let sources = summaries(&store, &backup.manifest).await?;
     // What the backup holds.
-    let held: BTreeMap<String, BTreeSet<String>> = backup
-        .nodes
+    let held: BTreeMap<String, BTreeSet<String>> = sources
         .iter()
-        .flat_map(|n| n.files.iter())
-        .fold(BTreeMap::new(), |mut m, f| {
-            m.entry(f.keyspace.to_string())
+        .flat_map(|n| n.tables.keys())
+        .fold(BTreeMap::new(), |mut m, (ks, t)| {
+            m.entry(ks.clone())
                 .or_insert_with(BTreeSet::new)
-                .insert(f.table.to_string());
+                .insert(t.clone());
             m
         });
     let keyspaces: BTreeSet<String> = if req.keyspaces.is_empty() {
@@ -180,8 +249,8 @@ async fn plan(
         .iter()
         .map(|n| (n.info.host_id.as_str(), n.info.tokens.iter().collect()))
         .collect();
-    let same = backup.nodes.len() == nodes.len()
-        && backup.nodes.iter().all(|b| {
+    let same = sources.len() == nodes.len()
+        && sources.iter().all(|b| {
             live_tokens
                 .get(b.node.host_id.as_str())
                 .is_some_and(|live| *live == b.node.tokens.iter().collect::<BTreeSet<_>>())
@@ -196,13 +265,11 @@ async fn plan(
         None if same => Mode::Import,
         None => Mode::Loader,
     };
-    let mut sources: Vec<NodeManifest> = std::mem::take(&mut backup.nodes);
-    sources.sort_by(|a, b| a.node.address.cmp(&b.node.address));
     let mut assignments: Vec<Assignment> = nodes
         .iter()
         .map(|n| Assignment {
             target: n.clone(),
-            files: Vec::new(),
+            sources: Vec::new(),
         })
         .collect();
     for (i, src) in sources.into_iter().enumerate() {
@@ -214,17 +281,18 @@ async fn plan(
             Mode::Loader => i % nodes.len().max(1),
         };
         if let Some(a) = assignments.get_mut(idx) {
-            a.files.extend(files_to_restore(src, &scope));
+            a.sources
+                .push(SourceShare::of(src, |ks, t| scope.keeps(ks, t)));
         }
     }
-    if assignments.iter().all(|a| a.files.is_empty()) {
+    if assignments.iter().all(Assignment::is_empty) {
         return Err(CoordinatorError::refused(
             "the selection holds no SSTable in this backup",
         ));
     }
     // Disk for staging (on the data directory's filesystem).
     for a in &assignments {
-        let need: u64 = a.files.iter().map(|f| f.size).sum();
+        let need = a.totals().bytes;
         let free = a.target.info.free_bytes.first().copied().unwrap_or(0);
         if need > free {
             return Err(CoordinatorError::refused(format!(
@@ -279,7 +347,10 @@ pub async fn dry_run(
     req: &RestoreRequest,
 ) -> Result<pb::RestorePlanSummary, CoordinatorError> {
     let planned = plan(coord, req).await?;
-    let files = planned.assignments.iter().flat_map(|a| a.files.iter());
+    let mut total = FileTotals::default();
+    for a in &planned.assignments {
+        total += a.totals();
+    }
     Ok(pb::RestorePlanSummary {
         mode: match planned.mode {
             Mode::Import => "import",
@@ -287,8 +358,8 @@ pub async fn dry_run(
         }
         .into(),
         target_nodes: planned.nodes.len() as u32,
-        files: files.clone().count() as u64,
-        bytes: files.map(|f| f.size).sum(),
+        files: total.files,
+        bytes: total.bytes,
         schema_objects: planned.schema.all().len() as u32,
     })
 }
@@ -322,8 +393,8 @@ pub(crate) fn planned_nodes(assignments: &[Assignment]) -> Vec<RunNodeRow> {
             worker_address: a.target.info.worker_address.clone(),
             state: NodeState::Planned,
             snapshot: SnapshotMark::None,
-            files_total: a.files.len() as u64,
-            bytes_total: a.files.iter().map(|f| f.size).sum(),
+            files_total: a.totals().files,
+            bytes_total: a.totals().bytes,
             ..Default::default()
         })
         .collect()
@@ -463,4 +534,80 @@ pub async fn list_backups(st: &Arc<dyn Store>) -> anyhow::Result<Vec<pb::BackupS
             last_restore_test: None,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringvault_common::hash::ContentHash;
+    use ringvault_common::manifest::{FileEntry, HostId, NodeDescription, NodeManifest};
+    use ringvault_common::{Identifier, RelativeName};
+
+    fn manifest(files: &[(&str, &str, &str, u64)]) -> NodeManifest {
+        NodeManifest {
+            format_version: ringvault_common::manifest::FORMAT_VERSION,
+            run_id: RunId::new(),
+            node: NodeDescription {
+                host_id: HostId::parse("4e5dcf79-dd51-4419-9aaf-4510118f5425").expect("host"),
+                address: "10.0.0.1".into(),
+                datacenter: "dc1".into(),
+                rack: "r1".into(),
+                tokens: vec![],
+                data_dirs: vec!["/data".into()],
+                cassandra_version: "5.0".into(),
+            },
+            snapshot_taken_unix_ms: 0,
+            files: files
+                .iter()
+                .map(|(ks, t, name, size)| FileEntry {
+                    keyspace: Identifier::parse("keyspace", ks).expect("keyspace"),
+                    table: Identifier::parse("table", t).expect("table"),
+                    table_id: "0".repeat(32),
+                    name: RelativeName::parse(name).expect("name"),
+                    size: *size,
+                    hash: ContentHash::of(name.as_bytes()),
+                    data_dir_index: 0,
+                    sstable: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn key(ks: &str, t: &str) -> (String, String) {
+        (ks.into(), t.into())
+    }
+
+    #[test]
+    fn a_share_counts_only_the_restorable_files_of_the_kept_tables() {
+        let summary = NodeSummary::of(&manifest(&[
+            ("ks", "t", "nb-1-big-Data.db", 100),
+            ("ks", "t", "nb-1-big-Index.db", 10),
+            ("ks", "t", "manifest.json", 5),
+            ("ks", "only_bookkeeping", "schema.cql", 3),
+            ("ks", "dropped", "nb-2-big-Data.db", 1000),
+        ]));
+        // The summary still says which tables the backup holds, bookkeeping-only ones too.
+        assert_eq!(
+            summary.tables.keys().cloned().collect::<Vec<_>>(),
+            vec![
+                key("ks", "dropped"),
+                key("ks", "only_bookkeeping"),
+                key("ks", "t")
+            ]
+        );
+        assert_eq!(
+            summary.tables[&key("ks", "t")],
+            FileTotals {
+                files: 2,
+                bytes: 110
+            }
+        );
+        let share = SourceShare::of(summary, |_, t| t != "dropped");
+        // A kept table with nothing to restore is not staged; an unkept one is not either.
+        assert_eq!(
+            share.tables.keys().cloned().collect::<Vec<_>>(),
+            vec![key("ks", "t")]
+        );
+        assert_eq!(share.source_host_id, "4e5dcf79-dd51-4419-9aaf-4510118f5425");
+    }
 }

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
 use ringvault_common::RunId;
 use ringvault_common::manifest::NodeManifest;
 use ringvault_common::sstable_stats::{self, SstableStats};
@@ -25,11 +26,11 @@ use ringvault_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::backup::{PlannedNode, reach_cluster};
-use crate::catalog;
+use crate::catalog::{self, NodeSummary};
 use crate::db::RunRow;
 use crate::error::CoordinatorError;
 use crate::restore::schema::{self, Scope};
-use crate::restore::{Assignment, Mode, RestorePlan};
+use crate::restore::{Assignment, Mode, RestorePlan, SourceShare};
 use crate::run::{NodeState, RunHandle, RunKind, RunStage, RunState, TestRestoreStage};
 use crate::{Coordinator, now_ms};
 
@@ -102,14 +103,10 @@ fn failed(e: impl std::fmt::Display) -> CoordinatorError {
     CoordinatorError::refused(e.to_string())
 }
 
-fn keep_file(name: &str) -> bool {
-    !name.contains('/') && name != "manifest.json" && name != "schema.cql"
-}
-
 /// The schema to create in the scratch keyspaces: each keyspace's types and the selected
 /// tables (with their dropped and re-added columns), rewritten into the scratch keyspace.
 fn scratch_schema(
-    backup: &catalog::Backup,
+    backup: &catalog::BackupHeader,
     selected: &BTreeSet<(String, String)>,
     scratch: &BTreeMap<String, String>,
 ) -> Result<Vec<pb::SchemaObject>, CoordinatorError> {
@@ -169,7 +166,7 @@ async fn plan(
         .clone()
         .ok_or_else(|| CoordinatorError::invalid("a backup run is required"))?;
     let store = Arc::clone(&coord.store);
-    let backup = catalog::load(&store, &backup_run).await?;
+    let backup = catalog::load_header(&store, &backup_run).await?;
     let views = schema::views(&backup.schema);
     // Tables the backup holds data of and can describe (system keyspaces are not described).
     let described: BTreeSet<(String, String)> = backup
@@ -178,12 +175,21 @@ async fn plan(
         .filter(|r| r.kind == "table")
         .map(|r| (r.keyspace.clone(), r.name.clone()))
         .collect();
-    let held: BTreeSet<(String, String)> = backup
-        .nodes
+    let testable = |k: &(String, String)| !views.contains(k) && described.contains(k);
+    // One pass over the node manifests: each node's summary, and what the SSTables of the
+    // testable tables recorded about themselves.
+    let mut recorded = Recorded::default();
+    let mut manifests = catalog::node_manifests(&store, &backup.manifest);
+    while let Some(m) = manifests.try_next().await? {
+        recorded.add(&m, &testable);
+    }
+    drop(manifests);
+    let held: BTreeSet<(String, String)> = recorded
+        .sources
         .iter()
-        .flat_map(|n| n.files.iter())
-        .map(|f| (f.keyspace.to_string(), f.table.to_string()))
-        .filter(|k| !views.contains(k) && described.contains(k))
+        .flat_map(|n| n.tables.keys())
+        .filter(|k| testable(k))
+        .cloned()
         .collect();
     let selected: BTreeSet<(String, String)> = if req.tables.is_empty() {
         held.clone()
@@ -211,19 +217,14 @@ async fn plan(
         .collect();
     let objects = scratch_schema(&backup, &selected, &scratch)?;
     let (_cluster, nodes) = reach_cluster(coord, req.cluster_name.as_deref()).await?;
-    let (assignments, expected, tables) =
-        assign(&backup.nodes, &nodes, &selected, &backup, &scratch);
+    let (assignments, expected, tables) = assign(recorded, &nodes, &selected, &backup, &scratch);
     // Room for the scratch data: each node stages its files and holds about its share of the
     // loaded data (RF 1), both on its data directory's filesystem.
-    let total: u64 = assignments
-        .iter()
-        .flat_map(|a| a.files.iter())
-        .map(|f| f.size)
-        .sum();
+    let total: u64 = assignments.iter().map(|a| a.totals().bytes).sum();
     let share = total.div_ceil(nodes.len().max(1) as u64);
     let mut short = Vec::new();
     for a in &assignments {
-        let staged: u64 = a.files.iter().map(|f| f.size).sum();
+        let staged = a.totals().bytes;
         let need = staged + share;
         let free = a.target.info.free_bytes.first().copied().unwrap_or(0);
         if need > free {
@@ -273,52 +274,65 @@ type Assigned = (
     Vec<TableReport>,
 );
 
+/// What a test restore keeps of the node manifests, read one at a time.
+#[derive(Default)]
+struct Recorded {
+    /// Each backup node's summary, in the order read.
+    sources: Vec<NodeSummary>,
+    /// Per testable table: the statistics its SSTables recorded.
+    stats: BTreeMap<(String, String), RecordedStats>,
+    /// Per testable table: its SSTables (Data.db files).
+    data_files: BTreeMap<(String, String), u64>,
+}
+
+impl Recorded {
+    fn add(&mut self, m: &NodeManifest, testable: &impl Fn(&(String, String)) -> bool) {
+        for f in m.files.iter().filter(|f| f.is_restorable()) {
+            let key = (f.keyspace.to_string(), f.table.to_string());
+            if !testable(&key) {
+                continue;
+            }
+            if sstable_stats::is_statistics(f.name.as_str()) {
+                self.stats
+                    .entry(key.clone())
+                    .or_default()
+                    .push((m.node.host_id.to_string(), f.sstable.clone()));
+            }
+            if f.name.as_str().ends_with("-Data.db") {
+                *self.data_files.entry(key).or_default() += 1;
+            }
+        }
+        self.sources.push(NodeSummary::of(m));
+    }
+}
+
 /// Spreads the backup's nodes over the live ones (sstableloader: any topology), and works out
 /// each selected table's expected counts from the recorded statistics.
 fn assign(
-    sources: &[NodeManifest],
+    recorded: Recorded,
     nodes: &[PlannedNode],
     selected: &BTreeSet<(String, String)>,
-    backup: &catalog::Backup,
+    backup: &catalog::BackupHeader,
     scratch: &BTreeMap<String, String>,
 ) -> Assigned {
-    let mut sorted: Vec<&NodeManifest> = sources.iter().collect();
-    sorted.sort_by(|a, b| a.node.address.cmp(&b.node.address));
+    let Recorded {
+        mut sources,
+        stats,
+        data_files,
+    } = recorded;
+    sources.sort_by(|a, b| a.node.address.cmp(&b.node.address));
     let mut assignments: Vec<Assignment> = nodes
         .iter()
         .map(|n| Assignment {
             target: n.clone(),
-            files: Vec::new(),
+            sources: Vec::new(),
         })
         .collect();
-    let mut stats: BTreeMap<(String, String), RecordedStats> = BTreeMap::new();
-    let mut data_files: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for (i, src) in sorted.iter().enumerate() {
-        let idx = i % nodes.len().max(1);
-        for f in &src.files {
-            let key = (f.keyspace.to_string(), f.table.to_string());
-            if !selected.contains(&key) || !keep_file(f.name.as_str()) {
-                continue;
-            }
-            if sstable_stats::is_statistics(f.name.as_str()) {
-                stats
-                    .entry(key.clone())
-                    .or_default()
-                    .push((src.node.host_id.to_string(), f.sstable.clone()));
-            }
-            if f.name.as_str().ends_with("-Data.db") {
-                *data_files.entry(key.clone()).or_default() += 1;
-            }
-            if let Some(a) = assignments.get_mut(idx) {
-                a.files.push(pb::RestoreFile {
-                    source_host_id: src.node.host_id.to_string(),
-                    keyspace: f.keyspace.to_string(),
-                    table: f.table.to_string(),
-                    name: f.name.to_string(),
-                    size: f.size,
-                    hash: f.hash.to_string(),
-                });
-            }
+    for (i, src) in sources.into_iter().enumerate() {
+        if let Some(a) = assignments.get_mut(i % nodes.len().max(1)) {
+            a.sources.push(SourceShare::of(src, |ks, t| {
+                selected.contains(&(ks.to_string(), t.to_string()))
+            }));
         }
     }
     let dcs: BTreeSet<String> = backup

@@ -305,6 +305,7 @@ async fn a_download_listing_one_file_twice_is_refused_before_anything_is_written
             concurrency: 0,
             attempt_id: ringvault_common::RunId::new().to_string(),
             bandwidth_bytes_per_sec: 0,
+            ..Default::default()
         },
         pb::DownloadRequest {
             files: vec![entry(&"b".repeat(64))],
