@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::CoordinatorError;
+use futures::StreamExt;
 use ringvault_common::SnapshotTag;
 use ringvault_proto::v1 as pb;
 use ringvault_proto::v1::worker_client::WorkerClient;
@@ -222,6 +223,9 @@ pub async fn reach_cluster_in(
     Ok((cluster, nodes))
 }
 
+/// Ring views read at once by [`check_ring_coverage`]: each lists every node of the ring.
+const RING_READS_AT_ONCE: usize = 32;
+
 /// Every node of the ring (as every reached worker's node sees it) in the selected
 /// datacenters must be one of `nodes`; otherwise the run is refused naming each node left
 /// out. A datacenter named in `datacenters` must exist.
@@ -235,8 +239,10 @@ pub async fn check_ring_coverage(
             datacenters.join(", ")
         )));
     }
-    let calls = nodes.iter().map(|n| async move {
-        tokio::time::timeout(
+    let calls: Vec<_> = nodes
+        .iter()
+        .map(|n| async move {
+            tokio::time::timeout(
             CALL_TIMEOUT,
             n.client.clone().get_ring(pb::GetRingRequest {}),
         )
@@ -254,19 +260,25 @@ pub async fn check_ring_coverage(
             CoordinatorError::from_worker(n.label(), &e)
                 .context("the run did not start: reading the ring")
         })
-    });
-    let views = futures::future::try_join_all(calls).await?;
+        })
+        .collect();
     // The union of every node's view: a node that only some peers know is still in the ring.
+    // Each view is merged as it arrives and dropped: every node's view lists the whole ring,
+    // so holding them all would take nodes² entries (about 270 MiB at 1,000 nodes).
     let mut ring: std::collections::BTreeMap<(String, String), pb::RingNode> =
         std::collections::BTreeMap::new();
-    for r in views.into_iter().flatten() {
-        let key = if r.host_id.is_empty() {
-            (String::new(), r.address.clone())
-        } else {
-            (r.host_id.clone(), String::new())
-        };
-        ring.entry(key).or_insert(r);
+    let mut views = futures::stream::iter(calls).buffer_unordered(RING_READS_AT_ONCE);
+    while let Some(view) = views.next().await {
+        for r in view? {
+            let key = if r.host_id.is_empty() {
+                (String::new(), r.address.clone())
+            } else {
+                (r.host_id.clone(), String::new())
+            };
+            ring.entry(key).or_insert(r);
+        }
     }
+    drop(views);
     let dcs: std::collections::BTreeSet<&str> =
         ring.values().map(|r| r.datacenter.as_str()).collect();
     for dc in datacenters {

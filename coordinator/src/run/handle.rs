@@ -102,7 +102,12 @@ mod tests {
         handle.update_node("h1", |n| n.files_done += 2);
         handle.update_node("h1", |n| n.files_done += 1);
         handle.update_node("absent", |n| n.files_done += 100);
-        let done: Vec<u64> = handle.snapshot().nodes.iter().map(|n| n.files_done).collect();
+        let done: Vec<u64> = handle
+            .snapshot()
+            .nodes
+            .iter()
+            .map(|n| n.files_done)
+            .collect();
         assert_eq!(done, vec![0, 3, 0]);
         // A view whose node list was reordered is still updated by host id.
         handle.update(|v| v.nodes.reverse());
