@@ -69,28 +69,10 @@ impl RunHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::RunRow;
-    use crate::run::{RestoreStage, RunKind, RunStage, RunState};
+    use crate::run::view::tests::view;
 
     #[test]
     fn update_node_changes_only_the_named_node() {
-        let run = RunRow {
-            id: "r".into(),
-            kind: RunKind::Restore,
-            tag: "t".into(),
-            cluster_name: "c".into(),
-            state: RunState::Running,
-            stage: RunStage::Restore(RestoreStage::Download),
-            keyspaces: vec![],
-            tables: vec![],
-            store_url: String::new(),
-            created_ms: 0,
-            finished_ms: 0,
-            error: String::new(),
-            source_run_id: String::new(),
-            limits: Default::default(),
-            schedule_id: String::new(),
-        };
         let nodes: Vec<RunNodeRow> = ["h0", "h1", "h2"]
             .iter()
             .map(|h| RunNodeRow {
@@ -98,7 +80,9 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let handle = RunHandle::new(RunView::new(run, nodes));
+        let mut initial = view("r", "c");
+        initial.nodes = nodes;
+        let handle = RunHandle::new(initial);
         handle.update_node("h1", |n| n.files_done += 2);
         handle.update_node("h1", |n| n.files_done += 1);
         handle.update_node("absent", |n| n.files_done += 100);
