@@ -192,3 +192,66 @@ pub struct SchemaRow {
     pub name: String,
     pub statement: String,
 }
+
+/// Manifests for other crates' unit tests (feature `test-support`): one node described the
+/// same way everywhere, files named by (keyspace, table, name, size, hash). Panics on a bad
+/// identifier, as a test fixture should.
+#[cfg(any(test, feature = "test-support"))]
+pub mod fixtures {
+    use super::{FORMAT_VERSION, FileEntry, HostId, NodeDescription, NodeManifest};
+    use crate::hash::ContentHash;
+    use crate::ids::{Identifier, RelativeName, RunId};
+
+    /// One file of a fixture manifest.
+    pub struct FixtureFile<'a> {
+        pub keyspace: &'a str,
+        pub table: &'a str,
+        pub name: &'a str,
+        pub size: u64,
+        pub hash: ContentHash,
+    }
+
+    impl<'a> FixtureFile<'a> {
+        /// A file whose hash is that of its name (distinct names, distinct blobs).
+        pub fn named(keyspace: &'a str, table: &'a str, name: &'a str, size: u64) -> Self {
+            Self {
+                keyspace,
+                table,
+                name,
+                size,
+                hash: ContentHash::of(name.as_bytes()),
+            }
+        }
+    }
+
+    /// The manifest of `host` (at 127.0.0.1, dc1/r1, one data directory) in `run`.
+    pub fn node_manifest(run: &RunId, host: &HostId, files: Vec<FixtureFile<'_>>) -> NodeManifest {
+        NodeManifest {
+            format_version: FORMAT_VERSION,
+            run_id: run.clone(),
+            node: NodeDescription {
+                host_id: host.clone(),
+                address: "127.0.0.1".into(),
+                datacenter: "dc1".into(),
+                rack: "r1".into(),
+                tokens: vec![],
+                data_dirs: vec!["/data".into()],
+                cassandra_version: "5.0".into(),
+            },
+            snapshot_taken_unix_ms: 0,
+            files: files
+                .into_iter()
+                .map(|f| FileEntry {
+                    keyspace: Identifier::parse("keyspace", f.keyspace).expect("keyspace"),
+                    table: Identifier::parse("table", f.table).expect("table"),
+                    table_id: "0".repeat(32),
+                    name: RelativeName::parse(f.name).expect("file name"),
+                    size: f.size,
+                    hash: f.hash,
+                    data_dir_index: 0,
+                    sstable: None,
+                })
+                .collect(),
+        }
+    }
+}

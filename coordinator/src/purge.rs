@@ -684,9 +684,8 @@ mod tests {
     mod on_a_store {
         use super::super::*;
         use ringvault_common::SnapshotTag;
-        use ringvault_common::manifest::{
-            FORMAT_VERSION, FileEntry, HostId, NodeDescription, NodeTotals, RecordedRetention,
-        };
+        use ringvault_common::manifest::fixtures::{self, FixtureFile};
+        use ringvault_common::manifest::{FORMAT_VERSION, HostId, NodeTotals, RecordedRetention};
 
         fn file_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
             let url = format!("file://{}", dir.path().join("store").display());
@@ -716,36 +715,22 @@ mod tests {
         ) -> RunId {
             let run = RunId::new();
             let host = HostId::parse(&uuid::Uuid::new_v4().to_string()).expect("host");
-            let files = blobs
+            let names: Vec<String> = (0..blobs.len())
+                .map(|i| format!("nb-{i}-big-Data.db"))
+                .collect();
+            let files = names
                 .iter()
-                .enumerate()
-                .map(|(i, h)| FileEntry {
-                    keyspace: ringvault_common::Identifier::parse("keyspace", "ks").expect("ks"),
-                    table: ringvault_common::Identifier::parse("table", "t").expect("t"),
-                    table_id: "0".repeat(32),
-                    name: ringvault_common::RelativeName::parse(&format!("nb-{i}-big-Data.db"))
-                        .expect("name"),
+                .zip(blobs)
+                .map(|(name, h)| FixtureFile {
+                    keyspace: "ks",
+                    table: "t",
+                    name,
                     size: 1,
                     hash: h.clone(),
-                    data_dir_index: 0,
-                    sstable: None,
                 })
-                .collect::<Vec<_>>();
-            let node = NodeManifest {
-                format_version: FORMAT_VERSION,
-                run_id: run.clone(),
-                node: NodeDescription {
-                    host_id: host.clone(),
-                    address: "127.0.0.1".into(),
-                    datacenter: "dc1".into(),
-                    rack: "r1".into(),
-                    tokens: vec![],
-                    data_dirs: vec!["/data".into()],
-                    cassandra_version: "5.0".into(),
-                },
-                snapshot_taken_unix_ms: committed_unix_ms,
-                files,
-            };
+                .collect();
+            let mut node = fixtures::node_manifest(&run, &host, files);
+            node.snapshot_taken_unix_ms = committed_unix_ms;
             put_json(st, &layout::node_manifest(&run, &host), &node).await;
             let m = RunManifest {
                 format_version: FORMAT_VERSION,

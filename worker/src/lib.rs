@@ -5,6 +5,7 @@
 //! files reused from [`hash_cache`];
 //! [`metrics`] counts what it did for Prometheus.
 pub mod access;
+pub mod buffers;
 pub mod convert;
 pub mod cql;
 pub mod error;

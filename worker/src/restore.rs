@@ -535,36 +535,15 @@ mod tests {
         host: &HostId,
         files: &[(&str, &str, &str, u64)],
     ) -> anyhow::Result<ringvault_common::manifest::NodeManifest> {
-        use ringvault_common::manifest::{FileEntry, NodeDescription, NodeManifest};
-        Ok(NodeManifest {
-            format_version: ringvault_common::manifest::FORMAT_VERSION,
-            run_id: run.clone(),
-            node: NodeDescription {
-                host_id: host.clone(),
-                address: "127.0.0.1".into(),
-                datacenter: "dc1".into(),
-                rack: "r1".into(),
-                tokens: vec![],
-                data_dirs: vec!["/data".into()],
-                cassandra_version: "5.0".into(),
-            },
-            snapshot_taken_unix_ms: 0,
-            files: files
+        use ringvault_common::manifest::fixtures::{self, FixtureFile};
+        Ok(fixtures::node_manifest(
+            run,
+            host,
+            files
                 .iter()
-                .map(|(ks, t, name, size)| {
-                    Ok(FileEntry {
-                        keyspace: Identifier::parse("keyspace", ks)?,
-                        table: Identifier::parse("table", t)?,
-                        table_id: "0".repeat(32),
-                        name: RelativeName::parse(name)?,
-                        size: *size,
-                        hash: ContentHash::of(name.as_bytes()),
-                        data_dir_index: 0,
-                        sstable: None,
-                    })
-                })
-                .collect::<anyhow::Result<_>>()?,
-        })
+                .map(|&(ks, t, name, size)| FixtureFile::named(ks, t, name, size))
+                .collect(),
+        ))
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! it ([`page_cache`]). A file whose (keyspace, table id, name, size, mtime) was hashed before is
 //! not read at all when its blob is in the store; with `trust_seen`, the store is not even
 //! asked when this worker saw that blob there within [`SEEN_TRUSTED_FOR`] (the coordinator
-//! checks every blob at commit). Memory is bounded by `concurrency` parts.
+//! checks every blob at commit). Memory is bounded by `concurrency` parts in flight plus as many idle read buffers, reused from one read to the next ([`crate::buffers`]).
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use ringvault_common::manifest::FileEntry;
 use ringvault_common::store::{BodySource, Store, StoreError, StoreResult};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::buffers::{Buffer, BufferPool};
 use crate::hash_cache::{FileIdentity, HashCache};
 use crate::page_cache;
 use crate::snapshot_files::SnapshotFile;
@@ -89,15 +90,20 @@ impl Uploader {
             },
         )
         .await?;
-        let budget = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let shared = Shared {
+            budget: Arc::new(Semaphore::new(self.concurrency.max(1))),
+            // Reads and parts in flight hold at most `concurrency` buffers (one per permit),
+            // and a streamed body a chunk or two more while the client sends the one before.
+            buffers: BufferPool::new(self.concurrency.max(1).saturating_mul(2)),
+            events,
+        };
         futures::stream::iter(files)
             .map(|f| {
                 let me = Arc::clone(&self);
-                let budget = Arc::clone(&budget);
-                let events = events.clone();
+                let shared = shared.clone();
                 async move {
                     let path = f.path.display().to_string();
-                    me.upload_one(f, budget, events)
+                    me.upload_one(f, &shared)
                         .await
                         .with_context(|| format!("uploading {path}"))
                 }
@@ -108,12 +114,8 @@ impl Uploader {
         Ok(())
     }
 
-    async fn upload_one(
-        &self,
-        f: SnapshotFile,
-        budget: Arc<Semaphore>,
-        events: mpsc::Sender<UploadEvent>,
-    ) -> anyhow::Result<()> {
+    async fn upload_one(&self, f: SnapshotFile, shared: &Shared) -> anyhow::Result<()> {
+        let events = &shared.events;
         let identity = FileIdentity {
             keyspace: f.keyspace.to_string(),
             table_id: f.table_id.clone(),
@@ -124,7 +126,7 @@ impl Uploader {
         if let Some(hit) = self.cache.get(&identity)?
             && self.known_present(&hit.hash, f.size).await?
         {
-            send(&events, UploadEvent::Progress { bytes: f.size }).await?;
+            send(events, UploadEvent::Progress { bytes: f.size }).await?;
             let sstable = match hit.sstable {
                 Some(s) => Some(s),
                 // A Statistics.db recorded before its numbers were kept: read once, then kept.
@@ -136,19 +138,19 @@ impl Uploader {
                     s
                 }
             };
-            return done(&events, &f, hit.hash, sstable, false, true).await;
+            return done(events, &f, hit.hash, sstable, false, true).await;
         }
         let part = self.store.part_size();
         let (hash, uploaded) = if f.size as usize <= part {
-            let r = self.upload_small(&f, &budget).await?;
-            send(&events, UploadEvent::Progress { bytes: f.size }).await?;
+            let r = self.upload_small(&f, shared).await?;
+            send(events, UploadEvent::Progress { bytes: f.size }).await?;
             r
         } else {
-            self.upload_large(&f, &budget, &events).await?
+            self.upload_large(&f, shared).await?
         };
         let sstable = sstable_stats(&f, self.gentle).await;
         self.cache.put(&identity, &hash, sstable.as_ref())?;
-        done(&events, &f, hash, sstable, uploaded, false).await
+        done(events, &f, hash, sstable, uploaded, false).await
     }
 
     /// Whether the store has the blob: asked, unless `trust_seen` and this worker saw it there
@@ -184,22 +186,26 @@ impl Uploader {
     async fn upload_small(
         &self,
         f: &SnapshotFile,
-        budget: &Semaphore,
+        shared: &Shared,
     ) -> anyhow::Result<(ContentHash, bool)> {
-        let _permit = budget.acquire().await.context("upload budget closed")?;
+        let _permit = shared
+            .budget
+            .acquire()
+            .await
+            .context("upload budget closed")?;
         let path = f.path.clone();
         let size = f.size as usize;
         let gentle = self.gentle;
+        let mut buf = shared.buffers.take(size);
         let (data, hash) =
             tokio::task::spawn_blocking(move || -> anyhow::Result<(Bytes, ContentHash)> {
                 let file = page_cache::open(&path, gentle)
                     .with_context(|| format!("opening {}", path.display()))?;
-                let mut buf = vec![0u8; size];
                 page_cache::read_exact_at(&file, &mut buf, 0, gentle)
                     .with_context(|| format!("reading {} ({size} bytes)", path.display()))?;
                 check_not_grown(&file, size as u64, &path)?;
                 let hash = ContentHash::of(&buf);
-                Ok((Bytes::from(buf), hash))
+                Ok((buf.into_bytes(), hash))
             })
             .await
             .context("hashing task")??;
@@ -220,24 +226,22 @@ impl Uploader {
     async fn upload_large(
         &self,
         f: &SnapshotFile,
-        budget: &Arc<Semaphore>,
-        events: &mpsc::Sender<UploadEvent>,
+        shared: &Shared,
     ) -> anyhow::Result<(ContentHash, bool)> {
         let file = Arc::new(
             page_cache::open(&f.path, self.gentle)
                 .with_context(|| format!("opening {}", f.path.display()))?,
         );
-        let (hash, crc) = self.hash_file(&file, f, budget).await?;
+        let (hash, crc) = self.hash_file(&file, f, shared).await?;
         if self.blob_present(&hash, f.size).await? {
-            send(events, UploadEvent::Progress { bytes: f.size }).await?;
+            send(&shared.events, UploadEvent::Progress { bytes: f.size }).await?;
             return Ok((hash, false));
         }
         let key = layout::blob(&hash);
         if f.size <= self.store.max_streamed_put().min(STREAMED_PUT_MAX) {
-            self.send_streamed(&file, f, &key, crc, budget, events)
-                .await?;
+            self.send_streamed(&file, f, &key, crc, shared).await?;
         } else {
-            self.send_parts(&file, f, &key, crc, budget, events).await?;
+            self.send_parts(&file, f, &key, crc, shared).await?;
         }
         self.seen(&hash, f.size)?;
         Ok((hash, true))
@@ -252,18 +256,22 @@ impl Uploader {
         f: &SnapshotFile,
         key: &ringvault_common::layout::ObjectKey,
         crc32c: u32,
-        budget: &Semaphore,
-        events: &mpsc::Sender<UploadEvent>,
+        shared: &Shared,
     ) -> anyhow::Result<()> {
-        let _permit = budget.acquire().await.context("upload budget closed")?;
+        let _permit = shared
+            .budget
+            .acquire()
+            .await
+            .context("upload budget closed")?;
         let body = Arc::new(FileBody {
             file: Arc::clone(file),
+            buffers: shared.buffers.clone(),
             path: f.path.clone(),
             size: f.size,
             crc32c,
             gentle: self.gentle,
             throttle: self.throttle.clone(),
-            events: events.clone(),
+            events: shared.events.clone(),
             reported: AtomicU64::new(0),
         });
         let source: BodySource = Arc::new(move || {
@@ -285,14 +293,18 @@ impl Uploader {
         &self,
         file: &Arc<File>,
         f: &SnapshotFile,
-        budget: &Semaphore,
+        shared: &Shared,
     ) -> anyhow::Result<(ContentHash, u32)> {
-        let _permit = budget.acquire().await.context("upload budget closed")?;
+        let _permit = shared
+            .budget
+            .acquire()
+            .await
+            .context("upload budget closed")?;
         let (file, size, gentle) = (Arc::clone(file), f.size, self.gentle);
         let part = self.store.part_size() as u64;
         let path = f.path.clone();
+        let mut buf = shared.buffers.take(part.min(size) as usize);
         tokio::task::spawn_blocking(move || -> anyhow::Result<(ContentHash, u32)> {
-            let mut buf = vec![0u8; part.min(size) as usize];
             let (mut hasher, mut crc) = (ContentHasher::new(), Crc32c::default());
             let mut offset = 0u64;
             while offset < size {
@@ -318,8 +330,7 @@ impl Uploader {
         f: &SnapshotFile,
         key: &ringvault_common::layout::ObjectKey,
         expected_crc: u32,
-        budget: &Arc<Semaphore>,
-        events: &mpsc::Sender<UploadEvent>,
+        shared: &Shared,
     ) -> anyhow::Result<()> {
         let part = self.store.part_size() as u64;
         let upload: Arc<dyn ringvault_common::store::MultipartUpload> =
@@ -330,25 +341,25 @@ impl Uploader {
         let mut number = 1u32;
         let result: anyhow::Result<()> = async {
             while offset < f.size {
-                let permit = Arc::clone(budget)
+                let permit = Arc::clone(&shared.budget)
                     .acquire_owned()
                     .await
                     .context("upload budget closed")?;
                 let len = part.min(f.size - offset) as usize;
                 let (file2, gentle) = (Arc::clone(file), self.gentle);
+                let mut buf = shared.buffers.take(len);
                 let (data, c) =
                     tokio::task::spawn_blocking(move || -> anyhow::Result<(Bytes, Crc32c)> {
-                        let mut buf = vec![0u8; len];
                         page_cache::read_exact_at(&file2, &mut buf, offset, gentle)?;
                         crc.update(&buf);
-                        Ok((Bytes::from(buf), crc))
+                        Ok((buf.into_bytes(), crc))
                     })
                     .await
                     .context("reading task")??;
                 crc = c;
                 self.throttle.take(data.len() as u64).await;
                 let up = Arc::clone(&upload);
-                let ev = events.clone();
+                let ev = shared.events.clone();
                 tasks.spawn(async move {
                     let n = data.len() as u64;
                     let r = up.put_part(number, data).await;
@@ -388,6 +399,15 @@ impl Uploader {
     }
 }
 
+/// What every file of one upload shares.
+#[derive(Clone)]
+struct Shared {
+    /// Reads and parts in flight (`concurrency` permits).
+    budget: Arc<Semaphore>,
+    buffers: BufferPool,
+    events: mpsc::Sender<UploadEvent>,
+}
+
 /// Files worked on at once. More than the part budget: a file whose hash is cached costs one
 /// store HEAD and no read, and on a remote store those HEADs are round trips worth
 /// overlapping. Reads and parts stay bounded by the budget (`concurrency` permits).
@@ -404,6 +424,7 @@ const STREAM_CHUNK: u64 = 1 << 20;
 /// One large file as the body of a streamed upload ([`Uploader::send_streamed`]).
 struct FileBody {
     file: Arc<File>,
+    buffers: BufferPool,
     path: std::path::PathBuf,
     size: u64,
     /// CRC32C of the hashing read: the bytes sent must have it.
@@ -426,9 +447,9 @@ impl FileBody {
         let (file, gentle, size, expected) =
             (Arc::clone(&self.file), self.gentle, self.size, self.crc32c);
         let path = self.path.clone();
-        let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Crc32c)> {
+        let mut buf = self.buffers.take(len);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Buffer, Crc32c)> {
             let mut crc = crc;
-            let mut buf = vec![0u8; len];
             page_cache::read_exact_at(&file, &mut buf, offset, gentle)?;
             crc.update(&buf);
             // Checked before the last chunk leaves: changed bytes never complete a request.
@@ -461,7 +482,7 @@ impl FileBody {
                 })
                 .await;
         }
-        Ok(Some((Bytes::from(buf), (end, crc))))
+        Ok(Some((buf.into_bytes(), (end, crc))))
     }
 }
 

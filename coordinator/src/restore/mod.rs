@@ -70,6 +70,15 @@ impl SourceShare {
                 .collect(),
         }
     }
+
+    /// The files and bytes of this source the target stages.
+    pub fn totals(&self) -> FileTotals {
+        let mut t = FileTotals::default();
+        for n in self.tables.values() {
+            t += *n;
+        }
+        t
+    }
 }
 
 /// A target node and the backup nodes whose files it stages.
@@ -83,8 +92,8 @@ impl Assignment {
     /// The files and bytes this target stages.
     pub fn totals(&self) -> FileTotals {
         let mut t = FileTotals::default();
-        for n in self.sources.iter().flat_map(|s| s.tables.values()) {
-            t += *n;
+        for s in &self.sources {
+            t += s.totals();
         }
         t
     }
@@ -112,10 +121,7 @@ impl Assignment {
             .iter()
             .filter(|s| !s.tables.is_empty())
             .map(|s| {
-                let mut total = FileTotals::default();
-                for n in s.tables.values() {
-                    total += *n;
-                }
+                let total = s.totals();
                 pb::ManifestSelection {
                     source_host_id: s.source_host_id.clone(),
                     tables: s
@@ -145,8 +151,14 @@ pub async fn summaries(
         .map_ok(|m| NodeSummary::of(&m))
         .try_collect()
         .await?;
-    out.sort_by(|a, b| a.node.address.cmp(&b.node.address));
+    in_address_order(&mut out);
     Ok(out)
+}
+
+/// Orders backup nodes by address: the order loader mode (restores and test restores alike)
+/// spreads them over the targets.
+pub(crate) fn in_address_order(nodes: &mut [NodeSummary]) {
+    nodes.sort_by(|a, b| a.node.address.cmp(&b.node.address));
 }
 
 /// Everything a restore run needs after planning.
@@ -387,15 +399,18 @@ pub(crate) async fn check_schema(
 pub(crate) fn planned_nodes(assignments: &[Assignment]) -> Vec<RunNodeRow> {
     assignments
         .iter()
-        .map(|a| RunNodeRow {
-            host_id: a.target.info.host_id.clone(),
-            address: a.target.info.address.clone(),
-            worker_address: a.target.info.worker_address.clone(),
-            state: NodeState::Planned,
-            snapshot: SnapshotMark::None,
-            files_total: a.totals().files,
-            bytes_total: a.totals().bytes,
-            ..Default::default()
+        .map(|a| {
+            let totals = a.totals();
+            RunNodeRow {
+                host_id: a.target.info.host_id.clone(),
+                address: a.target.info.address.clone(),
+                worker_address: a.target.info.worker_address.clone(),
+                state: NodeState::Planned,
+                snapshot: SnapshotMark::None,
+                files_total: totals.files,
+                bytes_total: totals.bytes,
+                ..Default::default()
+            }
         })
         .collect()
 }
@@ -539,38 +554,18 @@ pub async fn list_backups(st: &Arc<dyn Store>) -> anyhow::Result<Vec<pb::BackupS
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringvault_common::hash::ContentHash;
-    use ringvault_common::manifest::{FileEntry, HostId, NodeDescription, NodeManifest};
-    use ringvault_common::{Identifier, RelativeName};
+    use ringvault_common::manifest::fixtures::{self, FixtureFile};
+    use ringvault_common::manifest::{HostId, NodeManifest};
 
     fn manifest(files: &[(&str, &str, &str, u64)]) -> NodeManifest {
-        NodeManifest {
-            format_version: ringvault_common::manifest::FORMAT_VERSION,
-            run_id: RunId::new(),
-            node: NodeDescription {
-                host_id: HostId::parse("4e5dcf79-dd51-4419-9aaf-4510118f5425").expect("host"),
-                address: "10.0.0.1".into(),
-                datacenter: "dc1".into(),
-                rack: "r1".into(),
-                tokens: vec![],
-                data_dirs: vec!["/data".into()],
-                cassandra_version: "5.0".into(),
-            },
-            snapshot_taken_unix_ms: 0,
-            files: files
+        fixtures::node_manifest(
+            &RunId::new(),
+            &HostId::parse("4e5dcf79-dd51-4419-9aaf-4510118f5425").expect("host"),
+            files
                 .iter()
-                .map(|(ks, t, name, size)| FileEntry {
-                    keyspace: Identifier::parse("keyspace", ks).expect("keyspace"),
-                    table: Identifier::parse("table", t).expect("table"),
-                    table_id: "0".repeat(32),
-                    name: RelativeName::parse(name).expect("name"),
-                    size: *size,
-                    hash: ContentHash::of(name.as_bytes()),
-                    data_dir_index: 0,
-                    sstable: None,
-                })
+                .map(|&(ks, t, name, size)| FixtureFile::named(ks, t, name, size))
                 .collect(),
-        }
+        )
     }
 
     fn key(ks: &str, t: &str) -> (String, String) {

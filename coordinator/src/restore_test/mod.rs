@@ -320,7 +320,7 @@ fn assign(
         stats,
         data_files,
     } = recorded;
-    sources.sort_by(|a, b| a.node.address.cmp(&b.node.address));
+    crate::restore::in_address_order(&mut sources);
     let mut assignments: Vec<Assignment> = nodes
         .iter()
         .map(|n| Assignment {
