@@ -391,6 +391,43 @@ impl SimWorker {
 
 type EventStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
+/// Forwards a simulated upload's events, coalescing those queued together as a real worker
+/// does ([`ringvault_proto::coalesce`]); an error ends its batch and is passed on.
+fn coalescing(
+    mut rx: mpsc::Receiver<Result<pb::UploadEvent, Status>>,
+) -> EventStream<pb::UploadEvent> {
+    use ringvault_proto::coalesce;
+    let (tx, out) = mpsc::channel(256);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let (mut batch, mut failed) = (Vec::new(), None);
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match item {
+                    Ok(e) => batch.push(e),
+                    Err(status) => {
+                        failed = Some(status);
+                        break;
+                    }
+                }
+                if batch.len() < coalesce::MAX_EVENTS {
+                    next = rx.try_recv().ok();
+                }
+            }
+            for m in coalesce::upload_events(batch) {
+                if tx.send(Ok(m)).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(status) = failed {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(out))
+}
+
 fn unimplemented<T>(what: &str) -> Result<T, Status> {
     Err(Status::unimplemented(format!(
         "the worker simulator does not {what}"
@@ -586,7 +623,7 @@ impl Worker for SimWorker {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(coalescing(rx)))
     }
 
     async fn apply_schema(

@@ -8,6 +8,118 @@ pub mod v1 {
     tonic::include_proto!("ringvault.v1");
 }
 
+/// Upload events queued together, sent as few messages as keep their meaning.
+pub mod coalesce {
+    use super::v1::{FilesDone, UploadEvent, UploadProgress, upload_event::Event};
+
+    /// The most events one coalesced message stands for (a `FilesDone` of this many files is
+    /// about 60 KiB, far below the message limit).
+    pub const MAX_EVENTS: usize = 256;
+
+    /// Folds `events`, in order, into: each plan where it was, and between plans one
+    /// `FilesDone` with every file and the bytes read (or one `UploadProgress` when no file
+    /// finished). Counts and sums are unchanged; only the number of messages shrinks.
+    pub fn upload_events(events: Vec<UploadEvent>) -> Vec<UploadEvent> {
+        let mut out = Vec::new();
+        let mut pending = FilesDone::default();
+        let flush = |pending: &mut FilesDone, out: &mut Vec<UploadEvent>| {
+            let p = std::mem::take(pending);
+            let event = if !p.files.is_empty() {
+                Event::Files(p)
+            } else if p.bytes_read > 0 {
+                Event::Progress(UploadProgress {
+                    bytes_read: p.bytes_read,
+                })
+            } else {
+                return;
+            };
+            out.push(UploadEvent { event: Some(event) });
+        };
+        for e in events {
+            match e.event {
+                Some(Event::File(f)) => pending.files.push(f),
+                Some(Event::Progress(p)) => pending.bytes_read += p.bytes_read,
+                Some(Event::Files(f)) => {
+                    pending.files.extend(f.files);
+                    pending.bytes_read += f.bytes_read;
+                }
+                Some(Event::Plan(p)) => {
+                    flush(&mut pending, &mut out);
+                    out.push(UploadEvent {
+                        event: Some(Event::Plan(p)),
+                    });
+                }
+                None => {}
+            }
+        }
+        flush(&mut pending, &mut out);
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::v1::{FileDone, FileEntry, UploadPlan};
+
+        fn file(name: &str) -> UploadEvent {
+            UploadEvent {
+                event: Some(Event::File(FileDone {
+                    file: Some(FileEntry {
+                        name: name.into(),
+                        ..Default::default()
+                    }),
+                    uploaded: true,
+                    hash_cached: false,
+                })),
+            }
+        }
+
+        fn progress(bytes_read: u64) -> UploadEvent {
+            UploadEvent {
+                event: Some(Event::Progress(UploadProgress { bytes_read })),
+            }
+        }
+
+        #[test]
+        fn keeps_the_plan_first_and_folds_files_and_progress_after_it() {
+            let plan = UploadEvent {
+                event: Some(Event::Plan(UploadPlan {
+                    total_files: 2,
+                    total_bytes: 30,
+                })),
+            };
+            let out = upload_events(vec![
+                plan.clone(),
+                progress(10),
+                file("a"),
+                progress(20),
+                file("b"),
+            ]);
+            assert_eq!(out.len(), 2);
+            assert_eq!(out[0], plan);
+            let Some(Event::Files(f)) = &out[1].event else {
+                panic!("expected one FilesDone, got {:?}", out[1]);
+            };
+            let names: Vec<&str> = f
+                .files
+                .iter()
+                .filter_map(|d| d.file.as_ref().map(|e| e.name.as_str()))
+                .collect();
+            assert_eq!(names, ["a", "b"]);
+            assert_eq!(f.bytes_read, 30);
+        }
+
+        #[test]
+        fn progress_alone_stays_progress_and_nothing_yields_nothing() {
+            assert_eq!(
+                upload_events(vec![progress(5), progress(7)]),
+                vec![progress(12)]
+            );
+            assert!(upload_events(vec![]).is_empty());
+        }
+    }
+}
+
 /// The encoded `FileDescriptorSet` of package `ringvault.v1`, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ringvault_v1_descriptor.bin"));

@@ -43,7 +43,8 @@ struct Forwarding<E, P> {
     op: Op,
     /// Counts an event in the metrics.
     count: fn(&WorkerMetrics, &E),
-    to_proto: fn(E) -> P,
+    /// The messages for events that were queued together.
+    to_proto: fn(Vec<E>) -> Vec<P>,
     /// The error a failed job ends the stream with.
     failed: fn(anyhow::Error) -> WorkerError,
 }
@@ -52,7 +53,11 @@ const UPLOAD: Forwarding<UploadEvent, pb::UploadEvent> = Forwarding {
     what: "upload",
     op: Op::Upload,
     count: WorkerMetrics::upload_event,
-    to_proto: convert::upload_event,
+    to_proto: |events| {
+        ringvault_proto::coalesce::upload_events(
+            events.into_iter().map(convert::upload_event).collect(),
+        )
+    },
     failed: WorkerError::Internal,
 };
 
@@ -60,13 +65,15 @@ const DOWNLOAD: Forwarding<crate::restore::DownloadEvent, pb::DownloadEvent> = F
     what: "download",
     op: Op::Download,
     count: WorkerMetrics::download_event,
-    to_proto: convert::download_event,
+    to_proto: |events| events.into_iter().map(convert::download_event).collect(),
     failed: |e| WorkerError::refused(format!("{e:#}")),
 };
 
 /// Streams a job's events to the caller as they come, counting each; a caller that goes away
 /// aborts the job, and a failed job ends the stream with its error (counted and logged).
-/// `guard` is held until the stream ends.
+/// Events that queued up while the previous message was sent go together (up to
+/// [`ringvault_proto::coalesce::MAX_EVENTS`]), so a fast job sends fewer, larger messages and
+/// a slow one is not delayed. `guard` is held until the stream ends.
 fn forward<E: Send + 'static, P: Send + 'static>(
     how: Forwarding<E, P>,
     metrics: Arc<WorkerMetrics>,
@@ -77,11 +84,22 @@ fn forward<E: Send + 'static, P: Send + 'static>(
     let (out_tx, out_rx) = mpsc::channel::<Result<P, Status>>(256);
     tokio::spawn(async move {
         let _guard = guard;
-        while let Some(ev) = events.recv().await {
-            (how.count)(&metrics, &ev);
-            if out_tx.send(Ok((how.to_proto)(ev))).await.is_err() {
-                job.abort();
-                return;
+        while let Some(first) = events.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < ringvault_proto::coalesce::MAX_EVENTS {
+                match events.try_recv() {
+                    Ok(ev) => batch.push(ev),
+                    Err(_) => break,
+                }
+            }
+            for ev in &batch {
+                (how.count)(&metrics, ev);
+            }
+            for msg in (how.to_proto)(batch) {
+                if out_tx.send(Ok(msg)).await.is_err() {
+                    job.abort();
+                    return;
+                }
             }
         }
         let end = match job.await {
@@ -433,9 +451,28 @@ mod tests {
         what: "count",
         op: Op::Download,
         count: |_, _| {},
-        to_proto: |n| n * 10,
+        to_proto: |ns| ns.into_iter().map(|n| n * 10).collect(),
         failed: |e| WorkerError::refused(format!("{e:#}")),
     };
+
+    #[tokio::test]
+    async fn events_queued_together_are_converted_together() -> anyhow::Result<()> {
+        // A kind whose message is the sum of the events it stands for.
+        const SUMS: Forwarding<u64, u64> = Forwarding {
+            to_proto: |ns| vec![ns.iter().sum()],
+            ..NUMBERS
+        };
+        let (tx, rx) = mpsc::channel(8);
+        for n in 1..=3 {
+            tx.send(n).await?;
+        }
+        drop(tx);
+        let job = tokio::spawn(async { anyhow::Ok(()) });
+        let out: Vec<_> = forward(SUMS, Arc::default(), rx, job, ()).collect().await;
+        let out: Vec<u64> = out.into_iter().map(|r| r.expect("no error")).collect();
+        assert_eq!(out, [6], "three queued events, one message");
+        Ok(())
+    }
 
     #[tokio::test]
     async fn events_pass_in_order_and_a_finished_job_ends_the_stream() {

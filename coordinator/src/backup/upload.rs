@@ -19,6 +19,7 @@ use ringvault_common::{Identifier, RelativeName};
 use ringvault_proto::v1 as pb;
 
 use super::{PlannedNode, Retry, RunContext};
+use crate::catalog::FileTotals;
 use crate::db::RunFileRow;
 use crate::run::NodeState;
 
@@ -211,34 +212,14 @@ async fn follow(
                     .update_node(&host, |x| x.bytes_done += p.bytes_read);
             }
             Some(pb::upload_event::Event::File(done)) => {
-                let f = done
-                    .file
-                    .ok_or_else(|| anyhow::anyhow!("worker sent a file event without a file"))?;
-                let entry = entry_from_proto(&f)?;
-                ctx.handle.update_node(&host, |x| {
-                    x.files_done += 1;
-                    if done.uploaded {
-                        x.files_uploaded += 1;
-                        x.bytes_uploaded += f.size;
-                    }
-                });
-                pending
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?
-                    .push(RunFileRow {
-                        host_id: host.clone(),
-                        keyspace: entry.keyspace.to_string(),
-                        table: entry.table.to_string(),
-                        table_id: entry.table_id.clone(),
-                        name: entry.name.to_string(),
-                        data_dir_index: entry.data_dir_index,
-                        size: entry.size,
-                        hash: entry.hash.to_string(),
-                        uploaded: done.uploaded,
-                        sstable: entry.sstable,
-                    });
-                files += 1;
-                bytes += entry.size;
+                let added = files_done(ctx, &host, pending, vec![done], 0)?;
+                files += added.files;
+                bytes += added.bytes;
+            }
+            Some(pb::upload_event::Event::Files(batch)) => {
+                let added = files_done(ctx, &host, pending, batch.files, batch.bytes_read)?;
+                files += added.files;
+                bytes += added.bytes;
             }
             None => {}
         }
@@ -256,6 +237,54 @@ async fn follow(
         files,
         bytes,
     })
+}
+
+/// Files a worker reports done (one event, or a batch of them): validated, counted in the
+/// run's view with one update, and queued as rows for the next flush under one lock.
+fn files_done(
+    ctx: &RunContext,
+    host: &str,
+    pending: &Mutex<Vec<RunFileRow>>,
+    done: Vec<pb::FileDone>,
+    bytes_read: u64,
+) -> anyhow::Result<FileTotals> {
+    let mut rows = Vec::with_capacity(done.len());
+    let (mut added, mut uploaded) = (FileTotals::default(), FileTotals::default());
+    for d in done {
+        let f = d
+            .file
+            .ok_or_else(|| anyhow::anyhow!("worker sent a file event without a file"))?;
+        let entry = entry_from_proto(&f)?;
+        added.files += 1;
+        added.bytes += entry.size;
+        if d.uploaded {
+            uploaded.files += 1;
+            uploaded.bytes += entry.size;
+        }
+        rows.push(RunFileRow {
+            host_id: host.to_string(),
+            keyspace: entry.keyspace.to_string(),
+            table: entry.table.to_string(),
+            table_id: entry.table_id,
+            name: entry.name.to_string(),
+            data_dir_index: entry.data_dir_index,
+            size: entry.size,
+            hash: entry.hash.to_string(),
+            uploaded: d.uploaded,
+            sstable: entry.sstable,
+        });
+    }
+    ctx.handle.update_node(host, |x| {
+        x.files_done += added.files;
+        x.files_uploaded += uploaded.files;
+        x.bytes_uploaded += uploaded.bytes;
+        x.bytes_done += bytes_read;
+    });
+    pending
+        .lock()
+        .map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?
+        .extend(rows);
+    Ok(added)
 }
 
 /// Validates a worker's file entry: names, ids and hash are checked before they are trusted.
