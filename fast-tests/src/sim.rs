@@ -173,6 +173,8 @@ struct Shared {
     /// Content hashes by content seed (shared mode: one set for every node).
     /// One cell per seed: nodes reaching the same content at once hash it once.
     hashes: Mutex<std::collections::HashMap<u64, Arc<OnceLock<ContentHash>>>>,
+    /// Per content seed, whether its blob was put by this node (set once it is in the store).
+    stored: Mutex<std::collections::HashMap<u64, Arc<tokio::sync::OnceCell<bool>>>>,
     stats: SimStats,
 }
 
@@ -261,6 +263,7 @@ impl Simulator {
             tables,
             schema: pb::DescribeSchemaResponse { schema_cql, rows },
             hashes: Mutex::default(),
+            stored: Mutex::default(),
             stats: SimStats::default(),
         });
         let step = (u64::MAX / nodes as u64) as i128;
@@ -382,6 +385,11 @@ impl SimWorker {
             h
         });
         (h.clone(), generated)
+    }
+
+    /// The cell set once the blob of this content is in the store.
+    fn stored_cell(&self, seed: u64) -> Arc<tokio::sync::OnceCell<bool>> {
+        Arc::clone(lock(&self.shared.stored).entry(seed).or_default())
     }
 
     fn has_snapshot(&self, tag: &str) -> bool {
@@ -569,25 +577,56 @@ impl Worker for SimWorker {
                 let (hash, generated) = me.hash_of(f);
                 let hash_cached = generated.is_none();
                 let key = layout::blob(&hash);
-                let present = match store.head(&key).await {
-                    Ok(m) => m.is_some_and(|m| m.size == f.size),
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
-                        return;
+                // One simulated node stores a shared blob while the others reaching it wait;
+                // once it is stored, the others do not ask the store again when the
+                // coordinator trusts seen blobs (as a real worker's hash cache does for its own).
+                let stored = me.stored_cell(f.content_seed);
+                let trusted = r.trust_seen_blobs && stored.initialized();
+                let mut put_here = false;
+                if !trusted {
+                    let ensure = async {
+                        let present = store
+                            .head(&key)
+                            .await
+                            .map_err(|e| Status::unavailable(e.to_string()))?
+                            .is_some_and(|m| m.size == f.size);
+                        if !present {
+                            let bytes =
+                                generated.unwrap_or_else(|| generate(f.content_seed, f.size));
+                            store
+                                .put(&key, bytes)
+                                .await
+                                .map_err(|e| Status::unavailable(e.to_string()))?;
+                            let st = &me.shared.stats;
+                            st.blobs_put
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            st.bytes_put
+                                .fetch_add(f.size, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok::<bool, Status>(!present)
+                    };
+                    let result = if stored.initialized() {
+                        // Stored by another node before, but not trusted: ask, like a worker.
+                        ensure.await
+                    } else {
+                        let mut ran = false;
+                        stored
+                            .get_or_try_init(|| {
+                                ran = true;
+                                ensure
+                            })
+                            .await
+                            .map(|put| ran && *put)
+                    };
+                    match result {
+                        Ok(p) => put_here = p,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
                     }
-                };
-                if !present {
-                    let bytes = generated.unwrap_or_else(|| generate(f.content_seed, f.size));
-                    if let Err(e) = store.put(&key, bytes).await {
-                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
-                        return;
-                    }
-                    let st = &me.shared.stats;
-                    st.blobs_put
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    st.bytes_put
-                        .fetch_add(f.size, std::sync::atomic::Ordering::Relaxed);
                 }
+                let present = !put_here;
                 me.shared
                     .stats
                     .file_events
