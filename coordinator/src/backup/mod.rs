@@ -81,6 +81,13 @@ pub fn set_worker_security(s: ringvault_common::security::ClientSecurity) {
     let _ = WORKER_SECURITY.set(s);
 }
 
+/// How much a worker may send the coordinator before it reads (HTTP/2 flow control, per
+/// stream and per connection; the protocol's default). Workers answer with small messages
+/// (events, node info), so this costs no speed; hyper's client default, 2 MiB per stream and
+/// 5 MiB per connection, let 1,000 workers park up to gigabytes in a coordinator that had
+/// fallen behind (peak RSS 708 MiB at 1,000 × 5,000 files).
+const WORKER_RECEIVE_WINDOW: u32 = 65_535;
+
 /// Connects to a worker's gRPC address: `https://` with this coordinator's certificate, or
 /// `http://` on loopback only.
 pub async fn connect_worker(addr: &str) -> anyhow::Result<WorkerClient<Channel>> {
@@ -91,6 +98,8 @@ pub async fn connect_worker(addr: &str) -> anyhow::Result<WorkerClient<Channel>>
                 .tcp_keepalive(Some(Duration::from_secs(10)))
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(20))
+                .initial_stream_window_size(WORKER_RECEIVE_WINDOW)
+                .initial_connection_window_size(WORKER_RECEIVE_WINDOW)
         })
         .await?;
     Ok(WorkerClient::new(channel)

@@ -1,6 +1,7 @@
 //! Stage `upload`: every node streams its snapshot to the store in parallel. The coordinator
 //! follows each node's event stream, validates every file entry, publishes progress, and
-//! persists progress and file rows in batches (every second), never per event. A node whose
+//! persists progress and file rows in batches (every second, or sooner when 50,000 rows wait;
+//! followers wait beyond that, so memory stays bounded), never per event. A node whose
 //! worker restarts (or whose stream breaks) gets its upload re-issued: the worker re-walks the
 //! same snapshot and sends only blobs the store does not have.
 //!
@@ -17,6 +18,7 @@ use ringvault_common::hash::ContentHash;
 use ringvault_common::manifest::FileEntry;
 use ringvault_common::{Identifier, RelativeName};
 use ringvault_proto::v1 as pb;
+use tokio::sync::Notify;
 
 use super::{PlannedNode, Retry, RunContext};
 use crate::catalog::FileTotals;
@@ -51,13 +53,16 @@ async fn upload_with(
     nodes: &[PlannedNode],
     trust_seen: bool,
 ) -> anyhow::Result<Vec<NodeFiles>> {
-    let pending: Arc<Mutex<Vec<RunFileRow>>> = Arc::new(Mutex::new(Vec::new()));
+    let pending = Arc::new(PendingRows::default());
     let flusher = {
         let pending = Arc::clone(&pending);
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = pending.full.notified() => {}
+                }
                 if let Err(e) = flush(ctx, &pending).await {
                     tracing::warn!(error = %format!("{e:#}"), "persisting progress");
                 }
@@ -93,12 +98,58 @@ fn unreachable_flusher() -> anyhow::Result<Vec<NodeFiles>> {
     Err(anyhow::anyhow!("progress flusher stopped"))
 }
 
-async fn flush(ctx: &RunContext, pending: &Mutex<Vec<RunFileRow>>) -> anyhow::Result<()> {
-    let rows = std::mem::take(
-        &mut *pending
+/// Rows waiting at most for the flusher: about 12 MB. Followers wait beyond it.
+const PENDING_ROWS_MAX: usize = 50_000;
+
+/// File rows received and not yet written, shared by every node's follower and the flusher.
+/// Bounded: a follower that finds [`PENDING_ROWS_MAX`] rows waiting wakes the flusher and waits
+/// until it has taken them, so a coordinator behind SQLite slows the workers' streams (gRPC
+/// flow control) instead of holding ever more rows. At most two batches are in memory: the one
+/// being written and the one filling.
+#[derive(Default)]
+struct PendingRows {
+    rows: Mutex<Vec<RunFileRow>>,
+    /// Wakes the flusher before its tick.
+    full: Notify,
+    /// Wakes the followers once the flusher has taken the rows.
+    taken: Notify,
+}
+
+impl PendingRows {
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Vec<RunFileRow>>> {
+        self.rows
             .lock()
-            .map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?,
-    );
+            .map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))
+    }
+
+    fn push(&self, rows: Vec<RunFileRow>) -> anyhow::Result<()> {
+        self.lock()?.extend(rows);
+        Ok(())
+    }
+
+    fn take(&self) -> anyhow::Result<Vec<RunFileRow>> {
+        let rows = std::mem::take(&mut *self.lock()?);
+        self.taken.notify_waiters();
+        Ok(rows)
+    }
+
+    /// Returns once fewer than [`PENDING_ROWS_MAX`] rows wait.
+    async fn room(&self) -> anyhow::Result<()> {
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if self.lock()?.len() < PENDING_ROWS_MAX {
+                return Ok(());
+            }
+            self.full.notify_one();
+            taken.await;
+        }
+    }
+}
+
+async fn flush(ctx: &RunContext, pending: &PendingRows) -> anyhow::Result<()> {
+    let rows = pending.take()?;
     let id = ctx.run_id.to_string();
     if !rows.is_empty() {
         ctx.coord
@@ -112,7 +163,7 @@ async fn flush(ctx: &RunContext, pending: &Mutex<Vec<RunFileRow>>) -> anyhow::Re
 async fn upload_node(
     ctx: &RunContext,
     n: &PlannedNode,
-    pending: &Mutex<Vec<RunFileRow>>,
+    pending: &PendingRows,
     trust_seen: bool,
 ) -> anyhow::Result<NodeFiles> {
     let host = n.info.host_id.clone();
@@ -169,7 +220,7 @@ impl From<anyhow::Error> for FollowError {
 async fn follow(
     ctx: &RunContext,
     n: &PlannedNode,
-    pending: &Mutex<Vec<RunFileRow>>,
+    pending: &PendingRows,
     trust_seen: bool,
 ) -> Result<NodeFiles, FollowError> {
     let host = n.info.host_id.clone();
@@ -215,11 +266,13 @@ async fn follow(
                 let added = files_done(ctx, &host, pending, vec![done], 0)?;
                 files += added.files;
                 bytes += added.bytes;
+                pending.room().await?;
             }
             Some(pb::upload_event::Event::Files(batch)) => {
                 let added = files_done(ctx, &host, pending, batch.files, batch.bytes_read)?;
                 files += added.files;
                 bytes += added.bytes;
+                pending.room().await?;
             }
             None => {}
         }
@@ -244,7 +297,7 @@ async fn follow(
 fn files_done(
     ctx: &RunContext,
     host: &str,
-    pending: &Mutex<Vec<RunFileRow>>,
+    pending: &PendingRows,
     done: Vec<pb::FileDone>,
     bytes_read: u64,
 ) -> anyhow::Result<FileTotals> {
@@ -280,10 +333,7 @@ fn files_done(
         x.bytes_uploaded += uploaded.bytes;
         x.bytes_done += bytes_read;
     });
-    pending
-        .lock()
-        .map_err(|_| anyhow::anyhow!("pending rows lock poisoned"))?
-        .extend(rows);
+    pending.push(rows)?;
     Ok(added)
 }
 
