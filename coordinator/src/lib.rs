@@ -14,6 +14,7 @@ pub mod purge;
 pub mod restore;
 pub mod restore_test;
 pub mod run;
+pub mod runtime;
 pub mod schedule;
 pub mod test_hooks;
 pub mod verify;
