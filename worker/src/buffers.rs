@@ -57,6 +57,19 @@ impl BufferPool {
         }
     }
 
+    /// The sizes of the idle buffers, smallest first.
+    #[cfg(test)]
+    fn idle_sizes(&self) -> Vec<usize> {
+        let free = self
+            .inner
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut sizes: Vec<usize> = free.iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        sizes
+    }
+
     /// Idle buffers held now.
     #[cfg(test)]
     fn idle(&self) -> usize {
@@ -103,6 +116,8 @@ impl AsRef<[u8]> for Buffer {
 }
 
 impl Drop for Buffer {
+    /// Back to the pool; when it is full, in place of its smallest idle buffer if that one is
+    /// smaller (a burst of small files must not leave only small buffers for the large reads).
     fn drop(&mut self) {
         let data = std::mem::take(&mut self.data);
         let mut free = self
@@ -112,6 +127,10 @@ impl Drop for Buffer {
             .unwrap_or_else(PoisonError::into_inner);
         if free.len() < self.pool.max_free {
             free.push(data);
+        } else if let Some(smallest) = free.iter_mut().min_by_key(|b| b.len())
+            && smallest.len() < data.len()
+        {
+            *smallest = data;
         }
     }
 }
@@ -161,5 +180,16 @@ mod tests {
         let held: Vec<Buffer> = (0..5).map(|_| pool.take(16)).collect();
         drop(held);
         assert_eq!(pool.idle(), 2);
+    }
+
+    #[test]
+    fn a_full_pool_keeps_the_larger_buffers() {
+        let pool = BufferPool::new(2);
+        let small: Vec<Buffer> = (0..2).map(|_| pool.take(16)).collect();
+        let large = pool.take(1 << 20);
+        drop(small);
+        drop(large);
+        // The large read after a burst of small ones finds the large buffer idle.
+        assert_eq!(pool.idle_sizes(), [16, 1 << 20]);
     }
 }
