@@ -165,6 +165,10 @@ pub struct SimStats {
     pub bytes_put: std::sync::atomic::AtomicU64,
 }
 
+/// Per (store URL, content seed): set once that blob is in that store, to whether this
+/// simulated node put it.
+type StoredBlobs = std::collections::HashMap<(String, u64), Arc<tokio::sync::OnceCell<bool>>>;
+
 struct Shared {
     cfg: SimConfig,
     ring: Vec<pb::RingNode>,
@@ -173,8 +177,9 @@ struct Shared {
     /// Content hashes by content seed (shared mode: one set for every node).
     /// One cell per seed: nodes reaching the same content at once hash it once.
     hashes: Mutex<std::collections::HashMap<u64, Arc<OnceLock<ContentHash>>>>,
-    /// Per content seed, whether its blob was put by this node (set once it is in the store).
-    stored: Mutex<std::collections::HashMap<u64, Arc<tokio::sync::OnceCell<bool>>>>,
+    /// Per store and content seed, whether its blob was put by this node (set once it is in
+    /// that store).
+    stored: Mutex<StoredBlobs>,
     stats: SimStats,
 }
 
@@ -388,8 +393,12 @@ impl SimWorker {
     }
 
     /// The cell set once the blob of this content is in the store.
-    fn stored_cell(&self, seed: u64) -> Arc<tokio::sync::OnceCell<bool>> {
-        Arc::clone(lock(&self.shared.stored).entry(seed).or_default())
+    fn stored_cell(&self, store_url: &str, seed: u64) -> Arc<tokio::sync::OnceCell<bool>> {
+        Arc::clone(
+            lock(&self.shared.stored)
+                .entry((store_url.to_string(), seed))
+                .or_default(),
+        )
     }
 
     fn has_snapshot(&self, tag: &str) -> bool {
@@ -580,7 +589,7 @@ impl Worker for SimWorker {
                 // One simulated node stores a shared blob while the others reaching it wait;
                 // once it is stored, the others do not ask the store again when the
                 // coordinator trusts seen blobs (as a real worker's hash cache does for its own).
-                let stored = me.stored_cell(f.content_seed);
+                let stored = me.stored_cell(&r.store_url, f.content_seed);
                 let trusted = r.trust_seen_blobs && stored.initialized();
                 let mut put_here = false;
                 if !trusted {

@@ -61,6 +61,12 @@ const UPLOAD: Forwarding<UploadEvent, pb::UploadEvent> = Forwarding {
     failed: WorkerError::Internal,
 };
 
+/// [`UPLOAD`] for a coordinator that does not read `FilesDone`: one message per event.
+const UPLOAD_ONE_BY_ONE: Forwarding<UploadEvent, pb::UploadEvent> = Forwarding {
+    to_proto: |events| events.into_iter().map(convert::upload_event).collect(),
+    ..UPLOAD
+};
+
 const DOWNLOAD: Forwarding<crate::restore::DownloadEvent, pb::DownloadEvent> = Forwarding {
     what: "download",
     op: Op::Download,
@@ -383,8 +389,13 @@ impl pb::worker_server::Worker for WorkerService {
         let metrics = Arc::clone(&self.node.metrics);
         let in_progress = metrics.upload_started();
         let job = tokio::spawn(uploader.run(files, ev_tx));
+        let how = if req.accepts_files_done {
+            UPLOAD
+        } else {
+            UPLOAD_ONE_BY_ONE
+        };
         Ok(Response::new(forward(
-            UPLOAD,
+            how,
             metrics,
             ev_rx,
             job,
@@ -454,6 +465,68 @@ mod tests {
         to_proto: |ns| ns.into_iter().map(|n| n * 10).collect(),
         failed: |e| WorkerError::refused(format!("{e:#}")),
     };
+
+    /// The messages an upload's queued events become, for a coordinator that reads
+    /// `FilesDone` or one that does not.
+    async fn upload_messages(
+        how: Forwarding<UploadEvent, pb::UploadEvent>,
+    ) -> anyhow::Result<Vec<pb::UploadEvent>> {
+        use ringvault_common::manifest::fixtures::{self, FixtureFile};
+        let run = ringvault_common::RunId::new();
+        let host =
+            ringvault_common::manifest::HostId::parse("4e5dcf79-dd51-4419-9aaf-4510118f5425")?;
+        let files = ["nb-1-big-Data.db", "nb-1-big-TOC.txt"]
+            .map(|name| FixtureFile::named("ks", "t", name, 10));
+        let manifest = fixtures::node_manifest(&run, &host, files.into());
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(UploadEvent::Plan {
+            files: 2,
+            bytes: 20,
+        })
+        .await?;
+        for entry in manifest.files {
+            tx.send(UploadEvent::Progress { bytes: 10 }).await?;
+            tx.send(UploadEvent::FileDone {
+                entry,
+                mtime_ns: 0,
+                uploaded: true,
+                hash_cached: false,
+            })
+            .await?;
+        }
+        drop(tx);
+        let job = tokio::spawn(async { anyhow::Ok(()) });
+        let out: Vec<_> = forward(how, Arc::default(), rx, job, ()).collect().await;
+        Ok(out.into_iter().collect::<Result<_, _>>()?)
+    }
+
+    #[tokio::test]
+    async fn files_done_batches_only_for_a_coordinator_that_reads_them() -> anyhow::Result<()> {
+        use pb::upload_event::Event;
+        let kinds = |msgs: &[pb::UploadEvent]| -> Vec<&'static str> {
+            msgs.iter()
+                .map(|m| match &m.event {
+                    Some(Event::Plan(_)) => "plan",
+                    Some(Event::Progress(_)) => "progress",
+                    Some(Event::File(_)) => "file",
+                    Some(Event::Files(_)) => "files",
+                    None => "none",
+                })
+                .collect()
+        };
+        let batched = upload_messages(UPLOAD).await?;
+        assert_eq!(kinds(&batched), ["plan", "files"]);
+        let Some(Event::Files(f)) = &batched[1].event else {
+            anyhow::bail!("no FilesDone");
+        };
+        assert_eq!((f.files.len(), f.bytes_read), (2, 20));
+        let one_by_one = upload_messages(UPLOAD_ONE_BY_ONE).await?;
+        assert_eq!(
+            kinds(&one_by_one),
+            ["plan", "progress", "file", "progress", "file"]
+        );
+        Ok(())
+    }
 
     #[tokio::test]
     async fn events_queued_together_are_converted_together() -> anyhow::Result<()> {

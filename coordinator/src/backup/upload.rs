@@ -58,6 +58,8 @@ async fn upload_with(
         let pending = Arc::clone(&pending);
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // After a slow flush, the next one second later, not a burst of them.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -90,8 +92,11 @@ async fn upload_with(
         _ = flusher => unreachable_flusher(),
         _ = ctx.handle.cancel.cancelled() => Err(anyhow::anyhow!("cancelled by the operator")),
     };
-    flush(ctx, &pending).await?;
-    result
+    // The node's failure, if any, is the error to report; a failed last flush otherwise.
+    let flushed = flush(ctx, &pending).await;
+    let files = result?;
+    flushed?;
+    Ok(files)
 }
 
 fn unreachable_flusher() -> anyhow::Result<Vec<NodeFiles>> {
@@ -113,6 +118,8 @@ struct PendingRows {
     full: Notify,
     /// Wakes the followers once the flusher has taken the rows.
     taken: Notify,
+    /// Held by the flush writing rows ([`flush`]).
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PendingRows {
@@ -148,13 +155,20 @@ impl PendingRows {
     }
 }
 
+/// Writes the pending rows. One flush at a time: the write holds `writing` until its
+/// blocking task ends, even when the flusher is dropped while it waits (the upload finished),
+/// so the last flush, and the commit after it, never overtake rows still being written.
 async fn flush(ctx: &RunContext, pending: &PendingRows) -> anyhow::Result<()> {
+    let writing = Arc::clone(&pending.writing).lock_owned().await;
     let rows = pending.take()?;
     let id = ctx.run_id.to_string();
     if !rows.is_empty() {
         ctx.coord
             .db
-            .call(move |db| db.insert_files(&id, &rows))
+            .call(move |db| {
+                let _writing = writing;
+                db.insert_files(&id, &rows)
+            })
             .await?;
     }
     ctx.persist_nodes().await
@@ -234,6 +248,7 @@ async fn follow(
         concurrency: ctx.req.limits.upload_concurrency,
         bandwidth_bytes_per_sec: ctx.req.limits.upload_bandwidth,
         trust_seen_blobs: trust_seen,
+        accepts_files_done: true,
     };
     let mut stream = n
         .client
