@@ -13,12 +13,33 @@
 //!   at 1,000 workers × 1,000 files, `MALLOC_ARENA_MAX=2` lowered the peak from 573 to 462 MiB
 //!   with no loss of speed. The coordinator limits itself to [`MALLOC_ARENAS`] unless the
 //!   operator set `MALLOC_ARENA_MAX`.
+//! - **Freed memory returned.** glibc gives memory back to the system only from the top of a
+//!   heap; what a run freed in the middle stays counted in the coordinator's RSS, and the next
+//!   operation's peak lands on top of it. [`return_freed_memory`] hands it back every
+//!   [`TRIM_INTERVAL`] (`malloc_trim`, a few milliseconds with two arenas).
 
 /// Most threads of tokio's blocking pool.
 pub const BLOCKING_THREADS: usize = 64;
 
 /// Malloc arenas (glibc) when `MALLOC_ARENA_MAX` is not set.
 pub const MALLOC_ARENAS: i32 = 2;
+
+/// How often memory freed inside malloc's heaps is returned to the system.
+pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Returns the memory malloc holds free to the system every [`TRIM_INTERVAL`], forever; spawn
+/// it once. Does nothing where the allocator is not glibc's.
+pub async fn return_freed_memory() {
+    let mut tick = tokio::time::interval(TRIM_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free pages of malloc's own heaps; it takes the
+        // arena locks itself and is safe to call from any thread at any time.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
+}
 
 /// The multi-threaded runtime the coordinator runs on, after limiting malloc's arenas.
 pub fn build() -> std::io::Result<tokio::runtime::Runtime> {

@@ -418,17 +418,13 @@ fn coalescing(
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let (mut batch, mut failed) = (Vec::new(), None);
-            let mut next = Some(first);
-            while let Some(item) = next.take() {
+            for item in coalesce::queued(first, || rx.try_recv().ok()) {
                 match item {
                     Ok(e) => batch.push(e),
                     Err(status) => {
                         failed = Some(status);
                         break;
                     }
-                }
-                if batch.len() < coalesce::MAX_EVENTS {
-                    next = rx.try_recv().ok();
                 }
             }
             for m in coalesce::upload_events(batch) {

@@ -12,9 +12,25 @@ pub mod v1 {
 pub mod coalesce {
     use super::v1::{FilesDone, UploadEvent, UploadProgress, upload_event::Event};
 
-    /// The most events one coalesced message stands for (a `FilesDone` of this many files is
-    /// about 60 KiB, far below the message limit).
-    pub const MAX_EVENTS: usize = 256;
+    /// The most events one coalesced message stands for: a `FilesDone` of this many files is
+    /// about 15 KiB. The receiver keeps a decoding buffer of the largest message per stream,
+    /// so at 1,000 workers 256 events (60 KiB) cost the coordinator 60 MiB more than 64, and
+    /// 64 already turn 128 messages into one.
+    pub const MAX_EVENTS: usize = 64;
+
+    /// `first` and what `next` has ready after it, up to [`MAX_EVENTS`] in all: the events
+    /// that queued up while the previous message was on its way (`next` is a channel's
+    /// `try_recv`, so this never waits).
+    pub fn queued<T>(first: T, mut next: impl FnMut() -> Option<T>) -> Vec<T> {
+        let mut batch = vec![first];
+        while batch.len() < MAX_EVENTS {
+            match next() {
+                Some(e) => batch.push(e),
+                None => break,
+            }
+        }
+        batch
+    }
 
     /// Folds `events`, in order, into: each plan where it was, and between plans one
     /// `FilesDone` with every file and the bytes read (or one `UploadProgress` when no file
@@ -107,6 +123,16 @@ pub mod coalesce {
                 .collect();
             assert_eq!(names, ["a", "b"]);
             assert_eq!(f.bytes_read, 30);
+        }
+
+        #[test]
+        fn queued_takes_what_is_ready_up_to_the_cap() {
+            let mut ready = 1..;
+            let batch = queued(0, || ready.next());
+            assert_eq!(batch.len(), MAX_EVENTS);
+            assert_eq!(batch[..3], [0, 1, 2]);
+            let mut three = vec![3, 2, 1];
+            assert_eq!(queued(0, || three.pop()), [0, 1, 2, 3]);
         }
 
         #[test]

@@ -91,13 +91,7 @@ fn forward<E: Send + 'static, P: Send + 'static>(
     tokio::spawn(async move {
         let _guard = guard;
         while let Some(first) = events.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < ringvault_proto::coalesce::MAX_EVENTS {
-                match events.try_recv() {
-                    Ok(ev) => batch.push(ev),
-                    Err(_) => break,
-                }
-            }
+            let batch = ringvault_proto::coalesce::queued(first, || events.try_recv().ok());
             for ev in &batch {
                 (how.count)(&metrics, ev);
             }

@@ -237,7 +237,7 @@ async fn follow(
     pending: &PendingRows,
     trust_seen: bool,
 ) -> Result<NodeFiles, FollowError> {
-    let host = n.info.host_id.clone();
+    let host: Arc<str> = Arc::from(n.info.host_id.as_str());
     ctx.handle
         .update_node(&host, |p| p.state = NodeState::Uploading);
     let req = pb::UploadRequest {
@@ -265,32 +265,32 @@ async fn follow(
             Ok(None) => break,
             Err(e) => return Err(FollowError::Call(e)),
         };
-        match msg.event {
+        let batch = match msg.event {
             Some(pb::upload_event::Event::Plan(p)) => {
                 ctx.handle.update_node(&host, |x| {
                     x.files_total = p.total_files;
                     x.bytes_total = p.total_bytes;
                 });
                 plan = Some(p);
+                continue;
             }
             Some(pb::upload_event::Event::Progress(p)) => {
                 ctx.handle
                     .update_node(&host, |x| x.bytes_done += p.bytes_read);
+                continue;
             }
-            Some(pb::upload_event::Event::File(done)) => {
-                let added = files_done(ctx, &host, pending, vec![done], 0)?;
-                files += added.files;
-                bytes += added.bytes;
-                pending.room().await?;
-            }
-            Some(pb::upload_event::Event::Files(batch)) => {
-                let added = files_done(ctx, &host, pending, batch.files, batch.bytes_read)?;
-                files += added.files;
-                bytes += added.bytes;
-                pending.room().await?;
-            }
-            None => {}
-        }
+            // A worker older than `FilesDone` sends one file per message.
+            Some(pb::upload_event::Event::File(done)) => pb::FilesDone {
+                files: vec![done],
+                bytes_read: 0,
+            },
+            Some(pb::upload_event::Event::Files(batch)) => batch,
+            None => continue,
+        };
+        let added = files_done(ctx, &host, pending, batch)?;
+        files += added.files;
+        bytes += added.bytes;
+        pending.room().await?;
     }
     let plan = plan.ok_or_else(|| anyhow::anyhow!("worker ended the upload without a plan"))?;
     if files != plan.total_files || bytes != plan.total_bytes {
@@ -301,24 +301,23 @@ async fn follow(
         )));
     }
     Ok(NodeFiles {
-        host_id: host,
+        host_id: host.to_string(),
         files,
         bytes,
     })
 }
 
-/// Files a worker reports done (one event, or a batch of them): validated, counted in the
-/// run's view with one update, and queued as rows for the next flush under one lock.
+/// Files a worker reports done: validated, counted in the run's view with one update, and
+/// queued as rows for the next flush under one lock.
 fn files_done(
     ctx: &RunContext,
-    host: &str,
+    host: &Arc<str>,
     pending: &PendingRows,
-    done: Vec<pb::FileDone>,
-    bytes_read: u64,
+    batch: pb::FilesDone,
 ) -> anyhow::Result<FileTotals> {
-    let mut rows = Vec::with_capacity(done.len());
+    let mut rows = Vec::with_capacity(batch.files.len());
     let (mut added, mut uploaded) = (FileTotals::default(), FileTotals::default());
-    for d in done {
+    for d in batch.files {
         let f = d
             .file
             .ok_or_else(|| anyhow::anyhow!("worker sent a file event without a file"))?;
@@ -330,14 +329,14 @@ fn files_done(
             uploaded.bytes += entry.size;
         }
         rows.push(RunFileRow {
-            host_id: host.to_string(),
-            keyspace: entry.keyspace.to_string(),
-            table: entry.table.to_string(),
+            host_id: Arc::clone(host),
+            keyspace: entry.keyspace.into(),
+            table: entry.table.into(),
             table_id: entry.table_id,
-            name: entry.name.to_string(),
+            name: entry.name.into(),
             data_dir_index: entry.data_dir_index,
             size: entry.size,
-            hash: entry.hash.to_string(),
+            hash: entry.hash.into(),
             uploaded: d.uploaded,
             sstable: entry.sstable,
         });
@@ -346,7 +345,7 @@ fn files_done(
         x.files_done += added.files;
         x.files_uploaded += uploaded.files;
         x.bytes_uploaded += uploaded.bytes;
-        x.bytes_done += bytes_read;
+        x.bytes_done += batch.bytes_read;
     });
     pending.push(rows)?;
     Ok(added)

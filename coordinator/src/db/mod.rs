@@ -25,8 +25,13 @@ pub use runs::{RunFileRow, RunNodeRow, RunRow, TableTotals};
 pub use schedules::{ScheduleEventRow, ScheduleRow};
 pub use workers::WorkerRow;
 
-/// SQLite's page cache, KiB.
+/// SQLite's page cache of the writing connection, KiB. SQLite lets a sort use as much memory
+/// as the page cache holds, so whole-run aggregates run on the read-only connection instead.
 const PAGE_CACHE_KIB: i64 = 64 * 1024;
+
+/// The read-only connection's page cache, KiB: also what its sorts hold in memory before they
+/// spill to temporary files (a `GROUP BY` over a run's 5 million file rows sorts them all).
+const READ_CACHE_KIB: i64 = 8 * 1024;
 
 /// Migrations in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -45,7 +50,7 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<rusqlite::Connection>>,
-    /// Read-only, for aggregates that may take a while (metrics).
+    /// Read-only, for aggregates that may take a while (metrics, a run's distinct blobs).
     read: Arc<Mutex<rusqlite::Connection>>,
 }
 
@@ -88,6 +93,7 @@ impl Db {
         )
         .with_context(|| format!("opening {} for reading", path.display()))?;
         read.busy_timeout(std::time::Duration::from_secs(10))?;
+        read.pragma_update(None, "cache_size", -READ_CACHE_KIB)?;
         Ok(Self {
             conn,
             read: Arc::new(Mutex::new(read)),

@@ -50,7 +50,8 @@ pub struct RunNodeRow {
 /// A file row of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunFileRow {
-    pub host_id: String,
+    /// Shared by every row of one node.
+    pub host_id: std::sync::Arc<str>,
     pub keyspace: String,
     pub table: String,
     pub table_id: String,
@@ -299,9 +300,11 @@ impl Db {
     }
 
     /// The distinct blobs (hash, size) a run's file rows refer to, by hash; fails if one hash
-    /// was recorded with two sizes.
+    /// was recorded with two sizes. Read on the read-only connection: the sort of every row
+    /// of the run stays within its small cache, and writers do not wait for it. The rows it
+    /// reads are committed before (the upload's last flush).
     pub fn run_blobs(&self, run_id: &str) -> anyhow::Result<Vec<(String, u64)>> {
-        self.with(|c| {
+        self.with_read(|c| {
             let mut st = c.prepare(
                 "SELECT hash, MIN(size), MAX(size) FROM run_files WHERE run_id=?1 GROUP BY hash ORDER BY hash",
             )?;
@@ -330,7 +333,7 @@ impl Db {
             while let Some(r) = rows.next()? {
                 let stats: Option<String> = r.get(9)?;
                 out.push(RunFileRow {
-                    host_id: r.get(0)?, keyspace: r.get(1)?, table: r.get(2)?, table_id: r.get(3)?, name: r.get(4)?,
+                    host_id: r.get::<_, String>(0)?.into(), keyspace: r.get(1)?, table: r.get(2)?, table_id: r.get(3)?, name: r.get(4)?,
                     data_dir_index: r.get(5)?, size: r.get::<_, i64>(6)? as u64, hash: r.get(7)?, uploaded: r.get(8)?,
                     sstable: stats.as_deref().map(serde_json::from_str).transpose()?,
                 });

@@ -104,7 +104,7 @@ fn main() -> Result<()> {
         let n = FILES_PER_RUN.min(rows - i * FILES_PER_RUN);
         let files: Vec<RunFileRow> = (0..n)
             .map(|f| RunFileRow {
-                host_id: format!("host-{}", f % 3),
+                host_id: format!("host-{}", f % 3).into(),
                 keyspace: "ks".into(),
                 table: format!("t{}", f % 20),
                 table_id: "0".repeat(32),
