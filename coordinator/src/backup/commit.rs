@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ringvault_common::hash::ContentHash;
 use ringvault_common::layout;
 use ringvault_common::manifest::{
@@ -237,8 +237,22 @@ async fn check_blob(
     }
 }
 
-/// Node manifests written at once: each holds one node's file list in memory.
-const MANIFEST_PARALLELISM: usize = 4;
+/// File rows of node manifests held at once while they are written (each node's rows, then
+/// its entries and their JSON: some 600 bytes a file, so about 30 MB).
+const MANIFEST_FILES_IN_FLIGHT: u64 = 50_000;
+/// Most node manifests written at once.
+const MANIFEST_PARALLELISM_MAX: usize = 16;
+
+/// Node manifests written at once: as many of the largest node's as fit
+/// [`MANIFEST_FILES_IN_FLIGHT`], at least one. At 5,000 files a node that is ten, so the
+/// database reads of one overlap the encoding and store writes of the others; at 100,000
+/// files one at a time, so memory stays bounded by the largest node.
+fn manifest_parallelism(files: &[NodeFiles]) -> usize {
+    let largest = files.iter().map(|f| f.files).max().unwrap_or(0).max(1);
+    usize::try_from(MANIFEST_FILES_IN_FLIGHT / largest)
+        .unwrap_or(MANIFEST_PARALLELISM_MAX)
+        .clamp(1, MANIFEST_PARALLELISM_MAX)
+}
 
 /// Writes one node's manifest from its file rows in the database; they must be exactly what
 /// its upload reported.
@@ -314,13 +328,16 @@ async fn write_manifests(
     blobs: Vec<(ContentHash, u64)>,
 ) -> anyhow::Result<()> {
     let store = &ctx.coord.store;
-    let mut totals: Vec<NodeTotals> = Vec::with_capacity(nodes.len());
-    for chunk in nodes.chunks(MANIFEST_PARALLELISM) {
-        let written =
-            futures::future::try_join_all(chunk.iter().map(|n| write_node_manifest(ctx, n, files)))
-                .await?;
-        totals.extend(written);
-    }
+    // In node order, a new one started as soon as any finishes (not four at a time, each
+    // four waiting for its slowest).
+    let writes: Vec<_> = nodes
+        .iter()
+        .map(|n| write_node_manifest(ctx, n, files))
+        .collect();
+    let totals: Vec<NodeTotals> = futures::stream::iter(writes)
+        .buffered(manifest_parallelism(files))
+        .try_collect()
+        .await?;
     let manifest = RunManifest {
         format_version: FORMAT_VERSION,
         run_id: ctx.run_id.clone(),
@@ -364,6 +381,23 @@ mod tests {
 
     fn hash(n: u8) -> ContentHash {
         ContentHash::of(&[n])
+    }
+
+    fn node(files: u64) -> NodeFiles {
+        NodeFiles {
+            host_id: String::new(),
+            files,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn manifests_written_at_once_shrink_as_the_largest_node_grows() {
+        assert_eq!(manifest_parallelism(&[node(10), node(5_000)]), 10);
+        assert_eq!(manifest_parallelism(&[node(100_000), node(3)]), 1);
+        assert_eq!(manifest_parallelism(&[node(2_000_000)]), 1);
+        assert_eq!(manifest_parallelism(&[node(10)]), MANIFEST_PARALLELISM_MAX);
+        assert_eq!(manifest_parallelism(&[]), MANIFEST_PARALLELISM_MAX);
     }
 
     #[test]

@@ -321,12 +321,14 @@ impl Db {
         })
     }
 
-    /// One node's file rows of a run, in the order they were first recorded.
+    /// One node's file rows of a run, in key order (data directory, keyspace, table id, name:
+    /// a table's files together): the primary key's own order, so no sort of the node's rows.
     pub fn node_files(&self, run_id: &str, host_id: &str) -> anyhow::Result<Vec<RunFileRow>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded, sstable_json
-                 FROM run_files WHERE run_id=?1 AND host_id=?2 ORDER BY rowid",
+                 FROM run_files WHERE run_id=?1 AND host_id=?2
+                 ORDER BY run_id, host_id, data_dir_index, keyspace, table_id, name",
             )?;
             let mut rows = st.query(params![run_id, host_id])?;
             let mut out = Vec::new();
