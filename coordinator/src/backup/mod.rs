@@ -82,12 +82,12 @@ pub fn set_worker_security(s: ringvault_common::security::ClientSecurity) {
 }
 
 /// How much a worker may send the coordinator before it reads (HTTP/2 flow control, per
-/// stream and per connection): two event messages ([`ringvault_proto::coalesce::MAX_EVENTS`]).
-/// Workers answer with small messages (events, node info), so this costs no speed; hyper's
-/// client default, 2 MiB per stream and 5 MiB per connection, let 1,000 workers park up to
-/// gigabytes in a coordinator that had fallen behind (peak RSS 708 MiB at 1,000 × 5,000
-/// files), and the protocol's default, 64 KiB, still 64 MiB.
-const WORKER_RECEIVE_WINDOW: u32 = 32 * 1024;
+/// stream and per connection; the protocol's default, about four event messages of
+/// [`ringvault_proto::coalesce::MAX_EVENTS`]). Workers answer with small messages (events,
+/// node info), so this costs no speed; hyper's client default, 2 MiB per stream and 5 MiB per
+/// connection, let 1,000 workers park up to gigabytes in a coordinator that had fallen behind
+/// (peak RSS 708 MiB at 1,000 × 5,000 files).
+const WORKER_RECEIVE_WINDOW: u32 = 65_535;
 
 /// Connects to a worker's gRPC address: `https://` with this coordinator's certificate, or
 /// `http://` on loopback only.
