@@ -15,7 +15,8 @@ pub mod coalesce {
     /// The most events one coalesced message stands for: a `FilesDone` of this many files is
     /// about 15 KiB. The receiver keeps a decoding buffer of the largest message per stream,
     /// so at 1,000 workers 256 events (60 KiB) cost the coordinator 60 MiB more than 64, and
-    /// 64 already turn 128 messages into one.
+    /// 64 files a message (128 messages before batching) already make the per-message cost
+    /// small.
     pub const MAX_EVENTS: usize = 64;
 
     /// `first` and what `next` has ready after it, up to [`MAX_EVENTS`] in all: the events

@@ -322,7 +322,8 @@ impl Db {
     }
 
     /// One node's file rows of a run, in key order (data directory, keyspace, table id, name:
-    /// a table's files together): the primary key's own order, so no sort of the node's rows.
+    /// a table's files together within a data directory): the primary key's own order, so no
+    /// sort of the node's rows.
     pub fn node_files(&self, run_id: &str, host_id: &str) -> anyhow::Result<Vec<RunFileRow>> {
         self.with(|c| {
             let mut st = c.prepare(
