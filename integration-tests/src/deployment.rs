@@ -37,10 +37,25 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// A port free on `ip` right now.
+/// Ports [`free_port`] handed out in this process, per address. Once its probe listener is
+/// closed the kernel may offer a port again: a worker once got the same port for gRPC and for
+/// metrics, and its second listener failed.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<(String, u16)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A port free on `ip` right now, and never handed out before by this process.
 pub fn free_port(ip: &str) -> anyhow::Result<u16> {
-    let l = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
-    Ok(l.local_addr()?.port())
+    for _ in 0..1000 {
+        let l = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+        let port = l.local_addr()?.port();
+        let mut handed = HANDED_OUT
+            .lock()
+            .map_err(|_| anyhow::anyhow!("port list lock poisoned"))?;
+        if handed.insert((ip.to_string(), port)) {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no port on {ip} that was not handed out already")
 }
 
 fn wait_listening(addr: &str, child: &mut Child, what: &str, log: &Path) -> anyhow::Result<()> {
@@ -638,5 +653,22 @@ impl Drop for Deployment {
                 let _ = c.wait();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_never_hands_out_a_port_twice() -> anyhow::Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            assert!(
+                seen.insert(free_port("127.0.0.1")?),
+                "a port handed out twice"
+            );
+        }
+        Ok(())
     }
 }
