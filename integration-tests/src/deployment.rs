@@ -641,8 +641,10 @@ impl Deployment {
     }
 }
 
-impl Drop for Deployment {
-    fn drop(&mut self) {
+impl Deployment {
+    /// SIGKILLs the coordinator and every worker; the store stays until the deployment is
+    /// dropped (another deployment may still read it).
+    pub fn stop(&mut self) {
         for c in self
             .workers
             .iter_mut()
@@ -652,6 +654,19 @@ impl Drop for Deployment {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+    }
+}
+
+impl Drop for Deployment {
+    /// Stops the processes and removes a scratch file store ([`crate::runs::file_store_url`]);
+    /// after a failed test the store stays, for a look at what the run wrote.
+    fn drop(&mut self) {
+        self.stop();
+        if !std::thread::panicking()
+            && let Some(dir) = crate::runs::scratch_store_dir(&self.store_url)
+        {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -14,11 +14,26 @@ use serde_json::Value;
 use crate::deployment::Deployment;
 use crate::testbed::Testbed;
 
-/// A fresh `file://` store under the temp directory.
+/// What names a scratch store's directory under the temp directory.
+const SCRATCH_STORE_PREFIX: &str = "rv-store-";
+
+/// A fresh `file://` store under the temp directory; the [`Deployment`] started with it
+/// removes it when dropped.
 pub fn file_store_url(tag: &str) -> anyhow::Result<String> {
-    let dir =
-        std::env::temp_dir().join(format!("rv-store-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "{SCRATCH_STORE_PREFIX}{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     Ok(format!("file://{}", dir.display()))
+}
+
+/// The directory of `url` if [`file_store_url`] made it (directly under the temp directory,
+/// named by it); `None` for any other store, which is never removed.
+pub fn scratch_store_dir(url: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(url.strip_prefix("file://")?);
+    let name = dir.file_name()?.to_str()?;
+    (dir.parent() == Some(std::env::temp_dir().as_path()) && name.starts_with(SCRATCH_STORE_PREFIX))
+        .then(|| dir.to_path_buf())
 }
 
 /// A fresh prefix in the test bed's S3 bucket.
@@ -248,4 +263,27 @@ pub fn wait_worker_down(d: &Deployment, address: &str) -> anyhow::Result<()> {
             Ok(down.then_some(()))
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_scratch_stores_are_removable() -> anyhow::Result<()> {
+        let url = file_store_url("t")?;
+        let dir = scratch_store_dir(&url).context("a scratch store")?;
+        assert_eq!(format!("file://{}", dir.display()), url);
+        let tmp = std::env::temp_dir();
+        for other in [
+            format!("file://{}", tmp.display()),
+            format!("file://{}/bench-store", tmp.display()),
+            format!("file://{}/x/rv-store-t-1", tmp.display()),
+            "file:///var/lib/rv-store-t-1".to_string(),
+            format!("s3://b/rv-store-t-1?endpoint=http://{}", tmp.display()),
+        ] {
+            assert_eq!(scratch_store_dir(&other), None, "{other}");
+        }
+        Ok(())
+    }
 }

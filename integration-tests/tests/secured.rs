@@ -142,12 +142,10 @@ fn cli_json(d: &Deployment, args: &[&str], log: &mut String) -> anyhow::Result<V
     serde_json::from_str(&text).with_context(|| format!("parsing {text}"))
 }
 
+/// A scratch file store, removed with the deployment that uses it.
 fn store_url(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "rv-secured-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    format!("file://{}", dir.display())
+    ringvault_integration_tests::runs::file_store_url(&format!("secured-{tag}"))
+        .expect("a path under the temp directory")
 }
 
 /// A keyspace with two tables on the secured cluster, flushed.

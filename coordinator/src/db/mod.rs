@@ -2,13 +2,15 @@
 //! workers ([`workers`]), runs, per-node tasks, files and known blobs ([`runs`]), schedules
 //! ([`schedules`]), the metrics page's aggregates ([`metrics`]) and bounded-state housekeeping
 //! ([`housekeeping`]), one file per table family. One writing connection in WAL mode
-//! behind a mutex, plus a read-only connection for the metrics page's aggregates (a WAL reader
-//! never waits for the writer, and heartbeats never wait behind a scrape); callers run these
-//! blocking calls on the blocking pool ([`Db::call`]). State stays bounded: file rows of
+//! behind a mutex, plus a small pool of read-only connections ([`Readers`]) for long reads: the
+//! metrics page's aggregates, a run's distinct blobs, a node's file rows for its manifest (a WAL
+//! reader never waits for the writer, heartbeats never wait behind a scrape, and one long read
+//! never holds up another); callers run these blocking calls on the blocking pool
+//! ([`Db::call`]). State stays bounded: file rows of
 //! finished runs are rolled up to per-table totals ([`Db::roll_up_files`]), old runs and
 //! events are pruned ([`Db::prune_history`]) and the freed pages returned to the filesystem
 //! in small steps ([`Db::vacuum_step`]).
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -26,12 +28,16 @@ pub use schedules::{ScheduleEventRow, ScheduleRow};
 pub use workers::WorkerRow;
 
 /// SQLite's page cache of the writing connection, KiB. SQLite lets a sort use as much memory
-/// as the page cache holds, so whole-run aggregates run on the read-only connection instead.
+/// as the page cache holds, so whole-run aggregates run on a read-only connection instead.
 const PAGE_CACHE_KIB: i64 = 64 * 1024;
 
-/// The read-only connection's page cache, KiB: also what its sorts hold in memory before they
+/// Each read-only connection's page cache, KiB: also what its sorts hold in memory before they
 /// spill to temporary files (a `GROUP BY` over a run's 5 million file rows sorts them all).
 const READ_CACHE_KIB: i64 = 8 * 1024;
+
+/// Read-only connections kept open between reads; more are opened while more reads run at
+/// once (a commit reads up to 16 nodes' rows together) and closed when they finish.
+const IDLE_READERS: usize = 4;
 
 /// Migrations in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -50,8 +56,55 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<rusqlite::Connection>>,
-    /// Read-only, for aggregates that may take a while (metrics, a run's distinct blobs).
-    read: Arc<Mutex<rusqlite::Connection>>,
+    /// Read-only, for reads that may take a while (metrics, a run's distinct blobs, a node's
+    /// file rows).
+    readers: Arc<Readers>,
+}
+
+/// Read-only connections to the database, each used by one read at a time: a read takes an
+/// idle one or opens another, so reads never wait for each other or for the writer.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl Readers {
+    fn open(&self) -> anyhow::Result<rusqlite::Connection> {
+        let c = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {} for reading", self.path.display()))?;
+        c.busy_timeout(std::time::Duration::from_secs(10))?;
+        c.pragma_update(None, "cache_size", -READ_CACHE_KIB)?;
+        Ok(c)
+    }
+
+    fn idle(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Vec<rusqlite::Connection>>> {
+        self.idle
+            .lock()
+            .map_err(|_| anyhow::anyhow!("database lock poisoned"))
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let idle = self.idle()?.pop();
+        let mut conn = match idle {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let out = f(&mut conn);
+        // A connection left inside a transaction (a failed read) is closed, not reused.
+        if conn.is_autocommit() {
+            let mut idle = self.idle()?;
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+        out
+    }
 }
 
 impl Db {
@@ -63,7 +116,7 @@ impl Db {
         // Owner-only from the first byte: run requests and store URLs are nobody else's business.
         ringvault_common::security::create_owner_only(path)
             .with_context(|| format!("creating {} (owner only)", path.display()))?;
-        let conn = rusqlite::Connection::open(path)
+        let mut conn = rusqlite::Connection::open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         // Pages freed by pruning go back to the filesystem ([`Db::vacuum_step`]): a database
         // made before this setting is rebuilt once, here, before anything else uses it.
@@ -81,56 +134,26 @@ impl Db {
         // coordinator's memory budget.
         conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let conn = Arc::new(Mutex::new(conn));
-        let migrating = Self {
-            conn: Arc::clone(&conn),
-            read: Arc::clone(&conn),
+        migrate(&mut conn)?;
+        let readers = Readers {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
         };
-        migrating.migrate()?;
-        let read = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening {} for reading", path.display()))?;
-        read.busy_timeout(std::time::Duration::from_secs(10))?;
-        read.pragma_update(None, "cache_size", -READ_CACHE_KIB)?;
+        // One opened now: a database no reader can open fails here, not in the middle of a run.
+        let first = readers.open()?;
+        readers.idle()?.push(first);
         Ok(Self {
-            conn,
-            read: Arc::new(Mutex::new(read)),
+            conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
         })
     }
 
-    /// Runs `f` on the read-only connection.
+    /// Runs `f` on a read-only connection of its own.
     fn with_read<T>(
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut conn = self
-            .read
-            .lock()
-            .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
-        f(&mut conn)
-    }
-
-    fn migrate(&self) -> anyhow::Result<()> {
-        self.with(|c| {
-            let version: usize =
-                c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
-            if version > MIGRATIONS.len() {
-                anyhow::bail!(
-                    "database schema version {version} is newer than this coordinator knows ({})",
-                    MIGRATIONS.len()
-                );
-            }
-            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-                let tx = c.unchecked_transaction()?;
-                tx.execute_batch(sql)
-                    .with_context(|| format!("migration {}", i + 1))?;
-                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-                tx.commit()?;
-            }
-            Ok(())
-        })
+        self.readers.with(f)
     }
 
     fn with<T>(
@@ -158,7 +181,7 @@ impl Db {
         self.with(f)
     }
 
-    /// Runs `f` on the read-only connection (metrics).
+    /// Runs `f` on a read-only connection of its own (metrics, restore tests).
     pub fn with_read_conn<T>(
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
@@ -175,5 +198,85 @@ impl Db {
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .context("database task")?
+    }
+}
+
+/// Runs the migrations `conn`'s `PRAGMA user_version` says are still to run, each in its own
+/// transaction; refuses a database newer than this coordinator.
+fn migrate(c: &mut rusqlite::Connection) -> anyhow::Result<()> {
+    let version: usize =
+        c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        anyhow::bail!(
+            "database schema version {version} is newer than this coordinator knows ({})",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = c.transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Two long reads at once, and a write meanwhile: none waits for another (with one shared
+    /// read connection the second read waited for the first).
+    #[test]
+    fn reads_do_not_wait_for_each_other_or_block_the_writer() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        db.insert_run(&RunRow::for_test("r1", crate::run::RunKind::Backup, "c"))?;
+        let (inside, entered) = mpsc::channel();
+        let (release, wait) = mpsc::channel::<()>();
+        let first = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.with_read(|c| {
+                    let n: i64 = c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))?;
+                    inside.send(n).ok();
+                    // Held open until the second read and the write are done.
+                    wait.recv_timeout(Duration::from_secs(10)).ok();
+                    Ok(n)
+                })
+            })
+        };
+        assert_eq!(entered.recv_timeout(Duration::from_secs(10))?, 1);
+        let second = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.with_read(|c| {
+                    Ok(c.query_row("SELECT id FROM runs", [], |r| r.get::<_, String>(0))?)
+                })
+            })
+        };
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || done.send(second.join()).ok());
+        let got = finished
+            .recv_timeout(Duration::from_secs(5))
+            .context("the second read waited for the first")?
+            .map_err(|_| anyhow::anyhow!("second read panicked"))??;
+        assert_eq!(got, "r1");
+        db.insert_run(&RunRow::for_test("r2", crate::run::RunKind::Backup, "c"))?;
+        release.send(()).ok();
+        let n = first
+            .join()
+            .map_err(|_| anyhow::anyhow!("first read panicked"))??;
+        assert_eq!(n, 1);
+        assert_eq!(
+            db.with_read(|c| Ok(
+                c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))?
+            ))?,
+            2
+        );
+        Ok(())
     }
 }

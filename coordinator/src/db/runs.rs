@@ -300,8 +300,8 @@ impl Db {
     }
 
     /// The distinct blobs (hash, size) a run's file rows refer to, by hash; fails if one hash
-    /// was recorded with two sizes. Read on the read-only connection: the sort of every row
-    /// of the run stays within its small cache, and writers do not wait for it. The rows it
+    /// was recorded with two sizes. Read on a read-only connection: the sort of every row of
+    /// the run stays within its small cache, and writers do not wait for it. The rows it
     /// reads are committed before (the upload's last flush).
     pub fn run_blobs(&self, run_id: &str) -> anyhow::Result<Vec<(String, u64)>> {
         self.with_read(|c| {
@@ -323,9 +323,11 @@ impl Db {
 
     /// One node's file rows of a run, in key order (data directory, keyspace, table id, name:
     /// a table's files together within a data directory): the primary key's own order, so no
-    /// sort of the node's rows.
+    /// sort of the node's rows. Read on a read-only connection of its own, so a commit reads
+    /// several nodes' rows at once while the writer goes on; the rows are committed before
+    /// (the upload's last flush).
     pub fn node_files(&self, run_id: &str, host_id: &str) -> anyhow::Result<Vec<RunFileRow>> {
-        self.with(|c| {
+        self.with_read(|c| {
             let mut st = c.prepare(
                 "SELECT host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded, sstable_json
                  FROM run_files WHERE run_id=?1 AND host_id=?2

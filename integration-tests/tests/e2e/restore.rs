@@ -286,7 +286,7 @@ async fn bad_restore_requests_are_refused_and_change_nothing() -> anyhow::Result
 async fn a_coordinator_with_an_empty_database_lists_and_restores_from_the_bucket_alone()
 -> anyhow::Result<()> {
     let _bed = bed::exclusive().await;
-    let f = fixture("rbucket").await?;
+    let mut f = fixture("rbucket").await?;
     let url = f.d.store_url.clone();
     // Another coordinator, its own empty database and an unrelated default store.
     let fresh = Deployment::start_allowing(&file_store_url("other")?, &[], &[&url])?;
@@ -297,7 +297,8 @@ async fn a_coordinator_with_an_empty_database_lists_and_restores_from_the_bucket
             .is_some_and(|a| a.iter().any(|b| b["id"] == f.run.as_str())),
         "{listed}"
     );
-    drop(f.d);
+    // The first coordinator and its workers are gone; their store stays until `f.d` drops.
+    f.d.stop();
     f.s.query_unpaged(format!("TRUNCATE {}.employee", f.ks), ())
         .await?;
     let v = restore(

@@ -11,12 +11,10 @@ use ringvault_integration_tests::{bed, cluster, runs};
 use scylla::client::session::Session;
 use serde_json::Value;
 
+/// A scratch file store, removed with the deployment that uses it.
 fn store_url(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "rv-restore-test-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    format!("file://{}", dir.display())
+    ringvault_integration_tests::runs::file_store_url(&format!("restore-test-{tag}"))
+        .expect("a path under the temp directory")
 }
 
 /// Keyspace `ks` with replication factor 1 (no partition on two nodes: the comparison is
