@@ -328,7 +328,13 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     key: &ObjectKey,
 ) -> StoreResult<T> {
     let bytes = get_bytes(store, key, DOCUMENT_LIMIT).await?;
-    serde_json::from_slice(&bytes).map_err(|e| StoreError::Backend {
+    parse_json(key, &bytes)
+}
+
+/// Parses a document read from `key` (see [`get_json`]): for callers that parse elsewhere
+/// than where they read, e.g. a large manifest on the blocking pool.
+pub fn parse_json<T: serde::de::DeserializeOwned>(key: &ObjectKey, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend {
         op: "parse",
         key: key.to_string(),
         message: format!("not a valid ringvault document: {e}"),
