@@ -87,7 +87,8 @@ impl Db {
         loop {
             let n = self.with(|c| {
                 Ok(c.execute(
-                    "DELETE FROM run_files WHERE rowid IN (SELECT rowid FROM run_files WHERE run_id=?1 LIMIT ?2)",
+                    "DELETE FROM run_files WHERE (run_id, host_id, data_dir_index, keyspace, table_id, name) IN
+                       (SELECT run_id, host_id, data_dir_index, keyspace, table_id, name FROM run_files WHERE run_id=?1 LIMIT ?2)",
                     params![run, CHUNK],
                 )?)
             })?;

@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_restore_tests.sql"),
     include_str!("../../migrations/0008_run_file_stats.sql"),
     include_str!("../../migrations/0009_run_totals_at_finish.sql"),
+    include_str!("../../migrations/0010_run_files_without_rowid.sql"),
 ];
 
 /// Handle to the coordinator's database.
@@ -277,6 +278,46 @@ mod tests {
             ))?,
             2
         );
+        Ok(())
+    }
+
+    /// Migration 10 rebuilds `run_files` keyed by its primary key alone and keeps every row.
+    #[test]
+    fn file_rows_survive_the_move_to_a_table_without_rowid() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.db");
+        {
+            let mut c = rusqlite::Connection::open(&path)?;
+            for (i, sql) in MIGRATIONS.iter().enumerate().take(9) {
+                c.execute_batch(sql)?;
+                c.pragma_update(None, "user_version", (i + 1) as i64)?;
+            }
+            let tx = c.transaction()?;
+            for n in 0..3 {
+                tx.execute(
+                    "INSERT INTO run_files (run_id, host_id, keyspace, table_name, table_id, name,
+                     data_dir_index, size, hash, uploaded, sstable_json)
+                     VALUES ('r1', 'h1', 'ks', 't', 'id', ?1, 0, ?2, 'ab', 1, NULL)",
+                    rusqlite::params![format!("nb-{n}-big-Data.db"), 10 + n],
+                )?;
+            }
+            tx.commit()?;
+        }
+        let db = Db::open(&path)?;
+        let rows = db.node_files("r1", "h1")?;
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.name.as_str(), r.size))
+                .collect::<Vec<_>>(),
+            [
+                ("nb-0-big-Data.db", 10),
+                ("nb-1-big-Data.db", 11),
+                ("nb-2-big-Data.db", 12)
+            ]
+        );
+        let without_rowid =
+            db.with_read(|c| Ok(c.prepare("SELECT rowid FROM run_files").is_err()))?;
+        assert!(without_rowid, "run_files still has a rowid");
         Ok(())
     }
 }
