@@ -1,6 +1,8 @@
 -- File rows keyed by their primary key alone (WITHOUT ROWID): one B-tree instead of a table
 -- plus an index that repeats the key, so each file event writes about half the pages, and
--- the write rate holds up as finished runs' rows accumulate before their roll-up.
+-- the write rate holds up as finished runs' rows accumulate before their roll-up. The copy
+-- goes in key order (appends to the new B-tree, pages filled); it holds both tables at once
+-- for a moment, and the old one's pages go back through the incremental vacuum.
 CREATE TABLE run_files_by_key (
     run_id         TEXT NOT NULL,
     host_id        TEXT NOT NULL,
@@ -17,6 +19,7 @@ CREATE TABLE run_files_by_key (
 ) WITHOUT ROWID;
 INSERT INTO run_files_by_key
 SELECT run_id, host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded, sstable_json
-FROM run_files;
+FROM run_files
+ORDER BY run_id, host_id, data_dir_index, keyspace, table_id, name;
 DROP TABLE run_files;
 ALTER TABLE run_files_by_key RENAME TO run_files;

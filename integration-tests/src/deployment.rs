@@ -659,11 +659,15 @@ impl Deployment {
 }
 
 impl Drop for Deployment {
-    /// Stops the processes and removes a scratch file store ([`crate::runs::file_store_url`]);
-    /// after a failed test the store stays, for a look at what the run wrote.
+    /// Stops the processes and removes a scratch file store ([`crate::runs::file_store_url`]),
+    /// except after a panic (a failed `assert!`) or with `RV_KEEP_STORES=1`, for a look at
+    /// what the runs wrote (a test that fails by returning an error drops its deployment as
+    /// one that passed).
     fn drop(&mut self) {
         self.stop();
-        if !std::thread::panicking()
+        let keep = std::env::var_os("RV_KEEP_STORES").is_some_and(|v| v == "1");
+        if !keep
+            && !std::thread::panicking()
             && let Some(dir) = crate::runs::scratch_store_dir(&self.store_url)
         {
             let _ = std::fs::remove_dir_all(dir);

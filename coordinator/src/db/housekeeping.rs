@@ -77,23 +77,24 @@ impl Db {
                 Ok(())
             })?;
             out.runs_rolled_up += 1;
-            out.file_rows_deleted += self.delete_files_of(&run)?;
+            out.file_rows_deleted += self.delete_files_of(&run, CHUNK)?;
         }
         Ok(())
     }
 
-    fn delete_files_of(&self, run: &str) -> anyhow::Result<u64> {
+    /// Deletes a run's file rows, `chunk` per transaction; how many.
+    fn delete_files_of(&self, run: &str, chunk: i64) -> anyhow::Result<u64> {
         let mut total = 0;
         loop {
             let n = self.with(|c| {
                 Ok(c.execute(
                     "DELETE FROM run_files WHERE (run_id, host_id, data_dir_index, keyspace, table_id, name) IN
                        (SELECT run_id, host_id, data_dir_index, keyspace, table_id, name FROM run_files WHERE run_id=?1 LIMIT ?2)",
-                    params![run, CHUNK],
+                    params![run, chunk],
                 )?)
             })?;
             total += n as u64;
-            if (n as i64) < CHUNK {
+            if (n as i64) < chunk {
                 return Ok(total);
             }
         }
@@ -114,7 +115,7 @@ impl Db {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         for run in runs {
-            out.file_rows_deleted += self.delete_files_of(&run)?;
+            out.file_rows_deleted += self.delete_files_of(&run, CHUNK)?;
             self.with(|c| {
                 let tx = c.transaction()?;
                 count_files(&tx, &run)?;
@@ -264,6 +265,21 @@ mod tests {
             last_seen_ms: 42,
         })?;
         assert_eq!(db.worker_last_seen()?, vec![("c1".into(), 42)]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_runs_file_rows_go_in_chunks_and_no_other_runs_do() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        for id in ["a", "b"] {
+            db.insert_run(&run(id, "backup", "c1"))?;
+            let files: Vec<_> = (0..7).map(|n| file(&format!("f{n}"), n, true)).collect();
+            db.insert_files(id, &files)?;
+        }
+        assert_eq!(db.delete_files_of("a", 3)?, 7);
+        assert!(db.node_files("a", "h")?.is_empty());
+        assert_eq!(db.node_files("b", "h")?.len(), 7);
         Ok(())
     }
 

@@ -35,8 +35,9 @@ const PAGE_CACHE_KIB: i64 = 64 * 1024;
 /// spill to temporary files (a `GROUP BY` over a run's 5 million file rows sorts them all).
 const READ_CACHE_KIB: i64 = 8 * 1024;
 
-/// Read-only connections kept open between reads; more are opened while more reads run at
-/// once (a commit reads up to 16 nodes' rows together) and closed when they finish.
+/// Read-only connections kept open between reads (their page caches given back); more are
+/// opened while more reads run at once (a commit reads up to 16 nodes' rows together, a
+/// scrape or a restore test one more) and closed when they finish.
 const IDLE_READERS: usize = 4;
 
 /// Migrations in order; `PRAGMA user_version` records how many ran.
@@ -97,12 +98,14 @@ impl Readers {
             None => self.open()?,
         };
         let out = f(&mut conn);
-        // A connection left inside a transaction (a failed read) is closed, not reused.
-        if conn.is_autocommit() {
-            let mut idle = self.idle()?;
-            if idle.len() < IDLE_READERS {
-                idle.push(conn);
-            }
+        // A connection left inside a transaction (a failed read) is closed, not reused: it
+        // would read an old snapshot. One kept gives its page cache back first.
+        if conn.is_autocommit()
+            && let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_READERS
+            && conn.execute_batch("PRAGMA shrink_memory").is_ok()
+        {
+            idle.push(conn);
         }
         out
     }
@@ -230,32 +233,40 @@ mod tests {
     use std::time::Duration;
 
     /// Two long reads at once, and a write meanwhile: none waits for another (with one shared
-    /// read connection the second read waited for the first).
+    /// read connection the second read waited for the first), and the first read, still
+    /// inside its statement, goes on seeing the database as it was when it began (WAL).
     #[test]
     fn reads_do_not_wait_for_each_other_or_block_the_writer() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let db = Db::open(&dir.path().join("c.db"))?;
-        db.insert_run(&RunRow::for_test("r1", crate::run::RunKind::Backup, "c"))?;
+        for id in ["r1", "r2"] {
+            db.insert_run(&RunRow::for_test(id, crate::run::RunKind::Backup, "c"))?;
+        }
         let (inside, entered) = mpsc::channel();
         let (release, wait) = mpsc::channel::<()>();
         let first = {
             let db = db.clone();
             std::thread::spawn(move || {
                 db.with_read(|c| {
-                    let n: i64 = c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))?;
-                    inside.send(n).ok();
-                    // Held open until the second read and the write are done.
+                    let mut st = c.prepare("SELECT id FROM runs ORDER BY id")?;
+                    let mut rows = st.query([])?;
+                    let mut ids = vec![rows.next()?.context("a row")?.get::<_, String>(0)?];
+                    // Held open, mid-statement, until the second read and the write are done.
+                    inside.send(()).ok();
                     wait.recv_timeout(Duration::from_secs(10)).ok();
-                    Ok(n)
+                    while let Some(r) = rows.next()? {
+                        ids.push(r.get(0)?);
+                    }
+                    Ok(ids)
                 })
             })
         };
-        assert_eq!(entered.recv_timeout(Duration::from_secs(10))?, 1);
+        entered.recv_timeout(Duration::from_secs(10))?;
         let second = {
             let db = db.clone();
             std::thread::spawn(move || {
                 db.with_read(|c| {
-                    Ok(c.query_row("SELECT id FROM runs", [], |r| r.get::<_, String>(0))?)
+                    Ok(c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))?)
                 })
             })
         };
@@ -265,27 +276,85 @@ mod tests {
             .recv_timeout(Duration::from_secs(5))
             .context("the second read waited for the first")?
             .map_err(|_| anyhow::anyhow!("second read panicked"))??;
-        assert_eq!(got, "r1");
-        db.insert_run(&RunRow::for_test("r2", crate::run::RunKind::Backup, "c"))?;
+        assert_eq!(got, 2);
+        // The writer commits while the first read is inside its statement.
+        db.insert_run(&RunRow::for_test("r3", crate::run::RunKind::Backup, "c"))?;
         release.send(()).ok();
-        let n = first
+        let ids = first
             .join()
             .map_err(|_| anyhow::anyhow!("first read panicked"))??;
-        assert_eq!(n, 1);
+        assert_eq!(ids, ["r1", "r2"], "a read sees one snapshot");
+        let count = db.with_read(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))?)
+        })?;
+        assert_eq!(count, 3, "a later read sees the write");
+        Ok(())
+    }
+
+    /// A read that fails inside a transaction leaves its connection out of the pool: reused, it
+    /// would keep reading the old snapshot and miss every later write.
+    #[test]
+    fn a_reader_left_in_a_transaction_is_not_reused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        db.insert_run(&RunRow::for_test("r1", crate::run::RunKind::Backup, "c"))?;
+        let failed: anyhow::Result<()> = db.with_read(|c| {
+            c.execute_batch("BEGIN; SELECT COUNT(*) FROM runs;")?;
+            anyhow::bail!("a read that fails inside its transaction")
+        });
+        assert!(failed.is_err());
+        db.insert_run(&RunRow::for_test("r2", crate::run::RunKind::Backup, "c"))?;
+        for _ in 0..IDLE_READERS + 1 {
+            let n = db.with_read(|c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))?)
+            })?;
+            assert_eq!(n, 2, "a reader still in the failed read's snapshot");
+        }
         assert_eq!(
-            db.with_read(|c| Ok(
-                c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))?
-            ))?,
-            2
+            db.readers.idle()?.len(),
+            1,
+            "a finished read's connection is kept"
         );
         Ok(())
     }
 
-    /// Migration 10 rebuilds `run_files` keyed by its primary key alone and keeps every row.
+    /// Migration 10 rebuilds `run_files` keyed by its primary key alone and keeps every row,
+    /// every column in its place.
     #[test]
     fn file_rows_survive_the_move_to_a_table_without_rowid() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("c.db");
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            String,
+            i64,
+            Option<String>,
+        );
+        let rows: Vec<Row> = (0..3)
+            .map(|n| {
+                (
+                    format!("run{n}"),
+                    format!("host{n}"),
+                    format!("ks{n}"),
+                    format!("table{n}"),
+                    format!("tid{n}"),
+                    format!("nb-{n}-big-Data.db"),
+                    n,
+                    100 + n,
+                    format!("hash{n}"),
+                    n % 2,
+                    (n == 1).then(|| format!("{{\"n\":{n}}}")),
+                )
+            })
+            .collect();
+        const COLS: &str = "run_id, host_id, keyspace, table_name, table_id, name, data_dir_index, size, hash, uploaded, sstable_json";
         {
             let mut c = rusqlite::Connection::open(&path)?;
             for (i, sql) in MIGRATIONS.iter().enumerate().take(9) {
@@ -293,28 +362,37 @@ mod tests {
                 c.pragma_update(None, "user_version", (i + 1) as i64)?;
             }
             let tx = c.transaction()?;
-            for n in 0..3 {
+            for r in &rows {
                 tx.execute(
-                    "INSERT INTO run_files (run_id, host_id, keyspace, table_name, table_id, name,
-                     data_dir_index, size, hash, uploaded, sstable_json)
-                     VALUES ('r1', 'h1', 'ks', 't', 'id', ?1, 0, ?2, 'ab', 1, NULL)",
-                    rusqlite::params![format!("nb-{n}-big-Data.db"), 10 + n],
+                    &format!(
+                        "INSERT INTO run_files ({COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+                    ),
+                    rusqlite::params![r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10],
                 )?;
             }
             tx.commit()?;
         }
         let db = Db::open(&path)?;
-        let rows = db.node_files("r1", "h1")?;
-        assert_eq!(
-            rows.iter()
-                .map(|r| (r.name.as_str(), r.size))
-                .collect::<Vec<_>>(),
-            [
-                ("nb-0-big-Data.db", 10),
-                ("nb-1-big-Data.db", 11),
-                ("nb-2-big-Data.db", 12)
-            ]
-        );
+        let after: Vec<Row> = db.with_read(|c| {
+            let mut st = c.prepare(&format!("SELECT {COLS} FROM run_files ORDER BY run_id"))?;
+            let got = st.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                ))
+            })?;
+            Ok(got.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        assert_eq!(after, rows);
         let without_rowid =
             db.with_read(|c| Ok(c.prepare("SELECT rowid FROM run_files").is_err()))?;
         assert!(without_rowid, "run_files still has a rowid");
