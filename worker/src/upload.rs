@@ -1,8 +1,10 @@
 //! Hashing and uploading a snapshot's files. Small files (up to one part) are read once into
-//! one buffer, hashed, and put under their blob key unless the store has it already. Large
-//! files are read twice: once to hash them, then, unless their blob is in the store, once more
-//! to stream them part by part straight to their blob key (see `upload_large` for why two
-//! reads beat one read plus a server-side rename). Reads leave the page cache as they found
+//! one buffer, hashed, and put under their blob key unless the store has it already. On a
+//! local-directory store a large file is read once: written part by part to a staging key,
+//! hashed from the same buffers, then renamed to its blob key. On an object store, where a
+//! rename is a server-side copy of every byte, it is read twice instead: once to hash it, then,
+//! unless its blob is in the store, once more to stream it part by part straight to its blob
+//! key (`upload_large`). Reads leave the page cache as they found
 //! it ([`page_cache`]). A file whose (keyspace, table id, name, size, mtime) was hashed before is
 //! not read at all when its blob is in the store; with `trust_seen`, the store is not even
 //! asked when this worker saw that blob there within [`SEEN_TRUSTED_FOR`] (the coordinator
@@ -218,7 +220,10 @@ impl Uploader {
         Ok((hash, true))
     }
 
-    /// A large file takes two reads. The first hashes it (BLAKE3, and a CRC32C of the whole);
+    /// A large file. On a store whose rename copies nothing (a local directory) it takes one
+    /// read: parts go to a staging key, hashed as they are read, and the staged object is then
+    /// renamed to its blob key, or deleted if that blob is there already ([`Self::stage_and_rename`]).
+    /// Elsewhere it takes two reads. The first hashes it (BLAKE3, and a CRC32C of the whole);
     /// unless the store has that blob already, the second streams it part by part straight to
     /// its blob key: no staging key, no server-side copy, and a known file sends no byte. The
     /// second read's CRC32C must equal the first's, or the upload is aborted before it
@@ -232,6 +237,9 @@ impl Uploader {
             page_cache::open(&f.path, self.gentle)
                 .with_context(|| format!("opening {}", f.path.display()))?,
         );
+        if self.store.renames_without_copy() {
+            return self.stage_and_rename(&file, f, shared).await;
+        }
         let (hash, crc) = self.hash_file(&file, f, shared).await?;
         if self.blob_present(&hash, f.size).await? {
             send(&shared.events, UploadEvent::Progress { bytes: f.size }).await?;
@@ -241,10 +249,46 @@ impl Uploader {
         if f.size <= self.store.max_streamed_put().min(STREAMED_PUT_MAX) {
             self.send_streamed(&file, f, &key, crc, shared).await?;
         } else {
-            self.send_parts(&file, f, &key, crc, shared).await?;
+            self.send_parts(&file, f, &key, PartCheck::crc(crc), shared)
+                .await?;
         }
         self.seen(&hash, f.size)?;
         Ok((hash, true))
+    }
+
+    /// One read of a large file: its parts go to `tmp/<run>/<uuid>` with the hash computed from
+    /// the very bytes written, then the staged object becomes the blob (a rename), or is
+    /// deleted when the blob is there already. A staged object left by a crash is swept by
+    /// purge with the run's other staging keys.
+    async fn stage_and_rename(
+        &self,
+        file: &Arc<File>,
+        f: &SnapshotFile,
+        shared: &Shared,
+    ) -> anyhow::Result<(ContentHash, bool)> {
+        let staging = layout::staging(&self.run_id, &uuid::Uuid::new_v4().to_string());
+        let hash = self
+            .send_parts(file, f, &staging, PartCheck::hash(), shared)
+            .await?
+            .context("the staged upload computed no hash")?;
+        let placed: anyhow::Result<bool> = async {
+            if self.blob_present(&hash, f.size).await? {
+                return Ok(false);
+            }
+            self.store.rename(&staging, &layout::blob(&hash)).await?;
+            self.seen(&hash, f.size)?;
+            Ok(true)
+        }
+        .await;
+        match placed {
+            Ok(true) => Ok((hash, true)),
+            other => {
+                let cleanup = self.store.delete_many(std::slice::from_ref(&staging)).await;
+                let uploaded = other?;
+                cleanup.with_context(|| format!("removing the staged copy {staging}"))?;
+                Ok((hash, uploaded))
+            }
+        }
     }
 
     /// The second read of a large file as one streamed request (stores that have one): read
@@ -322,24 +366,24 @@ impl Uploader {
         .context("hashing task")?
     }
 
-    /// The second read of a large file: parts in parallel to `key`, completed only when the
-    /// bytes sent have the CRC32C the hashing read saw.
+    /// Reads a large file part by part and sends the parts in parallel to `key`, checking or
+    /// computing as it reads what `check` says; the upload completes only when the bytes sent
+    /// pass that check. Returns the content hash when `check` computed one.
     async fn send_parts(
         &self,
         file: &Arc<File>,
         f: &SnapshotFile,
         key: &ringvault_common::layout::ObjectKey,
-        expected_crc: u32,
+        mut check: PartCheck,
         shared: &Shared,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<ContentHash>> {
         let part = self.store.part_size() as u64;
         let upload: Arc<dyn ringvault_common::store::MultipartUpload> =
             Arc::from(self.store.start_multipart(key).await?);
-        let mut crc = Crc32c::default();
         let mut tasks = tokio::task::JoinSet::new();
         let mut offset = 0u64;
         let mut number = 1u32;
-        let result: anyhow::Result<()> = async {
+        let result: anyhow::Result<Option<ContentHash>> = async {
             while offset < f.size {
                 let permit = Arc::clone(&shared.budget)
                     .acquire_owned()
@@ -349,14 +393,14 @@ impl Uploader {
                 let (file2, gentle) = (Arc::clone(file), self.gentle);
                 let mut buf = shared.buffers.take(len);
                 let (data, c) =
-                    tokio::task::spawn_blocking(move || -> anyhow::Result<(Bytes, Crc32c)> {
+                    tokio::task::spawn_blocking(move || -> anyhow::Result<(Bytes, PartCheck)> {
                         page_cache::read_exact_at(&file2, &mut buf, offset, gentle)?;
-                        crc.update(&buf);
-                        Ok((buf.into_bytes(), crc))
+                        check.update(&buf);
+                        Ok((buf.into_bytes(), check))
                     })
                     .await
                     .context("reading task")??;
-                crc = c;
+                check = c;
                 self.throttle.take(data.len() as u64).await;
                 let up = Arc::clone(&upload);
                 let ev = shared.events.clone();
@@ -376,26 +420,66 @@ impl Uploader {
                 number += 1;
             }
             check_not_grown(file, f.size, &f.path)?;
-            if crc.finish() != expected_crc {
-                anyhow::bail!(
-                    "{} changed between hashing and upload (CRC32C differs); not stored",
-                    f.path.display()
-                );
-            }
+            let hash = check
+                .finish()
+                .map_err(|e| anyhow::anyhow!("{} {e}; not stored", f.path.display()))?;
             while let Some(r) = tasks.join_next().await {
                 r.context("part task")??;
             }
-            Ok(())
+            Ok(hash)
         }
         .await;
-        if let Err(e) = result {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-            let _ = upload.abort().await;
-            return Err(e);
+        match result {
+            Ok(hash) => {
+                upload.complete().await?;
+                Ok(hash)
+            }
+            Err(e) => {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                let _ = upload.abort().await;
+                Err(e)
+            }
         }
-        upload.complete().await?;
-        Ok(())
+    }
+}
+
+/// What the read of a multipart upload checks or computes from the bytes it sends.
+enum PartCheck {
+    /// The CRC32C of the whole must equal the hashing read's.
+    Crc { running: Crc32c, expected: u32 },
+    /// The content hash of what was sent (the staged, one-read path).
+    Hash(Box<ContentHasher>),
+}
+
+impl PartCheck {
+    fn crc(expected: u32) -> Self {
+        Self::Crc {
+            running: Crc32c::default(),
+            expected,
+        }
+    }
+
+    fn hash() -> Self {
+        Self::Hash(Box::new(ContentHasher::new()))
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Crc { running, .. } => running.update(bytes),
+            Self::Hash(h) => h.update(bytes),
+        }
+    }
+
+    /// The hash computed, if any; an error when the CRC32C differs.
+    fn finish(self) -> Result<Option<ContentHash>, &'static str> {
+        match self {
+            Self::Crc { running, expected } if running.finish() != expected => {
+                Err("changed between hashing and upload (CRC32C differs)")
+            }
+            Self::Crc { .. } => Ok(None),
+            Self::Hash(h) => Ok(Some(h.finish())),
+        }
     }
 }
 
@@ -622,16 +706,97 @@ mod tests {
         Ok((progress, done))
     }
 
-    #[tokio::test]
-    async fn a_large_file_goes_straight_to_its_blob_key_and_a_known_one_sends_nothing()
-    -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let root = dir.path().join("store");
+    /// A store that passes every call to a file store, says whether its rename copies as
+    /// told, and records the keys multipart uploads and renames went to.
+    #[derive(Debug)]
+    struct Recording {
+        inner: Arc<dyn Store>,
+        free_rename: bool,
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Recording {
+        fn record(&self, call: String) {
+            if let Ok(mut c) = self.calls.lock() {
+                c.push(call);
+            }
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Recording {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn part_size(&self) -> usize {
+            self.inner.part_size()
+        }
+        async fn put(&self, key: &layout::ObjectKey, data: Bytes) -> StoreResult<()> {
+            self.inner.put(key, data).await
+        }
+        async fn get(
+            &self,
+            key: &layout::ObjectKey,
+        ) -> StoreResult<ringvault_common::store::ByteStream> {
+            self.inner.get(key).await
+        }
+        async fn head(
+            &self,
+            key: &layout::ObjectKey,
+        ) -> StoreResult<Option<ringvault_common::store::ObjectMeta>> {
+            self.inner.head(key).await
+        }
+        async fn list(
+            &self,
+            prefix: &str,
+        ) -> StoreResult<Vec<ringvault_common::store::ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete_many(&self, keys: &[layout::ObjectKey]) -> StoreResult<()> {
+            for k in keys {
+                self.record(format!("delete {k}"));
+            }
+            self.inner.delete_many(keys).await
+        }
+        async fn start_multipart(
+            &self,
+            key: &layout::ObjectKey,
+        ) -> StoreResult<Box<dyn ringvault_common::store::MultipartUpload>> {
+            self.record(format!("multipart {key}"));
+            self.inner.start_multipart(key).await
+        }
+        async fn rename(
+            &self,
+            from: &layout::ObjectKey,
+            to: &layout::ObjectKey,
+        ) -> StoreResult<()> {
+            self.record(format!("rename {from} {to}"));
+            self.inner.rename(from, to).await
+        }
+        fn renames_without_copy(&self) -> bool {
+            self.free_rename
+        }
+    }
+
+    /// Two and a half parts of non-repeating bytes in `dir`, and a file store under it wrapped
+    /// in [`Recording`].
+    async fn large_file_and_store(
+        dir: &std::path::Path,
+        free_rename: bool,
+    ) -> anyhow::Result<(Vec<u8>, Arc<Recording>)> {
+        let root = dir.join("store");
         std::fs::create_dir_all(&root)?;
-        let store =
+        let inner =
             ringvault_common::store::open_unwrapped(&format!("file://{}", root.display())).await?;
-        let part = store.part_size();
-        // Two and a half parts of non-repeating bytes.
+        assert!(
+            inner.renames_without_copy(),
+            "a file store renames in place"
+        );
+        let part = inner.part_size();
         let data: Vec<u8> = (0..part * 5 / 2)
             .map(|i| {
                 (i as u64)
@@ -639,8 +804,22 @@ mod tests {
                     .rotate_left(17) as u8
             })
             .collect();
+        std::fs::write(dir.join("nb-1-big-Data.db"), &data)?;
+        let store = Arc::new(Recording {
+            inner,
+            free_rename,
+            calls: std::sync::Mutex::new(Vec::new()),
+        });
+        Ok((data, store))
+    }
+
+    #[tokio::test]
+    async fn on_a_local_store_a_large_file_is_staged_once_and_renamed_to_its_blob_key()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (data, recording) = large_file_and_store(dir.path(), true).await?;
+        let store: Arc<dyn Store> = recording.clone();
         let src = dir.path().join("nb-1-big-Data.db");
-        std::fs::write(&src, &data)?;
         let (progress, done) = upload(
             &store,
             &dir.path().join("state1"),
@@ -648,14 +827,72 @@ mod tests {
         )
         .await?;
         let expected = ContentHash::of(&data);
+        let blob = layout::blob(&expected);
         assert_eq!(done, vec![(expected.clone(), true)]);
         assert_eq!(progress, data.len() as u64);
-        let stored = ringvault_common::store::get_bytes(
-            store.as_ref(),
-            &layout::blob(&expected),
-            data.len() + 1,
+        let calls = recording.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        let staged = calls[0]
+            .strip_prefix("multipart ")
+            .filter(|k| k.starts_with(layout::TMP_PREFIX))
+            .with_context(|| format!("first call {calls:?} is a staged upload"))?;
+        assert_eq!(calls[1], format!("rename {staged} {blob}"));
+        let stored =
+            ringvault_common::store::get_bytes(store.as_ref(), &blob, data.len() + 1).await?;
+        assert!(stored == data, "the blob holds the file's bytes");
+        assert!(
+            store.list(layout::TMP_PREFIX).await?.is_empty(),
+            "no staging object is left"
+        );
+
+        // The same bytes under another name, with no hash cache: staged, found, the staged
+        // copy deleted and the blob not touched.
+        let copy = dir.path().join("nb-2-big-Data.db");
+        std::fs::copy(&src, &copy)?;
+        let blob_path = dir.path().join("store").join(blob.as_str());
+        let before = std::fs::metadata(&blob_path)?.modified()?;
+        let (_, done) = upload(
+            &store,
+            &dir.path().join("state2"),
+            vec![snapshot_file(&copy, "nb-2-big-Data.db")?],
         )
         .await?;
+        assert_eq!(done, vec![(expected, false)]);
+        let calls = recording.calls();
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        let staged = calls[2]
+            .strip_prefix("multipart ")
+            .with_context(|| format!("{calls:?}"))?;
+        assert_eq!(calls[3], format!("delete {staged}"));
+        assert!(store.list(layout::TMP_PREFIX).await?.is_empty());
+        assert_eq!(
+            std::fs::metadata(&blob_path)?.modified()?,
+            before,
+            "not rewritten"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn where_a_rename_copies_a_large_file_goes_straight_to_its_blob_key_and_a_known_one_sends_nothing()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (data, recording) = large_file_and_store(dir.path(), false).await?;
+        let store: Arc<dyn Store> = recording.clone();
+        let src = dir.path().join("nb-1-big-Data.db");
+        let (progress, done) = upload(
+            &store,
+            &dir.path().join("state1"),
+            vec![snapshot_file(&src, "nb-1-big-Data.db")?],
+        )
+        .await?;
+        let expected = ContentHash::of(&data);
+        let blob = layout::blob(&expected);
+        assert_eq!(done, vec![(expected.clone(), true)]);
+        assert_eq!(progress, data.len() as u64);
+        assert_eq!(recording.calls(), vec![format!("multipart {blob}")]);
+        let stored =
+            ringvault_common::store::get_bytes(store.as_ref(), &blob, data.len() + 1).await?;
         assert!(stored == data, "the blob holds the file's bytes");
         assert!(
             store.list(layout::TMP_PREFIX).await?.is_empty(),
@@ -665,8 +902,6 @@ mod tests {
         // The same bytes under another name, with no hash cache: hashed, found, not sent.
         let copy = dir.path().join("nb-2-big-Data.db");
         std::fs::copy(&src, &copy)?;
-        let blob_path = root.join(layout::blob(&expected).as_str());
-        let before = std::fs::metadata(&blob_path)?.modified()?;
         let (_, done) = upload(
             &store,
             &dir.path().join("state2"),
@@ -674,11 +909,7 @@ mod tests {
         )
         .await?;
         assert_eq!(done, vec![(expected, false)]);
-        assert_eq!(
-            std::fs::metadata(&blob_path)?.modified()?,
-            before,
-            "not rewritten"
-        );
+        assert_eq!(recording.calls().len(), 1, "nothing more was sent");
         Ok(())
     }
 }

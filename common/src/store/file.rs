@@ -205,6 +205,11 @@ impl Store for FileStore {
     async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> StoreResult<()> {
         publish(&self.path(from), &self.path(to), to).await
     }
+
+    /// `rename(2)` within the store's directory tree: no byte is copied.
+    fn renames_without_copy(&self) -> bool {
+        true
+    }
 }
 
 fn list_blocking(root: &Path, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {

@@ -240,6 +240,13 @@ pub trait Store: Send + Sync + Debug {
     async fn start_multipart(&self, key: &ObjectKey) -> StoreResult<Box<dyn MultipartUpload>>;
     /// Moves an object to a new key (server-side where the store can).
     async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> StoreResult<()>;
+    /// Whether [`Store::rename`] moves an object without reading or writing its bytes (a
+    /// rename within one filesystem). A writer whose key depends on the content (a blob keyed
+    /// by its hash) can then write once to a staging key, hashing as it goes, and rename: one
+    /// read of the source instead of two. Object stores copy on rename, so the default is no.
+    fn renames_without_copy(&self) -> bool {
+        false
+    }
     /// Checks the store is reachable, exists and accepts these credentials (put, head, delete
     /// of a small probe object).
     async fn check(&self) -> StoreResult<()> {

@@ -114,6 +114,10 @@ impl Store for RetryingStore {
         self.inner.max_streamed_put()
     }
 
+    fn renames_without_copy(&self) -> bool {
+        self.inner.renames_without_copy()
+    }
+
     async fn put_streamed(
         &self,
         key: &ObjectKey,

@@ -40,6 +40,12 @@ const READ_CACHE_KIB: i64 = 8 * 1024;
 /// scrape or a restore test one more) and closed when they finish.
 const IDLE_READERS: usize = 4;
 
+/// Read-only connections open at once, at most: a commit's manifest reads (up to 16 nodes'
+/// rows together), a scrape and a restore test besides. A read past the cap waits (on the
+/// blocking pool, where reads run) until another finishes, so connections and their page
+/// caches stay bounded whatever the callers do.
+const MAX_READERS: usize = 20;
+
 /// Migrations in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
@@ -68,9 +74,45 @@ pub struct Db {
 struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<rusqlite::Connection>>,
+    /// Reads running now, at most [`MAX_READERS`].
+    running: Mutex<usize>,
+    /// Signalled when a read finishes.
+    finished: std::sync::Condvar,
+}
+
+/// One running read's place under [`MAX_READERS`], given back on drop.
+struct ReadSlot<'a>(&'a Readers);
+
+impl Drop for ReadSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut n) = self.0.running.lock() {
+            *n = n.saturating_sub(1);
+        }
+        self.0.finished.notify_one();
+    }
 }
 
 impl Readers {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+            running: Mutex::new(0),
+            finished: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits until fewer than [`MAX_READERS`] reads run, and counts this one.
+    fn slot(&self) -> anyhow::Result<ReadSlot<'_>> {
+        let poisoned = || anyhow::anyhow!("database lock poisoned");
+        let mut n = self.running.lock().map_err(|_| poisoned())?;
+        while *n >= MAX_READERS {
+            n = self.finished.wait(n).map_err(|_| poisoned())?;
+        }
+        *n += 1;
+        Ok(ReadSlot(self))
+    }
+
     fn open(&self) -> anyhow::Result<rusqlite::Connection> {
         let c = rusqlite::Connection::open_with_flags(
             &self.path,
@@ -92,6 +134,7 @@ impl Readers {
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
+        let _slot = self.slot()?;
         let idle = self.idle()?.pop();
         let mut conn = match idle {
             Some(c) => c,
@@ -139,10 +182,7 @@ impl Db {
         conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
-        let readers = Readers {
-            path: path.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
-        };
+        let readers = Readers::new(path);
         // One opened now: a database no reader can open fails here, not in the middle of a run.
         let first = readers.open()?;
         readers.idle()?.push(first);
@@ -288,6 +328,61 @@ mod tests {
             Ok(c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))?)
         })?;
         assert_eq!(count, 3, "a later read sees the write");
+        Ok(())
+    }
+
+    /// Reads past [`MAX_READERS`] wait for one to finish instead of opening yet another
+    /// connection, and go on as soon as one does.
+    #[test]
+    fn reads_past_the_cap_wait_for_one_to_finish() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(&dir.path().join("c.db"))?;
+        let (started_tx, started) = mpsc::channel();
+        let mut releases = Vec::new();
+        let mut holders = Vec::new();
+        for _ in 0..MAX_READERS {
+            let (release_tx, release) = mpsc::channel::<()>();
+            releases.push(release_tx);
+            let (db, started_tx) = (db.clone(), started_tx.clone());
+            holders.push(std::thread::spawn(move || {
+                db.with_read(|_| {
+                    started_tx.send(()).ok();
+                    release.recv().ok();
+                    Ok(())
+                })
+            }));
+        }
+        for _ in 0..MAX_READERS {
+            started
+                .recv_timeout(Duration::from_secs(10))
+                .context("a read under the cap did not start")?;
+        }
+        let (ran_tx, ran) = mpsc::channel();
+        let extra = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.with_read(|_| {
+                    ran_tx.send(()).ok();
+                    Ok(())
+                })
+            })
+        };
+        assert!(
+            ran.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a read past the cap ran while {MAX_READERS} others held their connections"
+        );
+        releases.pop().map(|r| r.send(()));
+        ran.recv_timeout(Duration::from_secs(10))
+            .context("the waiting read did not run after one finished")?;
+        extra
+            .join()
+            .map_err(|_| anyhow::anyhow!("extra read panicked"))??;
+        for r in releases {
+            r.send(()).ok();
+        }
+        for h in holders {
+            h.join().map_err(|_| anyhow::anyhow!("read panicked"))??;
+        }
         Ok(())
     }
 
