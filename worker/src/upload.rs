@@ -447,7 +447,7 @@ impl Uploader {
 /// What the read of a multipart upload checks or computes from the bytes it sends.
 enum PartCheck {
     /// The CRC32C of the whole must equal the hashing read's.
-    Crc { running: Crc32c, expected: u32 },
+    Crc { running: Box<Crc32c>, expected: u32 },
     /// The content hash of what was sent (the staged, one-read path).
     Hash(Box<ContentHasher>),
 }
@@ -455,7 +455,7 @@ enum PartCheck {
 impl PartCheck {
     fn crc(expected: u32) -> Self {
         Self::Crc {
-            running: Crc32c::default(),
+            running: Box::default(),
             expected,
         }
     }
