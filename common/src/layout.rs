@@ -9,7 +9,7 @@
 //! runs/<run-id>/nodes/<host-id>.json  that node's files
 //! runs/<run-id>/manifest.json         written last: the commit marker
 //! runs/<run-id>/lease.json            blobs a run is about to commit (purge keeps them)
-//! tmp/<run-id>/<uuid>                 staging of a large upload (written by earlier versions)
+//! tmp/<run-id>/<uuid>                 a large file on a store whose rename copies nothing, until renamed
 //! tmp/<run-id>/<uuid>.rv-parts-<id>/… GCS multipart parts of a staging object
 //! tmp/parts/<uuid>.rv-parts-<id>/…    GCS multipart parts of an upload to any other key
 //! tmp/check-<uuid>                    the probe object of a store check

@@ -4,7 +4,7 @@
 //! hashed from the same buffers, then renamed to its blob key. On an object store, where a
 //! rename is a server-side copy of every byte, it is read twice instead: once to hash it, then,
 //! unless its blob is in the store, once more to stream it part by part straight to its blob
-//! key (`upload_large`). Reads leave the page cache as they found
+//! key (`upload_large`, `stage_and_rename`). Reads leave the page cache as they found
 //! it ([`page_cache`]). A file whose (keyspace, table id, name, size, mtime) was hashed before is
 //! not read at all when its blob is in the store; with `trust_seen`, the store is not even
 //! asked when this worker saw that blob there within [`SEEN_TRUSTED_FOR`] (the coordinator
@@ -280,15 +280,13 @@ impl Uploader {
             Ok(true)
         }
         .await;
-        match placed {
-            Ok(true) => Ok((hash, true)),
-            other => {
-                let cleanup = self.store.delete_many(std::slice::from_ref(&staging)).await;
-                let uploaded = other?;
-                cleanup.with_context(|| format!("removing the staged copy {staging}"))?;
-                Ok((hash, uploaded))
-            }
+        if !matches!(placed, Ok(true))
+            && let Err(e) = self.store.delete_many(std::slice::from_ref(&staging)).await
+        {
+            // Not the run's failure: purge sweeps staging keys of finished runs.
+            tracing::warn!(key = %staging, error = %e, "could not remove a staged copy");
         }
+        Ok((hash, placed?))
     }
 
     /// The second read of a large file as one streamed request (stores that have one): read
@@ -430,10 +428,13 @@ impl Uploader {
         }
         .await;
         match result {
-            Ok(hash) => {
-                upload.complete().await?;
-                Ok(hash)
-            }
+            Ok(hash) => match upload.complete().await {
+                Ok(()) => Ok(hash),
+                Err(e) => {
+                    let _ = upload.abort().await;
+                    Err(e.into())
+                }
+            },
             Err(e) => {
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
@@ -782,47 +783,46 @@ mod tests {
         }
     }
 
-    /// Two and a half parts of non-repeating bytes in `dir`, and a file store under it wrapped
-    /// in [`Recording`].
-    async fn large_file_and_store(
-        dir: &std::path::Path,
-        free_rename: bool,
-    ) -> anyhow::Result<(Vec<u8>, Arc<Recording>)> {
+    /// What [`first_upload`] made: the file's bytes, the store and its recording, the blob.
+    struct FirstUpload {
+        data: Vec<u8>,
+        recording: Arc<Recording>,
+        store: Arc<dyn Store>,
+        expected: ContentHash,
+        blob: layout::ObjectKey,
+    }
+
+    /// Writes two and a half parts of non-repeating bytes to `dir/nb-1-big-Data.db`, uploads
+    /// it to a file store under `dir` (opened as the worker opens it, wrapped in
+    /// [`Recording`]) and checks what any store must show: the blob holds the bytes, every
+    /// byte counted once, nothing left under `tmp/`.
+    async fn first_upload(dir: &std::path::Path, free_rename: bool) -> anyhow::Result<FirstUpload> {
         let root = dir.join("store");
         std::fs::create_dir_all(&root)?;
-        let inner =
-            ringvault_common::store::open_unwrapped(&format!("file://{}", root.display())).await?;
+        // With retries, as the worker opens it: the wrapper must say what it wraps.
+        let inner = ringvault_common::store::open(&format!("file://{}", root.display())).await?;
         assert!(
             inner.renames_without_copy(),
             "a file store renames in place"
         );
-        let part = inner.part_size();
-        let data: Vec<u8> = (0..part * 5 / 2)
+        let data: Vec<u8> = (0..inner.part_size() * 5 / 2)
             .map(|i| {
                 (i as u64)
                     .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                     .rotate_left(17) as u8
             })
             .collect();
-        std::fs::write(dir.join("nb-1-big-Data.db"), &data)?;
-        let store = Arc::new(Recording {
+        let src = dir.join("nb-1-big-Data.db");
+        std::fs::write(&src, &data)?;
+        let recording = Arc::new(Recording {
             inner,
             free_rename,
             calls: std::sync::Mutex::new(Vec::new()),
         });
-        Ok((data, store))
-    }
-
-    #[tokio::test]
-    async fn on_a_local_store_a_large_file_is_staged_once_and_renamed_to_its_blob_key()
-    -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let (data, recording) = large_file_and_store(dir.path(), true).await?;
         let store: Arc<dyn Store> = recording.clone();
-        let src = dir.path().join("nb-1-big-Data.db");
         let (progress, done) = upload(
             &store,
-            &dir.path().join("state1"),
+            &dir.join("state1"),
             vec![snapshot_file(&src, "nb-1-big-Data.db")?],
         )
         .await?;
@@ -830,41 +830,64 @@ mod tests {
         let blob = layout::blob(&expected);
         assert_eq!(done, vec![(expected.clone(), true)]);
         assert_eq!(progress, data.len() as u64);
-        let calls = recording.calls();
-        assert_eq!(calls.len(), 2, "{calls:?}");
-        let staged = calls[0]
-            .strip_prefix("multipart ")
-            .filter(|k| k.starts_with(layout::TMP_PREFIX))
-            .with_context(|| format!("first call {calls:?} is a staged upload"))?;
-        assert_eq!(calls[1], format!("rename {staged} {blob}"));
         let stored =
             ringvault_common::store::get_bytes(store.as_ref(), &blob, data.len() + 1).await?;
         assert!(stored == data, "the blob holds the file's bytes");
         assert!(
             store.list(layout::TMP_PREFIX).await?.is_empty(),
-            "no staging object is left"
+            "nothing is left under tmp/"
         );
+        Ok(FirstUpload {
+            data,
+            recording,
+            store,
+            expected,
+            blob,
+        })
+    }
 
-        // The same bytes under another name, with no hash cache: staged, found, the staged
-        // copy deleted and the blob not touched.
-        let copy = dir.path().join("nb-2-big-Data.db");
-        std::fs::copy(&src, &copy)?;
-        let blob_path = dir.path().join("store").join(blob.as_str());
-        let before = std::fs::metadata(&blob_path)?.modified()?;
-        let (_, done) = upload(
-            &store,
-            &dir.path().join("state2"),
+    /// Uploads a copy of the first file under another name with an empty hash cache.
+    async fn upload_copy(
+        dir: &std::path::Path,
+        store: &Arc<dyn Store>,
+    ) -> anyhow::Result<(u64, Vec<(ContentHash, bool)>)> {
+        let copy = dir.join("nb-2-big-Data.db");
+        std::fs::copy(dir.join("nb-1-big-Data.db"), &copy)?;
+        upload(
+            store,
+            &dir.join("state2"),
             vec![snapshot_file(&copy, "nb-2-big-Data.db")?],
         )
-        .await?;
-        assert_eq!(done, vec![(expected, false)]);
-        let calls = recording.calls();
+        .await
+    }
+
+    #[tokio::test]
+    async fn on_a_local_store_a_large_file_is_staged_once_and_renamed_to_its_blob_key()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let first = first_upload(dir.path(), true).await?;
+        let calls = first.recording.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        let staged = calls[0]
+            .strip_prefix("multipart ")
+            .filter(|k| k.starts_with(layout::TMP_PREFIX))
+            .with_context(|| format!("first call {calls:?} is a staged upload"))?;
+        assert_eq!(calls[1], format!("rename {staged} {}", first.blob));
+
+        // The same bytes, unknown to the hash cache: staged, found, the staged copy deleted
+        // and the blob not touched.
+        let blob_path = dir.path().join("store").join(first.blob.as_str());
+        let before = std::fs::metadata(&blob_path)?.modified()?;
+        let (progress, done) = upload_copy(dir.path(), &first.store).await?;
+        assert_eq!(done, vec![(first.expected, false)]);
+        assert_eq!(progress, first.data.len() as u64, "each byte counted once");
+        let calls = first.recording.calls();
         assert_eq!(calls.len(), 4, "{calls:?}");
         let staged = calls[2]
             .strip_prefix("multipart ")
             .with_context(|| format!("{calls:?}"))?;
         assert_eq!(calls[3], format!("delete {staged}"));
-        assert!(store.list(layout::TMP_PREFIX).await?.is_empty());
+        assert!(first.store.list(layout::TMP_PREFIX).await?.is_empty());
         assert_eq!(
             std::fs::metadata(&blob_path)?.modified()?,
             before,
@@ -877,39 +900,38 @@ mod tests {
     async fn where_a_rename_copies_a_large_file_goes_straight_to_its_blob_key_and_a_known_one_sends_nothing()
     -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let (data, recording) = large_file_and_store(dir.path(), false).await?;
-        let store: Arc<dyn Store> = recording.clone();
-        let src = dir.path().join("nb-1-big-Data.db");
-        let (progress, done) = upload(
-            &store,
-            &dir.path().join("state1"),
-            vec![snapshot_file(&src, "nb-1-big-Data.db")?],
-        )
-        .await?;
-        let expected = ContentHash::of(&data);
-        let blob = layout::blob(&expected);
-        assert_eq!(done, vec![(expected.clone(), true)]);
-        assert_eq!(progress, data.len() as u64);
-        assert_eq!(recording.calls(), vec![format!("multipart {blob}")]);
-        let stored =
-            ringvault_common::store::get_bytes(store.as_ref(), &blob, data.len() + 1).await?;
-        assert!(stored == data, "the blob holds the file's bytes");
-        assert!(
-            store.list(layout::TMP_PREFIX).await?.is_empty(),
-            "no staging object was written"
+        let first = first_upload(dir.path(), false).await?;
+        assert_eq!(
+            first.recording.calls(),
+            vec![format!("multipart {}", first.blob)]
         );
-
-        // The same bytes under another name, with no hash cache: hashed, found, not sent.
-        let copy = dir.path().join("nb-2-big-Data.db");
-        std::fs::copy(&src, &copy)?;
-        let (_, done) = upload(
-            &store,
-            &dir.path().join("state2"),
-            vec![snapshot_file(&copy, "nb-2-big-Data.db")?],
-        )
-        .await?;
-        assert_eq!(done, vec![(expected, false)]);
-        assert_eq!(recording.calls().len(), 1, "nothing more was sent");
+        // The same bytes, unknown to the hash cache: hashed, found, not sent.
+        let (_, done) = upload_copy(dir.path(), &first.store).await?;
+        assert_eq!(done, vec![(first.expected, false)]);
+        assert_eq!(first.recording.calls().len(), 1, "nothing more was sent");
         Ok(())
+    }
+
+    #[test]
+    fn a_part_check_refuses_other_bytes_and_hashes_what_it_saw() {
+        let (a, b) = (
+            b"the bytes hashed".as_slice(),
+            b"the bytes changed".as_slice(),
+        );
+        let mut crc = Crc32c::default();
+        crc.update(a);
+        let mut same = PartCheck::crc(crc.finish());
+        same.update(a);
+        assert!(matches!(same.finish(), Ok(None)));
+        let mut other = PartCheck::crc(crc.finish());
+        other.update(b);
+        assert!(
+            other.finish().is_err(),
+            "different bytes pass the CRC32C check"
+        );
+        let mut hash = PartCheck::hash();
+        hash.update(&a[..5]);
+        hash.update(&a[5..]);
+        assert_eq!(hash.finish(), Ok(Some(ContentHash::of(a))));
     }
 }

@@ -268,6 +268,14 @@ struct FileMultipart {
     key: ObjectKey,
 }
 
+/// An upload dropped before it completed (its caller failed or was cancelled) leaves no
+/// temporary file: `tmp` is this upload's own unique name, gone already once completed.
+impl Drop for FileMultipart {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
 #[async_trait]
 impl MultipartUpload for FileMultipart {
     async fn put_part(&self, number: u32, data: Bytes) -> StoreResult<()> {
@@ -306,6 +314,32 @@ impl MultipartUpload for FileMultipart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An upload dropped before it completes (its caller failed or was cancelled) leaves no
+    /// temporary file behind; a completed one leaves only its object.
+    #[tokio::test]
+    async fn a_dropped_upload_leaves_no_temporary_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = FileStore::new(dir.path().join("store"))?;
+        let tmp_files = || -> std::io::Result<usize> {
+            Ok(std::fs::read_dir(dir.path().join("store").join(TMP_DIR))?.count())
+        };
+        let key = ObjectKey::from_listing("objects/big").ok_or("key")?;
+        let upload = store.start_multipart(&key).await?;
+        upload.put_part(1, Bytes::from_static(b"part one")).await?;
+        assert_eq!(tmp_files()?, 1);
+        drop(upload);
+        assert_eq!(tmp_files()?, 0, "the dropped upload's file is gone");
+        assert!(store.head(&key).await?.is_none());
+
+        let upload = store.start_multipart(&key).await?;
+        upload.put_part(1, Bytes::from_static(b"part one")).await?;
+        upload.complete().await?;
+        drop(upload);
+        assert_eq!(tmp_files()?, 0);
+        assert_eq!(store.head(&key).await?.map(|m| m.size), Some(8));
+        Ok(())
+    }
 
     #[test]
     fn a_filesystem_root_or_system_directory_is_refused_as_a_store() {

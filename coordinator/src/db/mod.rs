@@ -70,7 +70,8 @@ pub struct Db {
 }
 
 /// Read-only connections to the database, each used by one read at a time: a read takes an
-/// idle one or opens another, so reads never wait for each other or for the writer.
+/// idle one or opens another, so reads never wait for the writer, nor for each other while
+/// fewer than [`MAX_READERS`] run.
 struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<rusqlite::Connection>>,
