@@ -24,6 +24,8 @@ pub mod service;
 pub mod snapshot;
 pub mod snapshot_files;
 pub mod staged;
+#[cfg(test)]
+mod test_store;
 pub mod topology;
 pub use ringvault_common::throttle;
 pub mod upload;

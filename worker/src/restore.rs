@@ -381,6 +381,9 @@ async fn fetch_into(
     throttle: &crate::throttle::Throttle,
     events: &mpsc::Sender<DownloadEvent>,
 ) -> anyhow::Result<()> {
+    if let Some(blob) = store.local_path(&layout::blob(&f.hash)) {
+        return copy_local(&blob, f, partial, label, throttle, events).await;
+    }
     let out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -424,7 +427,17 @@ async fn fetch_into(
     })
     .await
     .context("syncing task")??;
-    if written != f.size || got != f.hash {
+    check_fetched(f, label, written, &got)
+}
+
+/// Refuses a fetched file whose size or hash is not what the backup recorded.
+fn check_fetched(
+    f: &StagedFile,
+    label: &str,
+    written: u64,
+    got: &ContentHash,
+) -> anyhow::Result<()> {
+    if written != f.size || *got != f.hash {
         anyhow::bail!(
             "{label}: the stored blob does not match the backup (expected {} bytes with hash {}, got {}{} bytes with hash {got}); nothing was imported",
             f.size,
@@ -434,6 +447,100 @@ async fn fetch_into(
         );
     }
     Ok(())
+}
+
+/// Bytes copied per step of a local copy, then hashed from the copy before the next step.
+const COPY_CHUNK: u64 = 8 << 20;
+
+/// Copies a blob kept as a local file (a `file://` store) into `partial` without passing
+/// its bytes through user memory: `copy_file_range(2)` (std falls back to a buffered copy
+/// where the kernel cannot), a step of [`COPY_CHUNK`] at a time. Each step's bytes are then
+/// hashed from the copy itself, mapped from the page cache, so what is verified is what will
+/// be imported. Throttled and reported a step at a time, like a streamed fetch.
+async fn copy_local(
+    blob: &Path,
+    f: &StagedFile,
+    partial: &Path,
+    label: &str,
+    throttle: &crate::throttle::Throttle,
+    events: &mpsc::Sender<DownloadEvent>,
+) -> anyhow::Result<()> {
+    let src = std::fs::File::open(blob)
+        .with_context(|| format!("fetching {label}: opening {}", blob.display()))?;
+    let out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let mut copy = LocalCopy {
+        src,
+        out,
+        hasher: ContentHasher::new(),
+        written: 0,
+        path: partial.to_path_buf(),
+    };
+    loop {
+        let (c, n) = tokio::task::spawn_blocking(move || copy.step().map(|n| (copy, n)))
+            .await
+            .context("copying task")??;
+        copy = c;
+        if n == 0 {
+            break;
+        }
+        throttle.take(n).await;
+        send(events, DownloadEvent::Progress { bytes: n }).await?;
+        if copy.written > f.size {
+            break;
+        }
+    }
+    let written = copy.written;
+    let got = tokio::task::spawn_blocking(move || -> anyhow::Result<ContentHash> {
+        copy.out
+            .sync_all()
+            .with_context(|| format!("syncing {}", copy.path.display()))?;
+        Ok(copy.hasher.finish())
+    })
+    .await
+    .context("syncing task")??;
+    check_fetched(f, label, written, &got)
+}
+
+/// A local copy in progress: the blob, the partial file, and the hash of what was copied.
+struct LocalCopy {
+    src: std::fs::File,
+    out: std::fs::File,
+    hasher: ContentHasher,
+    written: u64,
+    path: PathBuf,
+}
+
+impl LocalCopy {
+    /// Copies up to [`COPY_CHUNK`] more bytes and hashes them as they now are in the copy;
+    /// returns how many (0 at the blob's end).
+    fn step(&mut self) -> anyhow::Result<u64> {
+        use std::io::Read;
+        let n = std::io::copy(&mut (&self.src).take(COPY_CHUNK), &mut &self.out)
+            .with_context(|| format!("copying into {}", self.path.display()))?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let len = usize::try_from(n).context("copy step larger than memory")?;
+        // SAFETY: the mapping is read-only and of a file this fetch created exclusively (a
+        // unique `.partial` name, `create_new`); nothing else writes or truncates it, and the
+        // mapping is dropped before the next write to it.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(self.written)
+                .len(len)
+                .populate()
+                .map(&self.out)
+        }
+        .with_context(|| format!("mapping {}", self.path.display()))?;
+        self.hasher.update(&map);
+        self.written += n;
+        Ok(n)
+    }
 }
 
 /// A partial file being written, with the hash of what was written so far.
@@ -496,15 +603,31 @@ mod tests {
         attempt: &RunId,
         files: Vec<StagedFile>,
     ) -> anyhow::Result<Vec<bool>> {
+        Ok(download_counting(store, staging, run, attempt, files)
+            .await?
+            .0)
+    }
+
+    /// Runs a download; returns, per file done, whether it was already staged, and the sum
+    /// of the progress reported.
+    async fn download_counting(
+        store: &Arc<dyn Store>,
+        staging: &Path,
+        run: &RunId,
+        attempt: &RunId,
+        files: Vec<StagedFile>,
+    ) -> anyhow::Result<(Vec<bool>, u64)> {
         let (tx, mut rx) = mpsc::channel(64);
         let collect = tokio::spawn(async move {
-            let mut out = Vec::new();
+            let (mut out, mut progress) = (Vec::new(), 0u64);
             while let Some(e) = rx.recv().await {
-                if let DownloadEvent::FileDone { already_staged, .. } = e {
-                    out.push(already_staged);
+                match e {
+                    DownloadEvent::FileDone { already_staged, .. } => out.push(already_staged),
+                    DownloadEvent::Progress { bytes } => progress += bytes,
+                    DownloadEvent::Plan { .. } => {}
                 }
             }
-            out
+            (out, progress)
         });
         download(
             Arc::clone(store),
@@ -550,11 +673,7 @@ mod tests {
     async fn lists_the_selected_tables_from_the_node_manifest_and_refuses_other_totals()
     -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let store = ringvault_common::store::open(&format!(
-            "file://{}",
-            dir.path().join("store").display()
-        ))
-        .await?;
+        let store = file_store(dir.path(), true).await?;
         let run = RunId::new();
         let host = HostId::parse("4e5dcf79-dd51-4419-9aaf-4510118f5425")?;
         let m = node_manifest(
@@ -634,18 +753,47 @@ mod tests {
         Ok(())
     }
 
+    /// A file store under `dir`, opened as the worker opens it; with `local: false` its
+    /// local paths are hidden, so blobs are streamed as from an object store.
+    async fn file_store(dir: &Path, local: bool) -> anyhow::Result<Arc<dyn Store>> {
+        let inner =
+            ringvault_common::store::open(&format!("file://{}", dir.join("store").display()))
+                .await?;
+        let store: Arc<dyn Store> =
+            Arc::new(crate::test_store::Recording::new(inner, local, local));
+        assert_eq!(
+            store
+                .local_path(&layout::blob(&ContentHash::of(b"x")))
+                .is_some(),
+            local
+        );
+        Ok(store)
+    }
+
     #[tokio::test]
-    async fn verifies_downloads_resumes_and_refuses_corrupt_blobs() -> anyhow::Result<()> {
+    async fn copies_from_a_local_store_verifies_resumes_and_refuses_corrupt_blobs()
+    -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let store = ringvault_common::store::open(&format!(
-            "file://{}",
-            dir.path().join("store").display()
-        ))
-        .await?;
+        verifies_resumes_and_refuses_corrupt(dir.path(), file_store(dir.path(), true).await?).await
+    }
+
+    #[tokio::test]
+    async fn streams_from_an_object_store_verifies_resumes_and_refuses_corrupt_blobs()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        verifies_resumes_and_refuses_corrupt(dir.path(), file_store(dir.path(), false).await?).await
+    }
+
+    /// A blob is fetched, verified and linked; a second attempt links what is staged without
+    /// fetching; a blob whose bytes no longer match its hash is refused and leaves nothing.
+    async fn verifies_resumes_and_refuses_corrupt(
+        dir: &Path,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
         let data = Bytes::from_static(b"sstable bytes");
         let good = ContentHash::of(&data);
         store.put(&layout::blob(&good), data.clone()).await?;
-        let staging = dir.path().join("staging");
+        let staging = dir.join("staging");
         let run = RunId::new();
         let first = RunId::new();
         let f = file(good.clone(), data.len() as u64)?;
@@ -702,13 +850,79 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_local_blob_is_copied_in_steps_hashed_from_the_copy_and_a_longer_one_refused()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = file_store(dir.path(), true).await?;
+        // Two whole copy steps and a ragged end, of bytes that do not repeat.
+        let len = 2 * COPY_CHUNK as usize + 4097;
+        let data: Vec<u8> = (0..len as u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 29) as u8)
+            .collect();
+        let hash = ContentHash::of(&data);
+        let blob = layout::blob(&hash);
+        store.put(&blob, Bytes::from(data.clone())).await?;
+        let staging = dir.path().join("staging");
+        let (run, attempt) = (RunId::new(), RunId::new());
+        let f = file(hash.clone(), len as u64)?;
+        let (done, progress) =
+            download_counting(&store, &staging, &run, &attempt, vec![f.clone()]).await?;
+        assert_eq!(done, vec![false]);
+        assert_eq!(progress, len as u64, "every byte counted once");
+        let linked = attempt_table_dir(
+            &staging,
+            &run,
+            &attempt,
+            &f.source_host,
+            &f.keyspace,
+            &f.table,
+        );
+        assert!(
+            std::fs::read(linked.join("nb-1-big-Data.db"))? == data,
+            "copy differs"
+        );
+        let kept = table_dir(&staging, &run, &f.source_host, &f.keyspace, &f.table);
+        assert_eq!(
+            names(&kept)?,
+            vec!["nb-1-big-Data.db"],
+            "a partial file left"
+        );
+        // The blob is untouched, a separate file (a copy, not a link).
+        let path = store.local_path(&blob).expect("a local store");
+        assert!(std::fs::read(&path)? == data, "blob changed");
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                std::fs::metadata(&path)?.nlink(),
+                1,
+                "the blob was linked, not copied"
+            );
+        }
+        // A blob holding more than the backup recorded is refused, naming the file.
+        let other = RunId::new();
+        let mut longer = data[..COPY_CHUNK as usize].to_vec();
+        let short = file(ContentHash::of(&longer), COPY_CHUNK)?;
+        longer.extend_from_slice(b"appended");
+        store
+            .put(&layout::blob(&short.hash), Bytes::from(longer))
+            .await?;
+        let err = download_counting(&store, &staging, &other, &attempt, vec![short])
+            .await
+            .expect_err("a longer blob accepted");
+        assert!(
+            format!("{err:#}").contains(&format!("expected {COPY_CHUNK} bytes"))
+                && format!("{err:#}").contains("got more than"),
+            "{err:#}"
+        );
+        let kept = table_dir(&staging, &other, &f.source_host, &f.keyspace, &f.table);
+        assert!(names(&kept)?.is_empty(), "a refused copy left behind");
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn an_attempt_holds_only_the_files_it_verified() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let store = ringvault_common::store::open(&format!(
-            "file://{}",
-            dir.path().join("store").display()
-        ))
-        .await?;
+        let store = file_store(dir.path(), true).await?;
         let data = Bytes::from_static(b"sstable bytes");
         let good = ContentHash::of(&data);
         store.put(&layout::blob(&good), data.clone()).await?;
@@ -744,11 +958,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_listed_twice_is_refused_before_anything_is_written() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let store = ringvault_common::store::open(&format!(
-            "file://{}",
-            dir.path().join("store").display()
-        ))
-        .await?;
+        let store = file_store(dir.path(), true).await?;
         let staging = dir.path().join("staging");
         let a = file(ContentHash::of(b"a"), 1)?;
         let b = file(ContentHash::of(b"b"), 1)?;

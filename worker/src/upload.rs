@@ -660,6 +660,7 @@ async fn done(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_store::Recording;
     use ringvault_common::{Identifier, RelativeName};
 
     fn snapshot_file(path: &std::path::Path, name: &str) -> anyhow::Result<SnapshotFile> {
@@ -707,82 +708,6 @@ mod tests {
         Ok((progress, done))
     }
 
-    /// A store that passes every call to a file store, says whether its rename copies as
-    /// told, and records the keys multipart uploads and renames went to.
-    #[derive(Debug)]
-    struct Recording {
-        inner: Arc<dyn Store>,
-        free_rename: bool,
-        calls: std::sync::Mutex<Vec<String>>,
-    }
-
-    impl Recording {
-        fn record(&self, call: String) {
-            if let Ok(mut c) = self.calls.lock() {
-                c.push(call);
-            }
-        }
-
-        fn calls(&self) -> Vec<String> {
-            self.calls.lock().map(|c| c.clone()).unwrap_or_default()
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Store for Recording {
-        fn describe(&self) -> String {
-            self.inner.describe()
-        }
-        fn part_size(&self) -> usize {
-            self.inner.part_size()
-        }
-        async fn put(&self, key: &layout::ObjectKey, data: Bytes) -> StoreResult<()> {
-            self.inner.put(key, data).await
-        }
-        async fn get(
-            &self,
-            key: &layout::ObjectKey,
-        ) -> StoreResult<ringvault_common::store::ByteStream> {
-            self.inner.get(key).await
-        }
-        async fn head(
-            &self,
-            key: &layout::ObjectKey,
-        ) -> StoreResult<Option<ringvault_common::store::ObjectMeta>> {
-            self.inner.head(key).await
-        }
-        async fn list(
-            &self,
-            prefix: &str,
-        ) -> StoreResult<Vec<ringvault_common::store::ObjectMeta>> {
-            self.inner.list(prefix).await
-        }
-        async fn delete_many(&self, keys: &[layout::ObjectKey]) -> StoreResult<()> {
-            for k in keys {
-                self.record(format!("delete {k}"));
-            }
-            self.inner.delete_many(keys).await
-        }
-        async fn start_multipart(
-            &self,
-            key: &layout::ObjectKey,
-        ) -> StoreResult<Box<dyn ringvault_common::store::MultipartUpload>> {
-            self.record(format!("multipart {key}"));
-            self.inner.start_multipart(key).await
-        }
-        async fn rename(
-            &self,
-            from: &layout::ObjectKey,
-            to: &layout::ObjectKey,
-        ) -> StoreResult<()> {
-            self.record(format!("rename {from} {to}"));
-            self.inner.rename(from, to).await
-        }
-        fn renames_without_copy(&self) -> bool {
-            self.free_rename
-        }
-    }
-
     /// What [`first_upload`] made: the file's bytes, the store and its recording, the blob.
     struct FirstUpload {
         data: Vec<u8>,
@@ -814,11 +739,7 @@ mod tests {
             .collect();
         let src = dir.join("nb-1-big-Data.db");
         std::fs::write(&src, &data)?;
-        let recording = Arc::new(Recording {
-            inner,
-            free_rename,
-            calls: std::sync::Mutex::new(Vec::new()),
-        });
+        let recording = Arc::new(Recording::new(inner, free_rename, free_rename));
         let store: Arc<dyn Store> = recording.clone();
         let (progress, done) = upload(
             &store,

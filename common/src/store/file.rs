@@ -210,6 +210,10 @@ impl Store for FileStore {
     fn renames_without_copy(&self) -> bool {
         true
     }
+
+    fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
+        Some(self.path(key))
+    }
 }
 
 fn list_blocking(root: &Path, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {

@@ -247,6 +247,14 @@ pub trait Store: Send + Sync + Debug {
     fn renames_without_copy(&self) -> bool {
         false
     }
+    /// Where the object `key` lives on this machine's filesystem, for a store that keeps its
+    /// objects as local files: a reader can then copy it with `copy_file_range(2)` (one
+    /// in-kernel copy, or a reflink where the filesystem shares extents) instead of streaming
+    /// it through user memory. The path is built from a validated key under the store's root;
+    /// the object may not exist. Other stores return `None`, the default.
+    fn local_path(&self, _key: &ObjectKey) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Checks the store is reachable, exists and accepts these credentials (put, head, delete
     /// of a small probe object).
     async fn check(&self) -> StoreResult<()> {

@@ -118,6 +118,11 @@ impl Store for RetryingStore {
         self.inner.renames_without_copy()
     }
 
+    /// Forwarded: a local copy is one system call on a local filesystem, not retried here.
+    fn local_path(&self, key: &ObjectKey) -> Option<std::path::PathBuf> {
+        self.inner.local_path(key)
+    }
+
     async fn put_streamed(
         &self,
         key: &ObjectKey,

@@ -1,0 +1,97 @@
+//! A store wrapper for the worker's tests: passes every call to a real store, and changes
+//! only what it is told to (whether a rename copies, whether objects have local paths), so a
+//! test can drive the object-store code paths against a file store it can inspect.
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringvault_common::layout;
+use ringvault_common::store::{Store, StoreResult};
+
+/// A store that passes every call to a file store, says whether its rename copies and
+/// whether it shows its objects' local paths as told, and records the keys multipart
+/// uploads, renames and deletes went to.
+#[derive(Debug)]
+pub struct Recording {
+    inner: Arc<dyn Store>,
+    free_rename: bool,
+    local: bool,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl Recording {
+    /// Wraps `inner`; `local: false` hides its local paths, as an object store has none.
+    pub fn new(inner: Arc<dyn Store>, free_rename: bool, local: bool) -> Self {
+        Self {
+            inner,
+            free_rename,
+            local,
+            calls: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn record(&self, call: String) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(call);
+        }
+    }
+
+    /// The calls recorded so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Recording {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn part_size(&self) -> usize {
+        self.inner.part_size()
+    }
+    async fn put(&self, key: &layout::ObjectKey, data: Bytes) -> StoreResult<()> {
+        self.inner.put(key, data).await
+    }
+    async fn get(
+        &self,
+        key: &layout::ObjectKey,
+    ) -> StoreResult<ringvault_common::store::ByteStream> {
+        self.inner.get(key).await
+    }
+    async fn head(
+        &self,
+        key: &layout::ObjectKey,
+    ) -> StoreResult<Option<ringvault_common::store::ObjectMeta>> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ringvault_common::store::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete_many(&self, keys: &[layout::ObjectKey]) -> StoreResult<()> {
+        for k in keys {
+            self.record(format!("delete {k}"));
+        }
+        self.inner.delete_many(keys).await
+    }
+    async fn start_multipart(
+        &self,
+        key: &layout::ObjectKey,
+    ) -> StoreResult<Box<dyn ringvault_common::store::MultipartUpload>> {
+        self.record(format!("multipart {key}"));
+        self.inner.start_multipart(key).await
+    }
+    async fn rename(&self, from: &layout::ObjectKey, to: &layout::ObjectKey) -> StoreResult<()> {
+        self.record(format!("rename {from} {to}"));
+        self.inner.rename(from, to).await
+    }
+    fn renames_without_copy(&self) -> bool {
+        self.free_rename
+    }
+    fn local_path(&self, key: &layout::ObjectKey) -> Option<std::path::PathBuf> {
+        if self.local {
+            self.inner.local_path(key)
+        } else {
+            None
+        }
+    }
+}
