@@ -103,6 +103,26 @@ impl FileStore {
         self.root.join(key.as_str())
     }
 
+    /// Removes the directories left empty by removing the object at `path`, from its own
+    /// directory up, keeping the root and its top-level directories (`blobs`, `runs`, `tmp`):
+    /// otherwise a store gathers an empty `tmp/<run>/` per backup and a `runs/<run>/` per
+    /// purged one. Stops at the first directory that is not empty (or not removable). A
+    /// directory a writer had just created to publish into may go too: [`publish`] creates it
+    /// again.
+    async fn prune_empty_dirs(&self, path: &Path) {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            match d.strip_prefix(&self.root) {
+                Ok(rel) if rel.components().count() >= 2 => {}
+                _ => break,
+            }
+            if tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+
     fn tmp_path(&self) -> PathBuf {
         self.root
             .join(TMP_DIR)
@@ -110,13 +130,35 @@ impl FileStore {
     }
 }
 
+/// Times [`publish`] creates its directory again when it was pruned before the rename.
+const PUBLISH_ATTEMPTS: usize = 16;
+
 async fn publish(tmp: &Path, dest: &Path, key: &ObjectKey) -> StoreResult<()> {
-    if let Some(parent) = dest.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(io("put", key))?;
+    let mut attempt = 1;
+    loop {
+        let placed = async {
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::rename(tmp, dest).await
+        };
+        match placed.await {
+            Ok(()) => return Ok(()),
+            // The directory was pruned as empty when another object in it was removed
+            // ([`FileStore::prune_empty_dirs`]): before the rename (not found), or while
+            // another writer was creating it too (exists, yet is no directory): again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists
+                ) && attempt < PUBLISH_ATTEMPTS
+                    && tokio::fs::try_exists(tmp).await.unwrap_or(false) =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(io("put", key)(e)),
+        }
     }
-    tokio::fs::rename(tmp, dest).await.map_err(io("put", key))
 }
 
 #[async_trait]
@@ -182,8 +224,9 @@ impl Store for FileStore {
 
     async fn delete_many(&self, keys: &[ObjectKey]) -> StoreResult<()> {
         for key in keys {
-            match tokio::fs::remove_file(self.path(key)).await {
-                Ok(()) => {}
+            let path = self.path(key);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => self.prune_empty_dirs(&path).await,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io("delete", key)(e)),
             }
@@ -203,7 +246,10 @@ impl Store for FileStore {
     }
 
     async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> StoreResult<()> {
-        publish(&self.path(from), &self.path(to), to).await
+        let from = self.path(from);
+        publish(&from, &self.path(to), to).await?;
+        self.prune_empty_dirs(&from).await;
+        Ok(())
     }
 
     /// `rename(2)` within the store's directory tree: no byte is copied.
@@ -342,6 +388,71 @@ mod tests {
         drop(upload);
         assert_eq!(tmp_files()?, 0);
         assert_eq!(store.head(&key).await?.map(|m| m.size), Some(8));
+        Ok(())
+    }
+
+    /// Removing objects removes the directories they leave empty, never the root's top-level
+    /// ones; writers publishing into a directory another removal empties still land.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn emptied_directories_go_and_writers_racing_their_removal_still_land()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("store");
+        let store = Arc::new(FileStore::new(root.clone())?);
+        let key = |k: String| ObjectKey::from_listing(&k).ok_or(k);
+        // A purged run's manifests: `runs/<run>/` goes, `runs/` and the other run stay.
+        for k in [
+            "runs/r1/nodes/h.json",
+            "runs/r1/manifest.json",
+            "runs/r2/manifest.json",
+        ] {
+            store
+                .put(&key(k.into())?, Bytes::from_static(b"{}"))
+                .await?;
+        }
+        store
+            .delete_many(&[
+                key("runs/r1/nodes/h.json".into())?,
+                key("runs/r1/manifest.json".into())?,
+            ])
+            .await?;
+        assert!(
+            !root.join("runs/r1").exists(),
+            "an emptied run directory left"
+        );
+        assert!(root.join("runs/r2/manifest.json").exists());
+        // Uploads staged under one run's `tmp/<run>/` and renamed to their blobs, many at
+        // once: each rename may remove `tmp/<run>/` while another publishes into it.
+        for round in 0..20 {
+            let tasks: Vec<_> = (0..32)
+                .map(|i| {
+                    let store = Arc::clone(&store);
+                    tokio::spawn(async move {
+                        let staged = key(format!("tmp/run{round}/{i}"))?;
+                        let blob = key(format!("blobs/{round:02}/{i}"))?;
+                        store
+                            .put(&staged, Bytes::from(format!("{round}-{i}")))
+                            .await?;
+                        store.rename(&staged, &blob).await?;
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(blob)
+                    })
+                })
+                .collect();
+            for (i, t) in tasks.into_iter().enumerate() {
+                let blob = t.await?.map_err(|e| e.to_string())?;
+                assert_eq!(
+                    std::fs::read(root.join(blob.as_str()))?,
+                    format!("{round}-{i}").into_bytes()
+                );
+            }
+            assert!(
+                !root.join(format!("tmp/run{round}")).exists(),
+                "an emptied tmp/<run>/ left"
+            );
+        }
+        assert!(
+            root.join("tmp").is_dir() && root.join("blobs").is_dir() && root.join("runs").is_dir()
+        );
         Ok(())
     }
 
