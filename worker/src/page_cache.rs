@@ -161,6 +161,7 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, gentle: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::Context;
     use std::io::Write;
 
     fn resident(file: &File, len: u64) -> usize {
@@ -204,6 +205,36 @@ mod tests {
         // A plain read of the same leaves it all cached.
         read_exact_at(&f, &mut all, 0, false).expect("plain read");
         assert_eq!(resident(&f, len), 64);
+    }
+
+    /// What a backup writes to a store on the node's own machine (`file://`) is dropped from
+    /// the page cache once synced: a whole object, and one uploaded in parts.
+    #[tokio::test]
+    async fn objects_written_to_a_local_store_leave_none_of_their_pages_cached()
+    -> anyhow::Result<()> {
+        use bytes::Bytes;
+        use ringvault_common::layout::ObjectKey;
+        let dir = tempfile::tempdir()?;
+        let store = ringvault_common::store::open(&format!(
+            "file://{}",
+            dir.path().join("store").display()
+        ))
+        .await?;
+        let part = store.part_size();
+        let small = ObjectKey::from_listing("blobs/aa/small").context("key")?;
+        store.put(&small, Bytes::from(vec![3u8; 4 << 20])).await?;
+        let big = ObjectKey::from_listing("blobs/bb/big").context("key")?;
+        let upload = store.start_multipart(&big).await?;
+        upload.put_part(1, Bytes::from(vec![1u8; part])).await?;
+        upload.put_part(2, Bytes::from(vec![2u8; part / 2])).await?;
+        upload.complete().await?;
+        for (key, len) in [(&small, 4u64 << 20), (&big, part as u64 * 3 / 2)] {
+            let path = store.local_path(key).context("a local store")?;
+            let f = File::open(&path)?;
+            assert_eq!(f.metadata()?.len(), len);
+            assert_eq!(resident(&f, len), 0, "{key}: written pages left cached");
+        }
+        Ok(())
     }
 
     #[test]

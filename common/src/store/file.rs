@@ -130,6 +130,17 @@ impl FileStore {
     }
 }
 
+/// Drops a written object's pages from the page cache once it is synced (clean pages go at
+/// once): a store on the node's own machine would otherwise keep every byte a backup wrote
+/// cached, and evict the pages Cassandra serves reads from to make room. Advice only: refused,
+/// the kernel evicts them in its own time.
+fn drop_cached(file: &impl std::os::fd::AsFd) {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    if let Err(e) = posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED) {
+        tracing::debug!(error = %e, "posix_fadvise(DONTNEED) refused");
+    }
+}
+
 /// Times [`publish`] creates its directory again when it was pruned before the rename.
 const PUBLISH_ATTEMPTS: usize = 16;
 
@@ -178,6 +189,7 @@ impl Store for FileStore {
             .map_err(io("put", key))?;
         f.write_all(&data).await.map_err(io("put", key))?;
         f.sync_all().await.map_err(io("put", key))?;
+        drop_cached(&f);
         drop(f);
         publish(&tmp, &self.path(key), key).await
     }
@@ -344,14 +356,18 @@ impl MultipartUpload for FileMultipart {
 
     async fn complete(&self) -> StoreResult<()> {
         let file = Arc::clone(&self.file);
-        tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .map_err(|e| StoreError::Backend {
-                op: "put",
-                key: self.key.to_string(),
-                message: e.to_string(),
-            })?
-            .map_err(io("put", &self.key))?;
+        tokio::task::spawn_blocking(move || {
+            file.sync_all()?;
+            drop_cached(&*file);
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(|e| StoreError::Backend {
+            op: "put",
+            key: self.key.to_string(),
+            message: e.to_string(),
+        })?
+        .map_err(io("put", &self.key))?;
         publish(&self.tmp, &self.dest, &self.key).await
     }
 
