@@ -384,11 +384,7 @@ async fn fetch_into(
     if let Some(blob) = store.local_path(&layout::blob(&f.hash)) {
         return copy_local(&blob, f, partial, label, throttle, events).await;
     }
-    let out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
+    let out = create_partial(partial)?;
     let mut sink = BlockSink {
         out,
         hasher: ContentHasher::new(),
@@ -419,15 +415,36 @@ async fn fetch_into(
     if n > 0 {
         send(events, DownloadEvent::Progress { bytes: n }).await?;
     }
+    settle(sink.out, sink.hasher, sink.path, f, label, written).await
+}
+
+/// Syncs a fetched file and refuses it if its size or hash is not what the backup recorded.
+async fn settle(
+    out: std::fs::File,
+    hasher: ContentHasher,
+    path: PathBuf,
+    f: &StagedFile,
+    label: &str,
+    written: u64,
+) -> anyhow::Result<()> {
     let got = tokio::task::spawn_blocking(move || -> anyhow::Result<ContentHash> {
-        sink.out
-            .sync_all()
-            .with_context(|| format!("syncing {}", sink.path.display()))?;
-        Ok(sink.hasher.finish())
+        out.sync_all()
+            .with_context(|| format!("syncing {}", path.display()))?;
+        Ok(hasher.finish())
     })
     .await
     .context("syncing task")??;
     check_fetched(f, label, written, &got)
+}
+
+/// Creates a fetch's own partial file (never one that exists), readable for hashing.
+fn create_partial(partial: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(partial)
+        .with_context(|| format!("creating {}", partial.display()))
 }
 
 /// Refuses a fetched file whose size or hash is not what the backup recorded.
@@ -467,12 +484,7 @@ async fn copy_local(
 ) -> anyhow::Result<()> {
     let src = std::fs::File::open(blob)
         .with_context(|| format!("fetching {label}: opening {}", blob.display()))?;
-    let out = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
+    let out = create_partial(partial)?;
     let mut copy = LocalCopy {
         src,
         out,
@@ -495,15 +507,7 @@ async fn copy_local(
         }
     }
     let written = copy.written;
-    let got = tokio::task::spawn_blocking(move || -> anyhow::Result<ContentHash> {
-        copy.out
-            .sync_all()
-            .with_context(|| format!("syncing {}", copy.path.display()))?;
-        Ok(copy.hasher.finish())
-    })
-    .await
-    .context("syncing task")??;
-    check_fetched(f, label, written, &got)
+    settle(copy.out, copy.hasher, copy.path, f, label, written).await
 }
 
 /// A local copy in progress: the blob, the partial file, and the hash of what was copied.
@@ -641,6 +645,11 @@ mod tests {
         )
         .await?;
         Ok(collect.await?)
+    }
+
+    /// The directory of `attempt` that `f` is linked into.
+    fn linked_dir(staging: &Path, run: &RunId, attempt: &RunId, f: &StagedFile) -> PathBuf {
+        attempt_table_dir(staging, run, attempt, &f.source_host, &f.keyspace, &f.table)
     }
 
     fn names(dir: &Path) -> anyhow::Result<Vec<String>> {
@@ -807,14 +816,7 @@ mod tests {
             run_download(&store, &staging, &run, &second, vec![f.clone()]).await?,
             vec![true]
         );
-        let linked = attempt_table_dir(
-            &staging,
-            &run,
-            &second,
-            &f.source_host,
-            &f.keyspace,
-            &f.table,
-        );
+        let linked = linked_dir(&staging, &run, &second, &f);
         assert_eq!(names(&linked)?, vec!["nb-1-big-Data.db"]);
         // A blob whose bytes no longer match its hash is refused, naming the file.
         let other = RunId::new();
@@ -834,14 +836,7 @@ mod tests {
         );
         let kept = table_dir(&staging, &other, &f.source_host, &f.keyspace, &f.table);
         assert!(names(&kept)?.is_empty(), "corrupt or partial file left");
-        let linked = attempt_table_dir(
-            &staging,
-            &other,
-            &first,
-            &f.source_host,
-            &f.keyspace,
-            &f.table,
-        );
+        let linked = linked_dir(&staging, &other, &first, &f);
         assert!(
             !linked.join("nb-1-big-Data.db").exists(),
             "corrupt file linked"
@@ -869,14 +864,7 @@ mod tests {
             download_counting(&store, &staging, &run, &attempt, vec![f.clone()]).await?;
         assert_eq!(done, vec![false]);
         assert_eq!(progress, len as u64, "every byte counted once");
-        let linked = attempt_table_dir(
-            &staging,
-            &run,
-            &attempt,
-            &f.source_host,
-            &f.keyspace,
-            &f.table,
-        );
+        let linked = linked_dir(&staging, &run, &attempt, &f);
         assert!(
             std::fs::read(linked.join("nb-1-big-Data.db"))? == data,
             "copy differs"
@@ -936,14 +924,7 @@ mod tests {
         std::fs::write(kept.join("x.partial"), b"planted")?;
         std::fs::write(kept.join("nb-1-big-Data.db.partial"), b"planted")?;
         let attempt = RunId::new();
-        let linked = attempt_table_dir(
-            &staging,
-            &run,
-            &attempt,
-            &f.source_host,
-            &f.keyspace,
-            &f.table,
-        );
+        let linked = linked_dir(&staging, &run, &attempt, &f);
         std::fs::create_dir_all(&linked)?;
         std::fs::write(linked.join("nb-998-big-Data.db"), b"stale")?;
         run_download(&store, &staging, &run, &attempt, vec![f]).await?;
