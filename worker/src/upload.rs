@@ -22,7 +22,7 @@ use ringvault_common::hash::{ContentHash, ContentHasher, Crc32c};
 use ringvault_common::layout;
 use ringvault_common::manifest::FileEntry;
 use ringvault_common::store::{BodySource, Store, StoreError, StoreResult};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::buffers::{Buffer, BufferPool};
 use crate::hash_cache::{FileIdentity, HashCache};
@@ -330,38 +330,66 @@ impl Uploader {
         Ok(())
     }
 
-    /// The first read of a large file: its content hash and CRC32C, one part buffer at a time.
+    /// The first read of a large file: its content hash and CRC32C, its parts read up to
+    /// [`READ_AHEAD`] at once ([`Self::read_parts`]) and hashed in order.
     async fn hash_file(
         &self,
         file: &Arc<File>,
         f: &SnapshotFile,
         shared: &Shared,
     ) -> anyhow::Result<(ContentHash, u32)> {
-        let _permit = shared
-            .budget
-            .acquire()
+        let mut sums = Box::new((ContentHasher::new(), Crc32c::default()));
+        let mut parts = std::pin::pin!(self.read_parts(file, f, shared));
+        while let Some((buf, permit)) = parts.try_next().await? {
+            sums = tokio::task::spawn_blocking(move || {
+                sums.0.update(&buf);
+                sums.1.update(&buf);
+                drop((buf, permit));
+                sums
+            })
             .await
-            .context("upload budget closed")?;
-        let (file, size, gentle) = (Arc::clone(file), f.size, self.gentle);
+            .context("hashing task")?;
+        }
+        check_not_grown(file, f.size, &f.path)?;
+        Ok((sums.0.finish(), sums.1.finish()))
+    }
+
+    /// The parts of a large file, in order, each in a buffer and holding the upload permit
+    /// its read took: up to [`READ_AHEAD`] are read at once, the permits taken in part order
+    /// (a read never waits for a later part's).
+    fn read_parts<'a>(
+        &'a self,
+        file: &'a Arc<File>,
+        f: &'a SnapshotFile,
+        shared: &'a Shared,
+    ) -> impl futures::Stream<Item = anyhow::Result<(crate::buffers::Buffer, OwnedSemaphorePermit)>> + 'a
+    {
         let part = self.store.part_size() as u64;
-        let path = f.path.clone();
-        let mut buf = shared.buffers.take(part.min(size) as usize);
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(ContentHash, u32)> {
-            let (mut hasher, mut crc) = (ContentHasher::new(), Crc32c::default());
-            let mut offset = 0u64;
-            while offset < size {
-                let len = part.min(size - offset) as usize;
-                page_cache::read_exact_at(&file, &mut buf[..len], offset, gentle)
-                    .with_context(|| format!("reading {} at {offset}", path.display()))?;
-                hasher.update(&buf[..len]);
-                crc.update(&buf[..len]);
-                offset += len as u64;
-            }
-            check_not_grown(&file, size, &path)?;
-            Ok((hasher.finish(), crc.finish()))
-        })
-        .await
-        .context("hashing task")?
+        let offsets = (0..f.size.div_ceil(part)).map(move |i| i * part);
+        futures::stream::iter(offsets)
+            .then(move |offset| async move {
+                let permit = Arc::clone(&shared.budget)
+                    .acquire_owned()
+                    .await
+                    .context("upload budget closed")?;
+                anyhow::Ok((offset, permit))
+            })
+            .map_ok(move |(offset, permit)| {
+                let len = part.min(f.size - offset) as usize;
+                let (file, gentle, path) = (Arc::clone(file), self.gentle, f.path.clone());
+                let mut buf = shared.buffers.take(len);
+                async move {
+                    let buf = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                        page_cache::read_exact_at(&file, &mut buf, offset, gentle)
+                            .with_context(|| format!("reading {} at {offset}", path.display()))?;
+                        Ok(buf)
+                    })
+                    .await
+                    .context("reading task")??;
+                    anyhow::Ok((buf, permit))
+                }
+            })
+            .try_buffered(READ_AHEAD)
     }
 
     /// Reads a large file part by part and sends the parts in parallel to `key`, checking or
@@ -375,29 +403,19 @@ impl Uploader {
         mut check: PartCheck,
         shared: &Shared,
     ) -> anyhow::Result<Option<ContentHash>> {
-        let part = self.store.part_size() as u64;
         let upload: Arc<dyn ringvault_common::store::MultipartUpload> =
             Arc::from(self.store.start_multipart(key).await?);
         let mut tasks = tokio::task::JoinSet::new();
-        let mut offset = 0u64;
         let mut number = 1u32;
         let result: anyhow::Result<Option<ContentHash>> = async {
-            while offset < f.size {
-                let permit = Arc::clone(&shared.budget)
-                    .acquire_owned()
-                    .await
-                    .context("upload budget closed")?;
-                let len = part.min(f.size - offset) as usize;
-                let (file2, gentle) = (Arc::clone(file), self.gentle);
-                let mut buf = shared.buffers.take(len);
-                let (data, c) =
-                    tokio::task::spawn_blocking(move || -> anyhow::Result<(Bytes, PartCheck)> {
-                        page_cache::read_exact_at(&file2, &mut buf, offset, gentle)?;
-                        check.update(&buf);
-                        Ok((buf.into_bytes(), check))
-                    })
-                    .await
-                    .context("reading task")??;
+            let mut parts = std::pin::pin!(self.read_parts(file, f, shared));
+            while let Some((buf, permit)) = parts.try_next().await? {
+                let (data, c) = tokio::task::spawn_blocking(move || {
+                    check.update(&buf);
+                    (buf.into_bytes(), check)
+                })
+                .await
+                .context("hashing task")?;
                 check = c;
                 self.throttle.take(data.len() as u64).await;
                 let up = Arc::clone(&upload);
@@ -414,7 +432,6 @@ impl Uploader {
                 while let Some(r) = tasks.try_join_next() {
                     r.context("part task")??;
                 }
-                offset += len as u64;
                 number += 1;
             }
             check_not_grown(file, f.size, &f.path)?;
@@ -492,6 +509,12 @@ struct Shared {
     buffers: BufferPool,
     events: mpsc::Sender<UploadEvent>,
 }
+
+/// Parts of one large file read at once, ahead of the part being hashed: with one read at a
+/// time a lone large file waited out each read's disk latency (gentle reads have no kernel
+/// readahead), while the CPUs idled. Each read holds an upload permit, so reads and parts in
+/// flight stay within the budget.
+const READ_AHEAD: usize = 4;
 
 /// Files worked on at once. More than the part budget: a file whose hash is cached costs one
 /// store HEAD and no read, and on a remote store those HEADs are round trips worth
