@@ -31,7 +31,7 @@ pub fn open(path: &Path, gentle: bool) -> io::Result<File> {
 }
 
 /// Page size the residency bitmaps count in.
-fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 { n as u64 } else { 4096 }
@@ -124,7 +124,8 @@ impl Residency {
     }
 }
 
-fn advise_dontneed(file: &File, offset: u64, len: u64) -> io::Result<()> {
+/// Drops `[offset, offset + len)` of `file` from the page cache (advice).
+pub(crate) fn advise_dontneed(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let off = libc::off_t::try_from(offset).map_err(io::Error::other)?;
     let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
     // SAFETY: posix_fadvise only reads its integer arguments.

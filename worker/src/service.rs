@@ -378,6 +378,7 @@ impl pb::worker_server::Worker for WorkerService {
             gentle: self.node.gentle_reads,
             store_key: crate::hash_cache::store_key(&req.store_url),
             trust_seen: req.trust_seen_blobs,
+            held_pages_max: crate::upload::HELD_PAGES_MAX,
         });
         let (ev_tx, ev_rx) = mpsc::channel::<UploadEvent>(256);
         let metrics = Arc::clone(&self.node.metrics);

@@ -16,6 +16,8 @@ pub struct Recording {
     free_rename: bool,
     local: bool,
     calls: std::sync::Mutex<Vec<String>>,
+    /// A file whose pages in the page cache are counted at each multipart start, and the counts.
+    watched: std::sync::Mutex<(Option<std::path::PathBuf>, Vec<usize>)>,
 }
 
 impl Recording {
@@ -26,7 +28,21 @@ impl Recording {
             free_rename,
             local,
             calls: std::sync::Mutex::new(Vec::new()),
+            watched: std::sync::Mutex::new((None, Vec::new())),
         }
+    }
+
+    /// From now on, counts the pages of `path` in the page cache whenever a multipart upload
+    /// starts (the moment a second read of it would begin).
+    pub fn watch_pages(&self, path: &std::path::Path) {
+        if let Ok(mut w) = self.watched.lock() {
+            w.0 = Some(path.to_path_buf());
+        }
+    }
+
+    /// The counts [`Self::watch_pages`] took, in order.
+    pub fn resident_at_send(&self) -> Vec<usize> {
+        self.watched.lock().map(|w| w.1.clone()).unwrap_or_default()
     }
 
     fn record(&self, call: String) {
@@ -78,6 +94,17 @@ impl Store for Recording {
         key: &layout::ObjectKey,
     ) -> StoreResult<Box<dyn ringvault_common::store::MultipartUpload>> {
         self.record(format!("multipart {key}"));
+        if let Ok(mut w) = self.watched.lock()
+            && let Some(path) = w.0.clone()
+        {
+            let n = std::fs::File::open(&path)
+                .and_then(|f| {
+                    let len = f.metadata()?.len();
+                    Ok(crate::page_cache::Residency::of(&f, 0, len).resident_pages())
+                })
+                .unwrap_or(usize::MAX);
+            w.1.push(n);
+        }
         self.inner.start_multipart(key).await
     }
     async fn rename(&self, from: &layout::ObjectKey, to: &layout::ObjectKey) -> StoreResult<()> {

@@ -60,6 +60,11 @@ pub struct Uploader {
     pub store_key: String,
     /// Skip the HEAD of a cached file's blob seen in this store within [`SEEN_TRUSTED_FOR`].
     pub trust_seen: bool,
+    /// With `gentle`, the bytes of page cache the files read twice (for a store whose rename
+    /// copies) may keep from their hashing read to the end of their send, so the send reads
+    /// memory rather than the disk ([`HELD_PAGES_MAX`] by default). A file that does not fit
+    /// in what is left is read gently twice.
+    pub held_pages_max: u64,
 }
 
 /// How long a blob this worker found in (or put into) a store is taken to be there still,
@@ -97,6 +102,11 @@ impl Uploader {
             // Reads and parts in flight hold at most `concurrency` buffers (one per permit),
             // and a streamed body a chunk or two more while the client sends the one before.
             buffers: BufferPool::new(self.concurrency.max(1).saturating_mul(2)),
+            held: Arc::new(Semaphore::new(
+                usize::try_from(self.held_pages_max / HELD_UNIT)
+                    .unwrap_or(Semaphore::MAX_PERMITS)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
             events,
         };
         futures::stream::iter(files)
@@ -238,18 +248,65 @@ impl Uploader {
                 .with_context(|| format!("opening {}", f.path.display()))?,
         );
         if self.store.renames_without_copy() {
-            return self.stage_and_rename(&file, f, shared).await;
+            let src = Source {
+                file,
+                f,
+                gentle: self.gentle,
+            };
+            return self.stage_and_rename(&src, shared).await;
         }
-        let (hash, crc) = self.hash_file(&file, f, shared).await?;
+        let held = self.hold(&file, f.size, shared);
+        let src = Source {
+            file,
+            f,
+            gentle: self.gentle && held.is_none(),
+        };
+        let result = self.hash_and_send(&src, shared).await;
+        if let Some(held) = held {
+            // Dropping the pages is a syscall over the whole file: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || drop(held)).await;
+        }
+        result
+    }
+
+    /// Holds a large file's pages in the page cache from its hashing read to the end of its
+    /// send, so that the second read is a copy from memory rather than a second read from
+    /// disk; then drops the ones that were not resident before ([`HeldPages`]). Only while
+    /// the file fits in what is left of [`Uploader::held_pages_max`]: otherwise (or when reads
+    /// are not gentle) `None`, and each read drops what it brought in as it goes.
+    fn hold(&self, file: &Arc<File>, size: u64, shared: &Shared) -> Option<HeldPages> {
+        if !self.gentle {
+            return None;
+        }
+        let units = u32::try_from(size.div_ceil(HELD_UNIT)).ok()?;
+        let permit = Arc::clone(&shared.held)
+            .try_acquire_many_owned(units)
+            .ok()?;
+        Some(HeldPages {
+            before: page_cache::Residency::of(file, 0, size),
+            file: Arc::clone(file),
+            _permit: permit,
+        })
+    }
+
+    /// The two reads of a large file for a store whose rename copies: hash, then send unless
+    /// the store has the blob.
+    async fn hash_and_send(
+        &self,
+        src: &Source<'_>,
+        shared: &Shared,
+    ) -> anyhow::Result<(ContentHash, bool)> {
+        let f = src.f;
+        let (hash, crc) = self.hash_file(src, shared).await?;
         if self.blob_present(&hash, f.size).await? {
             send(&shared.events, UploadEvent::Progress { bytes: f.size }).await?;
             return Ok((hash, false));
         }
         let key = layout::blob(&hash);
         if f.size <= self.store.max_streamed_put().min(STREAMED_PUT_MAX) {
-            self.send_streamed(&file, f, &key, crc, shared).await?;
+            self.send_streamed(src, &key, crc, shared).await?;
         } else {
-            self.send_parts(&file, f, &key, PartCheck::crc(crc), shared)
+            self.send_parts(src, &key, PartCheck::crc(crc), shared)
                 .await?;
         }
         self.seen(&hash, f.size)?;
@@ -262,13 +319,13 @@ impl Uploader {
     /// purge with the run's other staging keys.
     async fn stage_and_rename(
         &self,
-        file: &Arc<File>,
-        f: &SnapshotFile,
+        src: &Source<'_>,
         shared: &Shared,
     ) -> anyhow::Result<(ContentHash, bool)> {
+        let f = src.f;
         let staging = layout::staging(&self.run_id, &uuid::Uuid::new_v4().to_string());
         let hash = self
-            .send_parts(file, f, &staging, PartCheck::hash(), shared)
+            .send_parts(src, &staging, PartCheck::hash(), shared)
             .await?
             .context("the staged upload computed no hash")?;
         let placed: anyhow::Result<bool> = async {
@@ -294,8 +351,7 @@ impl Uploader {
     /// from the start if the request is retried. Holds one upload permit while it streams.
     async fn send_streamed(
         &self,
-        file: &Arc<File>,
-        f: &SnapshotFile,
+        src: &Source<'_>,
         key: &ringvault_common::layout::ObjectKey,
         crc32c: u32,
         shared: &Shared,
@@ -305,13 +361,14 @@ impl Uploader {
             .acquire()
             .await
             .context("upload budget closed")?;
+        let f = src.f;
         let body = Arc::new(FileBody {
-            file: Arc::clone(file),
+            file: Arc::clone(&src.file),
             buffers: shared.buffers.clone(),
             path: f.path.clone(),
             size: f.size,
             crc32c,
-            gentle: self.gentle,
+            gentle: src.gentle,
             throttle: self.throttle.clone(),
             events: shared.events.clone(),
             reported: AtomicU64::new(0),
@@ -334,12 +391,11 @@ impl Uploader {
     /// [`READ_AHEAD`] at once ([`Self::read_parts`]) and hashed in order.
     async fn hash_file(
         &self,
-        file: &Arc<File>,
-        f: &SnapshotFile,
+        src: &Source<'_>,
         shared: &Shared,
     ) -> anyhow::Result<(ContentHash, u32)> {
         let mut sums = Box::new((ContentHasher::new(), Crc32c::default()));
-        let mut parts = std::pin::pin!(self.read_parts(file, f, shared));
+        let mut parts = std::pin::pin!(self.read_parts(src, shared));
         while let Some((buf, permit)) = parts.try_next().await? {
             sums = tokio::task::spawn_blocking(move || {
                 sums.0.update(&buf);
@@ -350,7 +406,7 @@ impl Uploader {
             .await
             .context("hashing task")?;
         }
-        check_not_grown(file, f.size, &f.path)?;
+        check_not_grown(&src.file, src.f.size, &src.f.path)?;
         Ok((sums.0.finish(), sums.1.finish()))
     }
 
@@ -359,12 +415,11 @@ impl Uploader {
     /// (a read never waits for a later part's).
     fn read_parts<'a>(
         &'a self,
-        file: &'a Arc<File>,
-        f: &'a SnapshotFile,
+        src: &'a Source<'a>,
         shared: &'a Shared,
     ) -> impl futures::Stream<Item = anyhow::Result<(crate::buffers::Buffer, OwnedSemaphorePermit)>> + 'a
     {
-        let part = self.store.part_size() as u64;
+        let (f, part) = (src.f, self.store.part_size() as u64);
         let offsets = (0..f.size.div_ceil(part)).map(move |i| i * part);
         futures::stream::iter(offsets)
             .then(move |offset| async move {
@@ -376,7 +431,7 @@ impl Uploader {
             })
             .map_ok(move |(offset, permit)| {
                 let len = part.min(f.size - offset) as usize;
-                let (file, gentle, path) = (Arc::clone(file), self.gentle, f.path.clone());
+                let (file, gentle, path) = (Arc::clone(&src.file), src.gentle, f.path.clone());
                 let mut buf = shared.buffers.take(len);
                 async move {
                     let buf = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -397,18 +452,18 @@ impl Uploader {
     /// pass that check. Returns the content hash when `check` computed one.
     async fn send_parts(
         &self,
-        file: &Arc<File>,
-        f: &SnapshotFile,
+        src: &Source<'_>,
         key: &ringvault_common::layout::ObjectKey,
         mut check: PartCheck,
         shared: &Shared,
     ) -> anyhow::Result<Option<ContentHash>> {
+        let f = src.f;
         let upload: Arc<dyn ringvault_common::store::MultipartUpload> =
             Arc::from(self.store.start_multipart(key).await?);
         let mut tasks = tokio::task::JoinSet::new();
         let mut number = 1u32;
         let result: anyhow::Result<Option<ContentHash>> = async {
-            let mut parts = std::pin::pin!(self.read_parts(file, f, shared));
+            let mut parts = std::pin::pin!(self.read_parts(src, shared));
             while let Some((buf, permit)) = parts.try_next().await? {
                 let (data, c) = tokio::task::spawn_blocking(move || {
                     check.update(&buf);
@@ -434,7 +489,7 @@ impl Uploader {
                 }
                 number += 1;
             }
-            check_not_grown(file, f.size, &f.path)?;
+            check_not_grown(&src.file, f.size, &f.path)?;
             let hash = check
                 .finish()
                 .map_err(|e| anyhow::anyhow!("{} {e}; not stored", f.path.display()))?;
@@ -506,9 +561,45 @@ impl PartCheck {
 struct Shared {
     /// Reads and parts in flight (`concurrency` permits).
     budget: Arc<Semaphore>,
+    /// Pages held in the page cache between two reads of a file, in [`HELD_UNIT`]s
+    /// ([`Uploader::held_pages_max`]).
+    held: Arc<Semaphore>,
     buffers: BufferPool,
     events: mpsc::Sender<UploadEvent>,
 }
+
+/// A large file being read: its handle, what the snapshot says of it, and whether each read
+/// drops the pages it brought in (not while the whole file's pages are held, [`HeldPages`]).
+struct Source<'a> {
+    file: Arc<File>,
+    f: &'a SnapshotFile,
+    gentle: bool,
+}
+
+/// A file's pages kept in the page cache from its first read to the end of its second: what
+/// was resident before the first, and a share of [`Uploader::held_pages_max`]. Dropping it
+/// drops the pages that were not resident then, as each gentle read would have, once.
+struct HeldPages {
+    file: Arc<File>,
+    before: page_cache::Residency,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for HeldPages {
+    fn drop(&mut self) {
+        // Advice only: a refused fadvise leaves the pages to the kernel's own eviction.
+        if let Err(e) = self.before.drop_new_pages(&self.file) {
+            tracing::debug!(error = %e, "posix_fadvise(DONTNEED) refused");
+        }
+    }
+}
+
+/// What [`Uploader::held_pages_max`] counts in.
+const HELD_UNIT: u64 = 1 << 20;
+
+/// The default of [`Uploader::held_pages_max`]: a node's page cache is gigabytes; a worker
+/// may borrow this much of it for a few seconds at a time.
+pub const HELD_PAGES_MAX: u64 = 256 << 20;
 
 /// Parts of one large file read at once, ahead of the part being hashed: with one read at a
 /// time a lone large file waited out each read's disk latency (gentle reads have no kernel
@@ -705,6 +796,16 @@ mod tests {
         state: &std::path::Path,
         files: Vec<SnapshotFile>,
     ) -> anyhow::Result<(u64, Vec<(ContentHash, bool)>)> {
+        upload_holding(store, state, files, HELD_PAGES_MAX).await
+    }
+
+    /// [`upload`], with `held_pages_max` as given.
+    async fn upload_holding(
+        store: &Arc<dyn Store>,
+        state: &std::path::Path,
+        files: Vec<SnapshotFile>,
+        held_pages_max: u64,
+    ) -> anyhow::Result<(u64, Vec<(ContentHash, bool)>)> {
         let up = Arc::new(Uploader {
             run_id: RunId::new(),
             store: Arc::clone(store),
@@ -714,6 +815,7 @@ mod tests {
             gentle: true,
             store_key: crate::hash_cache::store_key("file:///test"),
             trust_seen: false,
+            held_pages_max,
         });
         let (tx, mut rx) = mpsc::channel(64);
         let task = tokio::spawn(up.run(files, tx));
@@ -753,13 +855,7 @@ mod tests {
             inner.renames_without_copy(),
             "a file store renames in place"
         );
-        let data: Vec<u8> = (0..inner.part_size() * 5 / 2)
-            .map(|i| {
-                (i as u64)
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    .rotate_left(17) as u8
-            })
-            .collect();
+        let data = distinct_bytes(inner.part_size() * 5 / 2, 0);
         let src = dir.join("nb-1-big-Data.db");
         std::fs::write(&src, &data)?;
         let recording = Arc::new(Recording::new(inner, free_rename, free_rename));
@@ -788,6 +884,17 @@ mod tests {
             expected,
             blob,
         })
+    }
+
+    /// `len` bytes that do not repeat within a part, different for each `seed`.
+    fn distinct_bytes(len: usize, seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|i| {
+                (i as u64 ^ seed.rotate_left(40))
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .rotate_left(17) as u8
+            })
+            .collect()
     }
 
     /// Uploads a copy of the first file under another name with an empty hash cache.
@@ -853,6 +960,63 @@ mod tests {
         let (_, done) = upload_copy(dir.path(), &first.store).await?;
         assert_eq!(done, vec![(first.expected, false)]);
         assert_eq!(first.recording.calls().len(), 1, "nothing more was sent");
+        Ok(())
+    }
+
+    /// Where a large file is read twice (hash, then send), the send finds the whole file in
+    /// the page cache (one read from disk, not two) and the upload leaves none of it cached;
+    /// a file larger than what may be held is read gently twice.
+    #[tokio::test]
+    async fn a_file_read_twice_is_read_from_disk_once_and_left_out_of_the_page_cache()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("store");
+        std::fs::create_dir_all(&root)?;
+        let inner = ringvault_common::store::open(&format!("file://{}", root.display())).await?;
+        let part = inner.part_size();
+        let recording = Arc::new(Recording::new(inner, false, false));
+        let store: Arc<dyn Store> = recording.clone();
+        let mut expected_at_send = Vec::new();
+        for (seed, held_max) in [(1u64, HELD_PAGES_MAX), (2, part as u64)] {
+            let name = format!("nb-{seed}-big-Data.db");
+            let path = dir.path().join(&name);
+            let data = distinct_bytes(part * 5 / 2, seed);
+            std::fs::write(&path, &data)?;
+            let file = File::open(&path)?;
+            file.sync_all()?;
+            page_cache::advise_dontneed(&file, 0, data.len() as u64)?;
+            let pages = page_cache::Residency::of(&file, 0, data.len() as u64);
+            assert_eq!(pages.resident_pages(), 0, "the file starts cold");
+            let all = data.len().div_ceil(page_cache::page_size() as usize);
+            recording.watch_pages(&path);
+            let (progress, done) = upload_holding(
+                &store,
+                &dir.path().join(format!("state{seed}")),
+                vec![snapshot_file(&path, &name)?],
+                held_max,
+            )
+            .await?;
+            assert_eq!(done, vec![(ContentHash::of(&data), true)]);
+            assert_eq!(progress, data.len() as u64);
+            expected_at_send.push(if held_max == HELD_PAGES_MAX { all } else { 0 });
+            assert_eq!(
+                recording.resident_at_send(),
+                expected_at_send,
+                "pages cached when the send began (held up to {held_max} bytes)"
+            );
+            assert_eq!(
+                page_cache::Residency::of(&file, 0, data.len() as u64).resident_pages(),
+                0,
+                "the upload left pages of {name} cached"
+            );
+            let stored = ringvault_common::store::get_bytes(
+                store.as_ref(),
+                &layout::blob(&ContentHash::of(&data)),
+                data.len() + 1,
+            )
+            .await?;
+            assert!(stored == data, "the blob holds the file's bytes");
+        }
         Ok(())
     }
 

@@ -158,6 +158,7 @@ async fn main() -> Result<()> {
         gentle: true,
         store_key: ringvault_worker::hash_cache::store_key(&url),
         trust_seen: false,
+        held_pages_max: ringvault_worker::upload::HELD_PAGES_MAX,
     });
     let file = SnapshotFile {
         data_dir_index: 0,
