@@ -159,6 +159,29 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, gentle: bool) -> 
     Ok(())
 }
 
+/// `[offset, offset + len)` of `file` mapped from the page cache, without a copy; the mapping
+/// lives as long as the bytes. Meant for ranges known to be resident (a file's held pages,
+/// [`crate::upload`]): on a file opened gently ([`open`]) a range that is not would be read in
+/// a page at a time by the faults. `offset` must be a multiple of the page size.
+///
+/// Only for snapshot files: they are hard links Cassandra never writes again. A file truncated
+/// under the mapping would fault (`SIGBUS`) when the bytes are read.
+pub fn map(file: &File, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
+    if len == 0 {
+        return Ok(bytes::Bytes::new());
+    }
+    // SAFETY: a read-only mapping of an immutable snapshot file (see above); the bytes are
+    // read only through the returned `Bytes`, which owns the mapping.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .populate()
+            .map(file)?
+    };
+    Ok(bytes::Bytes::from_owner(map))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

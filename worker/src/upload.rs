@@ -24,7 +24,7 @@ use ringvault_common::manifest::FileEntry;
 use ringvault_common::store::{BodySource, Store, StoreError, StoreResult};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::buffers::{Buffer, BufferPool};
+use crate::buffers::BufferPool;
 use crate::hash_cache::{FileIdentity, HashCache};
 use crate::page_cache;
 use crate::snapshot_files::SnapshotFile;
@@ -252,6 +252,7 @@ impl Uploader {
                 file,
                 f,
                 gentle: self.gentle,
+                held: false,
             };
             return self.stage_and_rename(&src, shared).await;
         }
@@ -260,6 +261,7 @@ impl Uploader {
             file,
             f,
             gentle: self.gentle && held.is_none(),
+            held: held.is_some(),
         };
         let result = self.hash_and_send(&src, shared).await;
         if let Some(held) = held {
@@ -369,6 +371,7 @@ impl Uploader {
             size: f.size,
             crc32c,
             gentle: src.gentle,
+            mapped: src.held,
             throttle: self.throttle.clone(),
             events: shared.events.clone(),
             reported: AtomicU64::new(0),
@@ -568,12 +571,13 @@ struct Shared {
     events: mpsc::Sender<UploadEvent>,
 }
 
-/// A large file being read: its handle, what the snapshot says of it, and whether each read
-/// drops the pages it brought in (not while the whole file's pages are held, [`HeldPages`]).
+/// A large file being read: its handle, what the snapshot says of it, whether each read
+/// drops the pages it brought in, and whether the whole file's pages are held ([`HeldPages`]).
 struct Source<'a> {
     file: Arc<File>,
     f: &'a SnapshotFile,
     gentle: bool,
+    held: bool,
 }
 
 /// A file's pages kept in the page cache from its first read to the end of its second: what
@@ -629,6 +633,9 @@ struct FileBody {
     /// CRC32C of the hashing read: the bytes sent must have it.
     crc32c: u32,
     gentle: bool,
+    /// The file's pages are held in the page cache ([`HeldPages`]): chunks are mapped from
+    /// it, not copied out of it.
+    mapped: bool,
     throttle: crate::throttle::Throttle,
     events: mpsc::Sender<UploadEvent>,
     /// Bytes reported as progress so far (a retried request does not count twice).
@@ -646,10 +653,16 @@ impl FileBody {
         let (file, gentle, size, expected) =
             (Arc::clone(&self.file), self.gentle, self.size, self.crc32c);
         let path = self.path.clone();
-        let mut buf = self.buffers.take(len);
-        let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Buffer, Crc32c)> {
+        let buffer = (!self.mapped).then(|| self.buffers.take(len));
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Bytes, Crc32c)> {
             let mut crc = crc;
-            page_cache::read_exact_at(&file, &mut buf, offset, gentle)?;
+            let buf = match buffer {
+                Some(mut buf) => {
+                    page_cache::read_exact_at(&file, &mut buf, offset, gentle)?;
+                    buf.into_bytes()
+                }
+                None => page_cache::map(&file, offset, len)?,
+            };
             crc.update(&buf);
             // Checked before the last chunk leaves: changed bytes never complete a request.
             if end == size {
@@ -681,7 +694,7 @@ impl FileBody {
                 })
                 .await;
         }
-        Ok(Some((buf.into_bytes(), (end, crc))))
+        Ok(Some((buf, (end, crc))))
     }
 }
 
@@ -965,16 +978,30 @@ mod tests {
 
     /// Where a large file is read twice (hash, then send), the send finds the whole file in
     /// the page cache (one read from disk, not two) and the upload leaves none of it cached;
-    /// a file larger than what may be held is read gently twice.
+    /// a file larger than what may be held is read gently twice. Both sends: in parts, and as
+    /// one streamed put (whose chunks are mapped from the held pages).
     #[tokio::test]
     async fn a_file_read_twice_is_read_from_disk_once_and_left_out_of_the_page_cache()
     -> anyhow::Result<()> {
+        for streamed in [false, true] {
+            read_twice_from_disk_once(streamed)
+                .await
+                .with_context(|| format!("streamed put: {streamed}"))?;
+        }
+        Ok(())
+    }
+
+    async fn read_twice_from_disk_once(streamed: bool) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().join("store");
         std::fs::create_dir_all(&root)?;
         let inner = ringvault_common::store::open(&format!("file://{}", root.display())).await?;
         let part = inner.part_size();
-        let recording = Arc::new(Recording::new(inner, false, false));
+        let mut recording = Recording::new(inner, false, false);
+        if streamed {
+            recording = recording.with_streamed_put();
+        }
+        let recording = Arc::new(recording);
         let store: Arc<dyn Store> = recording.clone();
         let mut expected_at_send = Vec::new();
         for (seed, held_max) in [(1u64, HELD_PAGES_MAX), (2, part as u64)] {
@@ -1017,6 +1044,12 @@ mod tests {
             .await?;
             assert!(stored == data, "the blob holds the file's bytes");
         }
+        let how = if streamed { "streamed" } else { "multipart" };
+        let calls = recording.calls();
+        assert!(
+            calls.len() == 2 && calls.iter().all(|c| c.starts_with(how)),
+            "{calls:?}"
+        );
         Ok(())
     }
 
