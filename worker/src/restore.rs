@@ -352,7 +352,14 @@ async fn fetch(
             .unwrap_or_default(),
         uuid::Uuid::new_v4().simple()
     ));
-    let result = fetch_into(store, f, &partial, &label, throttle, events).await;
+    let job = FetchJob {
+        f,
+        partial: &partial,
+        label: &label,
+        throttle,
+        events,
+    };
+    let result = fetch_into(store, &job).await;
     let result = match result {
         // Linked before it is renamed into place: the attempt gets exactly the bytes checked.
         Ok(()) => match link(&partial, &p.linked).await {
@@ -373,17 +380,27 @@ async fn fetch(
 /// chunks are small (16-64 KiB), and a write call per chunk costs more than the write.
 const WRITE_BLOCK: usize = 4 << 20;
 
-async fn fetch_into(
-    store: &dyn Store,
-    f: &StagedFile,
-    partial: &Path,
-    label: &str,
-    throttle: &crate::throttle::Throttle,
-    events: &mpsc::Sender<DownloadEvent>,
-) -> anyhow::Result<()> {
-    if let Some(blob) = store.local_path(&layout::blob(&f.hash)) {
-        return copy_local(&blob, f, partial, label, throttle, events).await;
+/// One blob being fetched into its own partial file: what the backup recorded of it, where it
+/// goes, what errors call it, and the run's throttle and event stream.
+struct FetchJob<'a> {
+    f: &'a StagedFile,
+    partial: &'a Path,
+    label: &'a str,
+    throttle: &'a crate::throttle::Throttle,
+    events: &'a mpsc::Sender<DownloadEvent>,
+}
+
+async fn fetch_into(store: &dyn Store, job: &FetchJob<'_>) -> anyhow::Result<()> {
+    if let Some(blob) = store.local_path(&layout::blob(&job.f.hash)) {
+        return copy_local(&blob, job).await;
     }
+    let FetchJob {
+        f,
+        partial,
+        label,
+        throttle,
+        events,
+    } = *job;
     let out = create_partial(partial)?;
     let mut sink = BlockSink {
         out,
@@ -474,14 +491,14 @@ const COPY_CHUNK: u64 = 8 << 20;
 /// where the kernel cannot), a step of [`COPY_CHUNK`] at a time. Each step's bytes are then
 /// hashed from the copy itself, mapped from the page cache, so what is verified is what will
 /// be imported. Throttled and reported a step at a time, like a streamed fetch.
-async fn copy_local(
-    blob: &Path,
-    f: &StagedFile,
-    partial: &Path,
-    label: &str,
-    throttle: &crate::throttle::Throttle,
-    events: &mpsc::Sender<DownloadEvent>,
-) -> anyhow::Result<()> {
+async fn copy_local(blob: &Path, job: &FetchJob<'_>) -> anyhow::Result<()> {
+    let FetchJob {
+        f,
+        partial,
+        label,
+        throttle,
+        events,
+    } = *job;
     let src = std::fs::File::open(blob)
         .with_context(|| format!("fetching {label}: opening {}", blob.display()))?;
     let out = create_partial(partial)?;
