@@ -4,8 +4,9 @@
 //! hashed from the same buffers, then renamed to its blob key. On an object store, where a
 //! rename is a server-side copy of every byte, it is read twice instead: once to hash it, then,
 //! unless its blob is in the store, once more to stream it part by part straight to its blob
-//! key (`upload_large`, `stage_and_rename`). Reads leave the page cache as they found
-//! it ([`page_cache`]). A file whose (keyspace, table id, name, size, mtime) was hashed before is
+//! key (`upload_large`, `stage_and_rename`); its pages are held in the page cache between the
+//! two reads ([`HeldPages`], up to [`HELD_PAGES_MAX`]), so only the first goes to disk. Reads
+//! leave the page cache as they found it ([`page_cache`]). A file whose (keyspace, table id, name, size, mtime) was hashed before is
 //! not read at all when its blob is in the store; with `trust_seen`, the store is not even
 //! asked when this worker saw that blob there within [`SEEN_TRUSTED_FOR`] (the coordinator
 //! checks every blob at commit). Memory is bounded by `concurrency` parts in flight plus as many idle read buffers, reused from one read to the next ([`crate::buffers`]).
