@@ -394,45 +394,38 @@ async fn fetch_into(store: &dyn Store, job: &FetchJob<'_>) -> anyhow::Result<()>
     if let Some(blob) = store.local_path(&layout::blob(&job.f.hash)) {
         return copy_local(&blob, job).await;
     }
-    let FetchJob {
-        f,
-        partial,
-        label,
-        throttle,
-        events,
-    } = *job;
-    let out = create_partial(partial)?;
+    let out = create_partial(job.partial)?;
     let mut sink = BlockSink {
         out,
         hasher: ContentHasher::new(),
-        path: partial.to_path_buf(),
+        path: job.partial.to_path_buf(),
     };
     let mut stream = store
-        .get(&layout::blob(&f.hash))
+        .get(&layout::blob(&job.f.hash))
         .await
-        .with_context(|| format!("fetching {label}"))?;
-    let mut block = bytes::BytesMut::with_capacity(WRITE_BLOCK.min(f.size as usize));
+        .with_context(|| format!("fetching {}", job.label))?;
+    let mut block = bytes::BytesMut::with_capacity(WRITE_BLOCK.min(job.f.size as usize));
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.with_context(|| format!("fetching {label}"))?;
-        throttle.take(chunk.len() as u64).await;
+        let chunk = chunk.with_context(|| format!("fetching {}", job.label))?;
+        job.throttle.take(chunk.len() as u64).await;
         written += chunk.len() as u64;
-        if written > f.size {
+        if written > job.f.size {
             break;
         }
         block.extend_from_slice(&chunk);
         if block.len() >= WRITE_BLOCK {
             let n = block.len() as u64;
             sink = write_block(sink, block.split().freeze()).await?;
-            send(events, DownloadEvent::Progress { bytes: n }).await?;
+            send(job.events, DownloadEvent::Progress { bytes: n }).await?;
         }
     }
     let n = block.len() as u64;
     let sink = write_block(sink, block.freeze()).await?;
     if n > 0 {
-        send(events, DownloadEvent::Progress { bytes: n }).await?;
+        send(job.events, DownloadEvent::Progress { bytes: n }).await?;
     }
-    settle(sink.out, sink.hasher, sink.path, f, label, written).await
+    settle(sink.out, sink.hasher, sink.path, job.f, job.label, written).await
 }
 
 /// Syncs a fetched file and refuses it if its size or hash is not what the backup recorded.
@@ -492,22 +485,15 @@ const COPY_CHUNK: u64 = 8 << 20;
 /// hashed from the copy itself, mapped from the page cache, so what is verified is what will
 /// be imported. Throttled and reported a step at a time, like a streamed fetch.
 async fn copy_local(blob: &Path, job: &FetchJob<'_>) -> anyhow::Result<()> {
-    let FetchJob {
-        f,
-        partial,
-        label,
-        throttle,
-        events,
-    } = *job;
     let src = std::fs::File::open(blob)
-        .with_context(|| format!("fetching {label}: opening {}", blob.display()))?;
-    let out = create_partial(partial)?;
+        .with_context(|| format!("fetching {}: opening {}", job.label, blob.display()))?;
+    let out = create_partial(job.partial)?;
     let mut copy = LocalCopy {
         src,
         out,
         hasher: ContentHasher::new(),
         written: 0,
-        path: partial.to_path_buf(),
+        path: job.partial.to_path_buf(),
     };
     loop {
         let (c, n) = tokio::task::spawn_blocking(move || copy.step().map(|n| (copy, n)))
@@ -517,14 +503,14 @@ async fn copy_local(blob: &Path, job: &FetchJob<'_>) -> anyhow::Result<()> {
         if n == 0 {
             break;
         }
-        throttle.take(n).await;
-        send(events, DownloadEvent::Progress { bytes: n }).await?;
-        if copy.written > f.size {
+        job.throttle.take(n).await;
+        send(job.events, DownloadEvent::Progress { bytes: n }).await?;
+        if copy.written > job.f.size {
             break;
         }
     }
     let written = copy.written;
-    settle(copy.out, copy.hasher, copy.path, f, label, written).await
+    settle(copy.out, copy.hasher, copy.path, job.f, job.label, written).await
 }
 
 /// A local copy in progress: the blob, the partial file, and the hash of what was copied.
